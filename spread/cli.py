@@ -1,0 +1,130 @@
+"""Command-line entry point: `python -m spread <command> [options]` (`--help` on every command).
+
+Each command is a thin shell over one library function, imported lazily so that `--help` and the light commands
+stay fast. A `SpreadError` (bad input, bad config, bad artefact) is printed as one clear line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from spread.errors import SpreadError
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from spread.synth import generate
+
+    out = generate(args.out, seed=args.seed, preset=args.preset, overwrite=args.overwrite)
+    print(f"wrote synthetic competition ({args.preset}, seed {args.seed}) to {out}")
+    return 0
+
+
+def _check_labels(args: argparse.Namespace) -> int:
+    from spread.competition import check_labels, load_competition
+
+    result = check_labels(load_competition(args.dir, require_test=False), tolerance=args.tolerance)
+    ok = result.match_share >= args.min_share and result.nan_agreement == 1.0
+    print(f"non-null label cells: {result.cells}")
+    print(f"matching to {args.tolerance:g}: {result.matched} ({result.match_share:.4%})")
+    print(f"NaN pattern agreement: {result.nan_agreement:.4%}")
+    print("OK" if ok else "MISMATCH")
+    return 0 if ok else 1
+
+
+def _score(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from spread.metrics import read_table, score_frames
+
+    scored = None
+    if args.test:
+        test = read_table(args.test)
+        scored = test.filter(pl.col("is_scored").cast(pl.Boolean))["date_id"].to_list()
+    score = score_frames(read_table(args.solution), read_table(args.submission), scored_dates=scored)
+    print(f"{score:.6f}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from spread.config import load_config
+    from spread.trainer import train
+
+    out = args.resume or args.out
+    if out is None:
+        raise SpreadError("train: give --out RUN (a new run folder) or --resume RUN")
+    config = args.config
+    if args.resume and config is None:
+        config = Path(args.resume) / "config.yaml"
+    cfg = load_config(config, args.overrides)
+    summary = train(cfg, args.data, out, resume=bool(args.resume))
+    score = summary.get("mean", {}).get("score")
+    if score is not None:
+        print(f"mean validation score: {score:.6f}")
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from spread.gateway import run_gateway
+    from spread.infer import make_predict
+
+    result = run_gateway(
+        args.data, make_predict(args.run, args.data), out_file=args.out, deadline_s=args.deadline
+    )
+    print(f"{result['score']:.6f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m spread", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = commands.add_parser("synth", help="write a synthetic competition folder (the embedded default data)")
+    p.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--preset", choices=["mitsui", "small"], default="mitsui", help="sizes (default mitsui)")
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
+    p.set_defaults(run=_synth)
+
+    p = commands.add_parser("check-labels", help="recompute train_labels.csv from train.csv and compare")
+    p.add_argument("dir", type=Path, help="competition folder")
+    p.add_argument("--tolerance", type=float, default=1e-9, help="absolute tolerance per cell (default 1e-9)")
+    p.add_argument("--min-share", type=float, default=0.999, help="share of cells that must match (default 0.999)")
+    p.set_defaults(run=_check_labels)
+
+    p = commands.add_parser("score", help="competition score of a submission against labels")
+    p.add_argument("--solution", required=True, type=Path, help="labels: csv or parquet with date_id + targets")
+    p.add_argument("--submission", required=True, type=Path, help="predictions: csv or parquet, same columns")
+    p.add_argument("--test", type=Path, help="test.csv: score only its is_scored dates")
+    p.set_defaults(run=_score)
+
+    p = commands.add_parser("train", help="walk-forward training, checkpoints and run logs")
+    p.add_argument("--data", required=True, type=Path, help="competition folder")
+    p.add_argument("--out", type=Path, help="run folder to create")
+    p.add_argument("--config", type=Path, help="YAML/JSON config (default: built-in defaults)")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last.pt checkpoints")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. model.d_model=160")
+    p.set_defaults(run=_train)
+
+    p = commands.add_parser("gateway", help="play the evaluation API over a competition folder with a trained run")
+    p.add_argument("--data", required=True, type=Path, help="competition folder (test.csv, lag files)")
+    p.add_argument("--run", required=True, type=Path, help="run folder with manifest.json")
+    p.add_argument("--out", type=Path, default=Path("submission.parquet"), help="submission file to write")
+    p.add_argument("--deadline", type=float, default=300.0, help="seconds allowed per call after the first")
+    p.set_defaults(run=_gateway)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
+    )
+    try:
+        return args.run(args)
+    except SpreadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,262 @@
+"""Reading a competition folder laid out like the MITSUI challenge, schema-driven and strict.
+
+Folder layout (see shared COMPETITION.md): train.csv, train_labels.csv, target_pairs.csv, test.csv and
+lagged_test_labels/test_labels_lag_{1..4}.csv. Nothing about sizes is hard-coded: feature columns, targets, lags and
+pairs come from the files. Every inconsistency raises `DataError` naming the file, column and line (line 1 is the
+header, so the first data row is line 2). Input files are only ever read.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from spread.errors import DataError
+from spread.targets import parse_pair
+
+log = logging.getLogger(__name__)
+
+TRAIN, LABELS, PAIRS, TEST = "train.csv", "train_labels.csv", "target_pairs.csv", "test.csv"
+LAG_DIR = "lagged_test_labels"
+LAG_FILE = re.compile(r"test_labels_lag_(\d+)\.csv$")
+VALID_LAGS = range(1, 5)
+
+
+def lag_file_name(lag: int) -> str:
+    return f"{LAG_DIR}/test_labels_lag_{lag}.csv"
+
+
+@dataclass
+class Competition:
+    """The parsed files of one competition folder."""
+
+    root: Path
+    train: pl.DataFrame
+    """date_id (Int64) + one Float64 column per feature, in file order."""
+    labels: pl.DataFrame
+    """date_id + one Float64 column per target, in target_pairs order."""
+    pairs: pl.DataFrame
+    """target (str), lag (Int64), pair (str): one row per target."""
+    test: pl.DataFrame | None = None
+    """date_id + features + is_scored (Boolean); None when the folder has no test.csv and it was not required."""
+    lagged_labels: dict[int, pl.DataFrame] = field(default_factory=dict)
+    """lag -> date_id + that lag's targets + label_date_id."""
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c for c in self.train.columns if c != "date_id"]
+
+    @property
+    def target_names(self) -> list[str]:
+        return self.pairs["target"].to_list()
+
+    @property
+    def target_lags(self) -> np.ndarray:
+        return self.pairs["lag"].to_numpy().astype(np.int64)
+
+    @property
+    def scored_dates(self) -> list[int]:
+        if self.test is None:
+            return []
+        return self.test.filter(pl.col("is_scored"))["date_id"].to_list()
+
+
+def _read_strings(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return pl.read_csv(path, infer_schema_length=0)
+    except Exception as exc:  # polars raises several types for malformed csv
+        raise DataError(f"{path}: cannot be parsed as CSV: {exc}") from exc
+
+
+def _check_date_ids(frame: pl.DataFrame, where: str) -> pl.DataFrame:
+    if "date_id" not in frame.columns:
+        raise DataError(f"{where}: missing column 'date_id'")
+    raw = frame["date_id"]
+    parsed = raw.cast(pl.Int64, strict=False)
+    bad = (parsed.is_null()).arg_true()
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(f"{where}: column 'date_id', line {row + 2}: {raw[row]!r} is not an integer date_id")
+    values = parsed.to_numpy()
+    steps = np.diff(values)
+    if np.any(steps == 0):
+        row = int(np.argmax(steps == 0)) + 1
+        raise DataError(f"{where}: column 'date_id', line {row + 2}: duplicate date_id {values[row]}")
+    if np.any(steps < 0):
+        row = int(np.argmax(steps < 0)) + 1
+        raise DataError(
+            f"{where}: column 'date_id', line {row + 2}: date_id {values[row]} after {values[row - 1]} "
+            "(date_id must be strictly increasing)"
+        )
+    return frame.with_columns(parsed.alias("date_id"))
+
+
+def coerce_numeric(frame: pl.DataFrame, columns: list[str], where: str, *, strict: bool = True) -> pl.DataFrame:
+    """Cast `columns` to Float64: empty/all-null String columns become null floats, NaN and +-inf become null.
+
+    With `strict`, a non-numeric text cell raises DataError naming column and line; otherwise it becomes null
+    (the inference path never raises).
+    """
+    casts = []
+    for name in columns:
+        col = frame[name]
+        as_float = col.cast(pl.Float64, strict=False)
+        if strict and col.dtype == pl.String:
+            bad = (as_float.is_null() & col.is_not_null() & (col.str.strip_chars() != "")).arg_true()
+            if len(bad):
+                row = int(bad[0])
+                raise DataError(f"{where}: column {name!r}, line {row + 2}: {col[row]!r} is not a number")
+        casts.append(as_float.alias(name))
+    out = frame.with_columns(casts)
+    infinite = [n for n in columns if out[n].is_infinite().any()]
+    if infinite:
+        log.warning("%s: +-inf replaced by null in %d column(s): %s", where, len(infinite), infinite[:20])
+    finite = [pl.when(pl.col(n).is_finite()).then(pl.col(n)).otherwise(None).alias(n) for n in columns]
+    return out.with_columns(finite)
+
+
+def _read_pairs(root: Path) -> pl.DataFrame:
+    where = root / PAIRS
+    raw = _read_strings(where)
+    for column in ("target", "lag", "pair"):
+        if column not in raw.columns:
+            raise DataError(f"{where}: missing column {column!r}")
+    lags = raw["lag"].cast(pl.Int64, strict=False)
+    for row, (text, lag) in enumerate(zip(raw["lag"].to_list(), lags.to_list())):
+        if lag is None or lag not in VALID_LAGS:
+            raise DataError(f"{where}: column 'lag', line {row + 2}: {text!r} is not a lag in 1..4")
+    for row, pair in enumerate(raw["pair"].to_list()):
+        parse_pair(pair or "", where=f"{where}: column 'pair', line {row + 2}")
+    duplicated = raw["target"].is_duplicated().arg_true()
+    if len(duplicated):
+        row = int(duplicated[0])
+        raise DataError(f"{where}: column 'target', line {row + 2}: duplicate target {raw['target'][row]!r}")
+    return raw.select("target", lags.alias("lag"), "pair")
+
+
+def _check_pair_columns(pairs: pl.DataFrame, features: list[str], where: Path) -> None:
+    known = set(features)
+    for row, pair in enumerate(pairs["pair"].to_list()):
+        for leg in parse_pair(pair):
+            if leg not in known:
+                raise DataError(
+                    f"{where}: column 'pair', line {row + 2}: {pair!r} names column {leg!r} "
+                    f"which does not exist in {TRAIN}"
+                )
+
+
+def _read_labels(root: Path, targets: list[str], train_dates: pl.Series) -> pl.DataFrame:
+    where = root / LABELS
+    frame = _check_date_ids(_read_strings(where), str(where))
+    columns = [c for c in frame.columns if c != "date_id"]
+    if columns != targets:
+        extra = [c for c in columns if c not in set(targets)]
+        missing = [c for c in targets if c not in set(columns)]
+        raise DataError(
+            f"{where}: label columns disagree with {PAIRS}: missing {missing[:10]}, unexpected {extra[:10]}"
+            + ("" if missing or extra else " (same names, different order)")
+        )
+    if not frame["date_id"].equals(train_dates):
+        raise DataError(f"{where}: column 'date_id' differs from {TRAIN}'s date_id")
+    return coerce_numeric(frame, columns, str(where))
+
+
+def _read_features(path: Path, features: list[str] | None, extra: tuple[str, ...] = ()) -> pl.DataFrame:
+    frame = _check_date_ids(_read_strings(path), str(path))
+    names = [c for c in frame.columns if c != "date_id" and c not in extra]
+    if features is not None and names != features:
+        missing = [c for c in features if c not in set(names)]
+        unexpected = [c for c in names if c not in set(features)]
+        raise DataError(f"{path}: feature columns differ from {TRAIN}: missing {missing[:10]}, unexpected {unexpected[:10]}")
+    return coerce_numeric(frame, names, str(path))
+
+
+def _read_test(root: Path, features: list[str]) -> pl.DataFrame:
+    where = root / TEST
+    frame = _read_features(where, features, extra=("is_scored",))
+    if "is_scored" not in frame.columns:
+        raise DataError(f"{where}: missing column 'is_scored'")
+    text = frame["is_scored"].str.to_lowercase()
+    bad = (~text.is_in(["true", "false", "1", "0"])).arg_true()
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(f"{where}: column 'is_scored', line {row + 2}: {frame['is_scored'][row]!r} is not a boolean")
+    return frame.with_columns(text.is_in(["true", "1"]).alias("is_scored"))
+
+
+def _read_lag_file(root: Path, lag: int, pairs: pl.DataFrame) -> pl.DataFrame:
+    where = root / lag_file_name(lag)
+    frame = _check_date_ids(_read_strings(where), str(where))
+    if "label_date_id" not in frame.columns:
+        raise DataError(f"{where}: missing column 'label_date_id'")
+    expected = pairs.filter(pl.col("lag") == lag)["target"].to_list()
+    columns = [c for c in frame.columns if c not in ("date_id", "label_date_id")]
+    if columns != expected:
+        raise DataError(f"{where}: target columns disagree with the lag-{lag} targets of {PAIRS}")
+    label_dates = frame["label_date_id"].cast(pl.Int64, strict=False)
+    gaps = frame["date_id"] - label_dates
+    bad = (gaps.is_null() | (gaps != lag + 1)).arg_true()
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(
+            f"{where}: column 'label_date_id', line {row + 2}: date_id {frame['date_id'][row]} - label_date_id "
+            f"{frame['label_date_id'][row]} must equal lag + 1 = {lag + 1}"
+        )
+    return coerce_numeric(frame.with_columns(label_dates.alias("label_date_id")), columns, str(where))
+
+
+def load_competition(root: str | Path, *, require_test: bool = True) -> Competition:
+    """Read and validate a competition folder. Without `require_test`, test.csv and lag files are optional."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: competition folder not found")
+    pairs = _read_pairs(root)
+    train = _read_features(root / TRAIN, None)
+    features = [c for c in train.columns if c != "date_id"]
+    _check_pair_columns(pairs, features, root / PAIRS)
+    labels = _read_labels(root, pairs["target"].to_list(), train["date_id"])
+    test = _read_test(root, features) if require_test or (root / TEST).exists() else None
+    lagged = {
+        lag: _read_lag_file(root, lag, pairs)
+        for lag in sorted(set(pairs["lag"].to_list()))
+        if require_test or (root / lag_file_name(lag)).exists()
+    }
+    return Competition(root=root, train=train, labels=labels, pairs=pairs, test=test, lagged_labels=lagged)
+
+
+@dataclass
+class LabelCheck:
+    """How well train_labels.csv agrees with labels recomputed from train.csv."""
+
+    cells: int
+    """Non-null cells of the published labels."""
+    matched: int
+    """Of those, cells whose recomputed value is within the tolerance."""
+    nan_agreement: float
+    """Share of all cells where published and recomputed labels are both null or both non-null."""
+
+    @property
+    def match_share(self) -> float:
+        return self.matched / self.cells if self.cells else 1.0
+
+
+def check_labels(comp: Competition, tolerance: float = 1e-9) -> LabelCheck:
+    """Recompute every label from the prices in train.csv and compare with train_labels.csv."""
+    from spread.targets import compute_targets
+
+    published = comp.labels.drop("date_id").to_numpy()
+    recomputed = compute_targets(comp.train, comp.pairs).drop("date_id").to_numpy()
+    known = ~np.isnan(published)
+    close = np.abs(np.nan_to_num(published - recomputed, nan=np.inf)) <= tolerance
+    return LabelCheck(
+        cells=int(known.sum()),
+        matched=int((close & known).sum()),
+        nan_agreement=float(np.mean(known == ~np.isnan(recomputed))),
+    )

@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny hand-written competition folder that depends on nothing but the targets formula."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from spread.targets import compute_targets
+
+PAIRS = [("target_0", 1, "A_Close - B_Close"), ("target_1", 1, "C_Close"), ("target_2", 2, "B_Close - A_Close"),
+         ("target_3", 2, "A_Close")]
+
+
+def write_tiny_competition(root: Path, n_dates: int = 30, n_test: int = 8, seed: int = 0) -> Path:
+    """A valid 3-asset, 4-target competition folder with one feature that is not a price."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    prices = np.exp(np.cumsum(rng.normal(0, 0.01, size=(n_dates, 3)), axis=0)) * 100
+    prices[5, 2] = np.nan  # an exchange holiday
+    train = pl.DataFrame(
+        {"date_id": np.arange(n_dates), "A_Close": prices[:, 0], "B_Close": prices[:, 1], "C_Close": prices[:, 2],
+         "A_Volume": rng.integers(1, 1000, n_dates).astype(float)}
+    )
+    pairs = pl.DataFrame({"target": [p[0] for p in PAIRS], "lag": [p[1] for p in PAIRS], "pair": [p[2] for p in PAIRS]})
+    labels = compute_targets(train, pairs)
+    train.write_csv(root / "train.csv")
+    labels.write_csv(root / "train_labels.csv")
+    pairs.write_csv(root / "target_pairs.csv")
+    test = train.tail(n_test).with_columns((pl.int_range(pl.len()) < n_test // 2).alias("is_scored"))
+    test.write_csv(root / "test.csv")
+    (root / "lagged_test_labels").mkdir(exist_ok=True)
+    for lag in (1, 2):
+        names = [p[0] for p in PAIRS if p[1] == lag]
+        dates = test["date_id"].to_numpy()
+        keys = pl.DataFrame({"date_id": dates, "label_date_id": dates - lag - 1})
+        released = labels.select(["date_id", *names]).rename({"date_id": "label_date_id"})
+        lagged = keys.join(released, on="label_date_id", how="left").select("date_id", *names, "label_date_id")
+        lagged.write_csv(root / f"lagged_test_labels/test_labels_lag_{lag}.csv")
+    return root
+
+
+@pytest.fixture
+def tiny_competition(tmp_path: Path) -> Path:
+    return write_tiny_competition(tmp_path / "comp")

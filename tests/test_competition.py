@@ -1,0 +1,118 @@
+"""The competition reader: a valid folder loads; each kind of bad input gives a DataError naming file, column and
+line, and never touches the input file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from spread.cli import main
+from spread.competition import check_labels, load_competition
+from spread.errors import DataError
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def edit_csv(path: Path, line: int, old: str, new: str) -> None:
+    lines = path.read_text().splitlines()
+    assert old in lines[line - 1], (old, lines[line - 1])
+    lines[line - 1] = lines[line - 1].replace(old, new, 1)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_valid_folder_loads(tiny_competition: Path) -> None:
+    comp = load_competition(tiny_competition)
+    assert comp.feature_names == ["A_Close", "B_Close", "C_Close", "A_Volume"]
+    assert comp.target_names == ["target_0", "target_1", "target_2", "target_3"]
+    assert comp.target_lags.tolist() == [1, 1, 2, 2]
+    assert all(comp.train[c].dtype == pl.Float64 for c in comp.feature_names)
+    assert comp.test["is_scored"].dtype == pl.Boolean and comp.scored_dates == [22, 23, 24, 25]
+    assert sorted(comp.lagged_labels) == [1, 2]
+    assert comp.train["C_Close"][5] is None
+
+
+def test_all_empty_column_becomes_float_and_inf_becomes_null(tiny_competition: Path, caplog) -> None:
+    path = tiny_competition / "train.csv"
+    frame = pl.read_csv(path).with_columns(pl.lit(None, dtype=pl.String).alias("A_Volume"))
+    path.write_text(frame.write_csv())
+    _set_cell(path, 5, 1, "inf")  # line 5 = date_id 3
+    comp = load_competition(tiny_competition, require_test=False)
+    assert comp.train["A_Volume"].dtype == pl.Float64 and comp.train["A_Volume"].null_count() == 30
+    assert comp.train["A_Close"][3] is None
+    assert "A_Close" in caplog.text and "inf" in caplog.text
+
+
+CASES = [
+    # (file, edit, expected words in the message)
+    ("train.csv", lambda p: p.unlink(), ["train.csv", "not found"]),
+    ("train.csv", lambda p: edit_csv(p, 1, "date_id", "day"), ["train.csv", "date_id"]),
+    ("train.csv", lambda p: edit_csv(p, 4, "2,", "1,"), ["train.csv", "line 4", "duplicate"]),
+    ("train.csv", lambda p: edit_csv(p, 4, "2,", "0,"), ["train.csv", "line 4", "increasing"]),
+    ("train.csv", lambda p: edit_csv(p, 6, "4,", "x,"), ["train.csv", "date_id", "line 6"]),
+    ("train.csv", lambda p: _set_cell(p, 7, 2, "abc"), ["train.csv", "B_Close", "line 7", "'abc'"]),
+    ("target_pairs.csv", lambda p: edit_csv(p, 2, "A_Close - B_Close", "A_Close - Z_Close"),
+     ["target_pairs.csv", "line 2", "Z_Close"]),
+    ("target_pairs.csv", lambda p: edit_csv(p, 3, "C_Close", "C_Close -"), ["target_pairs.csv", "line 3", "malformed"]),
+    ("target_pairs.csv", lambda p: edit_csv(p, 4, ",2,", ",5,"), ["target_pairs.csv", "lag", "line 4"]),
+    ("train_labels.csv", lambda p: edit_csv(p, 1, "target_3", "target_9"), ["train_labels.csv", "target_9"]),
+    ("lagged_test_labels/test_labels_lag_2.csv", lambda p: _set_cell(p, 3, -1, "5"),
+     ["test_labels_lag_2.csv", "label_date_id", "line 3"]),
+    ("test.csv", lambda p: _set_cell(p, 2, -1, "maybe"), ["test.csv", "is_scored", "line 2"]),
+]
+
+
+def _set_cell(path: Path, line: int, column: int, value: str) -> None:
+    lines = path.read_text().splitlines()
+    cells = lines[line - 1].split(",")
+    cells[column] = value
+    lines[line - 1] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("name,edit,words", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_bad_input_names_file_column_line_and_leaves_file_unchanged(tiny_competition, name, edit, words) -> None:
+    path = tiny_competition / name
+    edit(path)
+    before = {p: digest(p) for p in tiny_competition.rglob("*.csv")}
+    with pytest.raises(DataError) as info:
+        load_competition(tiny_competition)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+    assert before == {p: digest(p) for p in tiny_competition.rglob("*.csv")}
+
+
+def test_missing_lag_file(tiny_competition: Path) -> None:
+    (tiny_competition / "lagged_test_labels/test_labels_lag_1.csv").unlink()
+    with pytest.raises(DataError, match="test_labels_lag_1.csv: file not found"):
+        load_competition(tiny_competition)
+    comp = load_competition(tiny_competition, require_test=False)
+    assert comp.test is not None and sorted(comp.lagged_labels) == [2]
+
+
+def test_check_labels_detects_a_changed_label(tiny_competition: Path, capsys) -> None:
+    assert main(["check-labels", str(tiny_competition)]) == 0
+    assert capsys.readouterr().out.strip().endswith("OK")
+    comp = load_competition(tiny_competition)
+    assert check_labels(comp).match_share == 1.0
+    _set_cell(tiny_competition / "train_labels.csv", 3, 1, "0.5")
+    assert main(["check-labels", str(tiny_competition), "--min-share", "0.999"]) == 1
+    assert capsys.readouterr().out.strip().endswith("MISMATCH")
+
+
+def test_cli_reports_data_errors_as_one_line(tiny_competition: Path, capsys) -> None:
+    (tiny_competition / "target_pairs.csv").unlink()
+    assert main(["check-labels", str(tiny_competition)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "target_pairs.csv: file not found" in err and "Traceback" not in err
+
+
+def test_label_nan_pattern_follows_missing_prices(tiny_competition: Path) -> None:
+    comp = load_competition(tiny_competition)
+    labels = comp.labels["target_1"].to_numpy()  # C_Close, lag 1: uses prices t+1 and t+2; C_Close[5] missing
+    assert np.isnan(labels[3]) and np.isnan(labels[4]) and not np.isnan(labels[5])
