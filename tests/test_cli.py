@@ -1,0 +1,43 @@
+"""The command line: every command has --help, and `score` prints the competition score on its last line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from spread.cli import build_parser, main
+from spread.metrics import rank_correlation_sharpe
+
+
+def test_every_command_has_help(capsys) -> None:
+    commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse exposes no API
+    assert {"synth", "check-labels", "score", "train", "gateway"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert "usage:" in capsys.readouterr().out
+
+
+def test_score_command_matches_the_metric(tmp_path: Path, tiny_competition: Path, capsys) -> None:
+    labels = pl.read_csv(tiny_competition / "train_labels.csv")
+    rng = np.random.default_rng(0)
+    noisy = labels.with_columns([(pl.col(c) + rng.normal(0, 0.01, labels.height)).alias(c) for c in labels.columns[1:]])
+    noisy.write_parquet(tmp_path / "pred.parquet")
+    assert main(["score", "--solution", str(tiny_competition / "train_labels.csv"),
+                 "--submission", str(tmp_path / "pred.parquet"), "--test", str(tiny_competition / "test.csv")]) == 0
+    printed = float(capsys.readouterr().out.strip().splitlines()[-1])
+    scored = labels.filter(pl.col("date_id").is_in([22, 23, 24, 25]))
+    want = rank_correlation_sharpe(scored.drop("date_id").to_numpy(),
+                                   noisy.filter(pl.col("date_id").is_in([22, 23, 24, 25])).drop("date_id").to_numpy())
+    assert printed == pytest.approx(want, abs=1e-6)
+
+
+def test_module_entry_point_runs() -> None:
+    result = subprocess.run([sys.executable, "-m", "spread", "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "check-labels" in result.stdout
