@@ -69,7 +69,7 @@ def refuse_non_empty(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
     if not overwrite and out.is_dir() and any(out.iterdir()):
-        raise DataError(f"{out}: folder exists and is not empty; refusing to overwrite it (pass overwrite=True)")
+        raise DataError(f"{out}: folder exists and is not empty; refusing to overwrite it (pass --overwrite to replace the files this command writes)")
 
 
 def prepare_folder(out: Path, overwrite: bool) -> None:

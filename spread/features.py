@@ -1,0 +1,296 @@
+"""Causal model inputs from the raw panel: per-column transforms, missing flags and revealed labels.
+
+Every feature of the row dated t is a function of raw rows t - lookback .. t and of labels already released by
+date t, nothing else:
+
+- prices (closes, settlement prices, FX rates, anything not recognised as open/high/low/volume): log returns
+  ln P(t) - ln P(t - h) for each horizon h, on prices forward-filled from the past for at most `ffill_limit` rows;
+- volumes and open interest: the one-day change of ln(1 + V);
+- open/high/low/close groups (same prefix, suffixes _open/_high/_low/_close in any case): the intraday range
+  ln(H / L) and body ln(C / O);
+- a missing flag per price column (1 when the raw price of that row is absent);
+- revealed labels: the lag-k label of date d appears on the row d + k + 1, the date the evaluation API hands it
+  out (`spread.targets.release_date`). `revealed_label_features` is the only place that applies this rule to
+  features, so training rows and inference rows see the same values.
+
+Because the lookback is bounded (`FeatureConfig.lookback`), building the panel on only the last L + lookback raw
+rows reproduces the last L rows of a build on the full history exactly: the inference path relies on it.
+No statistic is computed over time here (no global mean, no backward fill): scaling and screening are fitted per
+fold in `spread.scaling` and `spread.screening`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from spread.errors import ConfigError, DataError
+from spread.targets import release_date
+
+OHLC_SUFFIXES = ("open", "high", "low", "close")
+COLUMN_CHUNK = 32
+"""Columns processed at once by the transforms and the per-fold statistics: keeps temporaries small next to the
+panel (the dataset layer's memory stays a few copies of the panel, see bench/bench_data.py)."""
+
+
+@dataclass
+class FeatureConfig:
+    """Which transforms of the raw panel become model inputs."""
+
+    return_horizons: list[int] = field(default_factory=lambda: [1, 5, 20])
+    """Horizons h (rows) of the log returns ln P(t) - ln P(t - h) computed for every price column."""
+    volume_change: bool = True
+    """Add the one-day change of ln(1 + volume) for volume and open-interest columns."""
+    ohlc_range: bool = True
+    """Add ln(high / low) and ln(close / open) for every complete open/high/low/close group."""
+    missing_flags: bool = True
+    """Add a 0/1 flag per price column that is 1 on rows where the raw price is missing."""
+    ffill_limit: int = 5
+    """Forward-fill a missing raw value from at most this many rows back (0: no filling); never backward."""
+    revealed_labels: bool = True
+    """Add, per target, the latest label released by the row's date (lag-k label of date t - k - 1)."""
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(h, int) or h < 1 for h in self.return_horizons):
+            raise ConfigError(f"features.return_horizons: expected positive integers, got {self.return_horizons}")
+        if self.ffill_limit < 0:
+            raise ConfigError(f"features.ffill_limit: expected >= 0, got {self.ffill_limit}")
+
+    def lookback(self) -> int:
+        """How many raw rows before t any feature of row t may read (revealed labels read no raw row)."""
+        longest_difference = max([*self.return_horizons, 1 if self.volume_change else 0])
+        return longest_difference + self.ffill_limit
+
+
+@dataclass
+class Panel:
+    """Features on consecutive dates: one row per date_id, one column per feature."""
+
+    date_ids: np.ndarray
+    """(T,) int64, consecutive."""
+    values: np.ndarray
+    """(T, F) float32; NaN where a feature is unknown (missing beyond the fill limit, too little history)."""
+    names: list[str]
+    """F feature names, in column order."""
+
+    def column_indices(self, names: Sequence[str]) -> np.ndarray:
+        """Column positions of `names`; DataError naming the absent ones."""
+        index = {name: i for i, name in enumerate(self.names)}
+        missing = [name for name in names if name not in index]
+        if missing:
+            raise DataError(f"feature panel: {len(missing)} feature(s) not built from this data: {missing[:10]}")
+        return np.array([index[name] for name in names], dtype=np.int64)
+
+    def rows_between(self, first: int, last: int) -> np.ndarray:
+        """Row indices of the dates first..last (inclusive) that the panel holds."""
+        return np.flatnonzero((self.date_ids >= first) & (self.date_ids <= last))
+
+
+def consecutive_date_ids(frame: pl.DataFrame, where: str) -> np.ndarray:
+    """The frame's date_id column as int64, checked to be consecutive increasing integers."""
+    if "date_id" not in frame.columns:
+        raise DataError(f"{where}: missing column 'date_id'")
+    date_ids = frame["date_id"].cast(pl.Int64).to_numpy()
+    steps = np.diff(date_ids)
+    if np.any(steps != 1):
+        row = int(np.argmax(steps != 1)) + 1
+        raise DataError(
+            f"{where}: date_id {date_ids[row]} follows {date_ids[row - 1]} on row {row}: "
+            "feature rows must be consecutive date_ids"
+        )
+    return date_ids
+
+
+def column_kind(name: str) -> str:
+    """'volume', 'open', 'high', 'low' or 'price' (everything else), from the column name alone."""
+    lower = name.lower()
+    if lower.endswith("volume") or lower.endswith("open_interest"):
+        return "volume"
+    for suffix in OHLC_SUFFIXES[:3]:
+        if lower.endswith("_" + suffix):
+            return suffix
+    return "price"
+
+
+def ohlc_groups(columns: Sequence[str]) -> dict[str, dict[str, str]]:
+    """prefix -> {open, high, low, close -> column} for every prefix that has all four suffixes."""
+    groups: dict[str, dict[str, str]] = {}
+    for name in columns:
+        prefix, _, suffix = name.rpartition("_")
+        if prefix and suffix.lower() in OHLC_SUFFIXES:
+            groups.setdefault(prefix, {})[suffix.lower()] = name
+    return {prefix: parts for prefix, parts in groups.items() if len(parts) == len(OHLC_SUFFIXES)}
+
+
+def column_chunks(n_columns: int) -> list[slice]:
+    """Consecutive slices of at most COLUMN_CHUNK columns covering 0..n_columns."""
+    return [slice(start, min(start + COLUMN_CHUNK, n_columns)) for start in range(0, n_columns, COLUMN_CHUNK)]
+
+
+def forward_fill(values: np.ndarray, limit: int) -> np.ndarray:
+    """Fill NaN in each column with the last finite value at most `limit` rows above; older gaps stay NaN."""
+    rows = np.arange(len(values))[:, None]
+    last_seen = np.where(np.isnan(values), -1, rows)
+    np.maximum.accumulate(last_seen, axis=0, out=last_seen)
+    filled = np.take_along_axis(values, np.maximum(last_seen, 0), axis=0)
+    filled[(last_seen < 0) | (rows - last_seen > limit)] = np.nan
+    return filled
+
+
+def raw_matrix(raw: pl.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """(T, C) float64 of `columns`; null, NaN and +-inf all become NaN."""
+    values = raw.select([pl.col(c).cast(pl.Float64) for c in columns]).to_numpy(writable=True)
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def log_levels(raw: pl.DataFrame, columns: Sequence[str], limit: int, *, plus_one: bool = False) -> np.ndarray:
+    """Forward-filled ln(x) (or ln(1 + x)) of `columns`; non-positive values count as missing."""
+    logs = raw_matrix(raw, columns)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        (np.log1p if plus_one else np.log)(logs, out=logs)
+    logs[~np.isfinite(logs)] = np.nan
+    return forward_fill(logs, limit)
+
+
+def write_differences(levels: np.ndarray, horizon: int, out: np.ndarray) -> None:
+    """out[t] = levels[t] - levels[t - horizon]; NaN on the first `horizon` rows."""
+    out[:horizon] = np.nan
+    np.subtract(levels[horizon:], levels[:-horizon], out=out[horizon:], casting="same_kind")
+
+
+def released(label_dates: np.ndarray, lags: np.ndarray, by_date: int | np.ndarray) -> np.ndarray:
+    """(len(label_dates), len(lags)) bool: is the lag-k label of each date known on `by_date`?"""
+    return release_date(label_dates[:, None], lags[None, :]) <= np.asarray(by_date)[..., None]
+
+
+def revealed_label_features(
+    labels: pl.DataFrame, date_ids: np.ndarray, target_lags: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """(T, N) float32: on the row of date t, target j (lag k) holds the label of date d with release_date(d, k) = t.
+
+    `labels` is date_id + the N target columns (in `target_lags` order) holding each label where it is known; dates
+    it lacks give NaN. A label can only land on the row of its own release date, so the value on row t was known
+    on date t by construction: this function is the one place where the release rule shapes model inputs.
+    """
+    names = [c for c in labels.columns if c != "date_id"]
+    if len(names) != len(target_lags):
+        raise DataError(f"labels: {len(names)} target columns but {len(target_lags)} target lags")
+    if out is None:
+        out = np.empty((len(date_ids), len(names)), dtype=np.float32)
+    out[:] = np.nan
+    label_dates = labels["date_id"].cast(pl.Int64).to_numpy()
+    for j, (name, lag) in enumerate(zip(names, target_lags)):
+        rows = release_date(label_dates, int(lag)) - date_ids[0]
+        inside = (rows >= 0) & (rows < len(date_ids))
+        out[rows[inside], j] = labels[name].cast(pl.Float64).to_numpy()[inside]
+    return out
+
+
+@dataclass
+class FeatureBlock:
+    """A group of panel columns computed together: names, and a function writing them into a (T, k) view."""
+
+    names: list[str]
+    write: Callable[[np.ndarray], None]
+
+
+def price_blocks(raw: pl.DataFrame, prices: list[str], cfg: FeatureConfig) -> list[FeatureBlock]:
+    """Log returns per horizon and missing flags of the price columns."""
+    blocks = []
+    if prices and cfg.return_horizons:
+
+        def write_returns(out: np.ndarray) -> None:
+            for part in column_chunks(len(prices)):
+                levels = log_levels(raw, prices[part], cfg.ffill_limit)
+                for i, horizon in enumerate(cfg.return_horizons):
+                    offset = i * len(prices)
+                    write_differences(levels, horizon, out[:, offset + part.start : offset + part.stop])
+
+        names = [f"{c}__ret{h}" for h in cfg.return_horizons for c in prices]
+        blocks.append(FeatureBlock(names, write_returns))
+    if prices and cfg.missing_flags:
+
+        def write_flags(out: np.ndarray) -> None:
+            for part in column_chunks(len(prices)):
+                out[:, part] = np.isnan(raw_matrix(raw, prices[part]))
+
+        blocks.append(FeatureBlock([f"{c}__missing" for c in prices], write_flags))
+    return blocks
+
+
+def volume_block(raw: pl.DataFrame, volumes: list[str], cfg: FeatureConfig) -> list[FeatureBlock]:
+    """One-day change of ln(1 + volume)."""
+    if not volumes or not cfg.volume_change:
+        return []
+
+    def write(out: np.ndarray) -> None:
+        for part in column_chunks(len(volumes)):
+            write_differences(log_levels(raw, volumes[part], cfg.ffill_limit, plus_one=True), 1, out[:, part])
+
+    return [FeatureBlock([f"{c}__dlogvol" for c in volumes], write)]
+
+
+def ohlc_block(raw: pl.DataFrame, groups: dict[str, dict[str, str]], cfg: FeatureConfig) -> list[FeatureBlock]:
+    """ln(high / low) and ln(close / open) of every complete OHLC group."""
+    if not groups or not cfg.ohlc_range:
+        return []
+    prefixes = list(groups)
+
+    def levels(field: str, part: slice) -> np.ndarray:
+        return log_levels(raw, [groups[p][field] for p in prefixes[part]], cfg.ffill_limit)
+
+    def write(out: np.ndarray) -> None:
+        ranges, bodies = out[:, : len(prefixes)], out[:, len(prefixes) :]
+        for part in column_chunks(len(prefixes)):
+            np.subtract(levels("high", part), levels("low", part), out=ranges[:, part], casting="same_kind")
+            np.subtract(levels("close", part), levels("open", part), out=bodies[:, part], casting="same_kind")
+
+    names = [f"{p}__range" for p in prefixes] + [f"{p}__body" for p in prefixes]
+    return [FeatureBlock(names, write)]
+
+
+def revealed_block(
+    labels: pl.DataFrame | None, date_ids: np.ndarray, pairs: pl.DataFrame, cfg: FeatureConfig
+) -> list[FeatureBlock]:
+    """The latest released label of every target."""
+    if labels is None or not cfg.revealed_labels:
+        return []
+    targets = pairs["target"].to_list()
+    missing = [t for t in targets if t not in labels.columns]
+    if missing:
+        raise DataError(f"labels: missing target column(s) {missing[:10]}")
+    lags = pairs["lag"].to_numpy().astype(np.int64)
+    ordered = labels.select(["date_id", *targets])
+
+    def write(out: np.ndarray) -> None:
+        revealed_label_features(ordered, date_ids, lags, out=out)
+
+    return [FeatureBlock([f"{t}__revealed" for t in targets], write)]
+
+
+def build_panel(raw: pl.DataFrame, labels: pl.DataFrame | None, pairs: pl.DataFrame, cfg: FeatureConfig) -> Panel:
+    """The (T, F) feature panel of `raw` (date_id + raw feature columns, consecutive date_ids).
+
+    `labels` holds, per date_id, the labels known so far (None: no revealed-label features); `pairs` gives the
+    targets' names and lags (columns target, lag, pair).
+    """
+    date_ids = consecutive_date_ids(raw, "raw panel")
+    columns = [c for c in raw.columns if c != "date_id"]
+    kinds = {c: column_kind(c) for c in columns}
+    blocks = [
+        *price_blocks(raw, [c for c in columns if kinds[c] == "price"], cfg),
+        *volume_block(raw, [c for c in columns if kinds[c] == "volume"], cfg),
+        *ohlc_block(raw, ohlc_groups(columns), cfg),
+        *revealed_block(labels, date_ids, pairs, cfg),
+    ]
+    names = [name for block in blocks for name in block.names]
+    values = np.empty((len(date_ids), len(names)), dtype=np.float32)
+    start = 0
+    for block in blocks:
+        block.write(values[:, start : start + len(block.names)])
+        start += len(block.names)
+    return Panel(date_ids=date_ids, values=values, names=names)

@@ -1,0 +1,210 @@
+"""Per-fold pre-screening of features on the training slice only, with the reason for every dropped column.
+
+Checks, in order (the first that fails names the reason):
+1. mostly missing: more than `max_missing` of the training rows are NaN;
+2. constant: a single observed value;
+3. near-constant: standard deviation below `min_std`, or one value on at least `max_mode_share` of the observed
+   rows (for shares above one half that value is the median, which makes the check one comparison);
+4. information coefficient: the mean over targets of |Spearman correlation| between the feature and the target on
+   the same row (labels masked where not yet released) is below `min_abs_ic`, or the feature ranks below the best
+   `ic_max_features`.
+
+Statistics come from `panel.values[rows]` and `targets` only, so data outside the training slice cannot move them.
+Columns are processed in chunks to keep temporaries small next to the panel.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from spread.errors import ArtifactError, ConfigError
+from spread.features import Panel, column_chunks
+from spread.scaling import column_quantiles
+
+
+@dataclass
+class ScreenConfig:
+    """Thresholds of the per-fold feature screen."""
+
+    max_missing: float = 0.5
+    """Drop a feature that is NaN on more than this share of the training rows."""
+    min_std: float = 1e-8
+    """Drop a feature whose standard deviation over the training rows is below this value."""
+    max_mode_share: float = 0.99
+    """Drop a feature whose most frequent value covers at least this share of its observed training rows (> 0.5)."""
+    min_abs_ic: float = 0.005
+    """Drop a feature whose mean |Spearman IC| over targets is below this value (0 disables the IC filter)."""
+    ic_max_features: int = 0
+    """Keep at most this many features, best mean |IC| first (0: no cap)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_missing <= 1.0:
+            raise ConfigError(f"screen.max_missing: expected a share in [0, 1], got {self.max_missing}")
+        if not 0.5 < self.max_mode_share <= 1.0:
+            raise ConfigError(f"screen.max_mode_share: expected a share in (0.5, 1], got {self.max_mode_share}")
+        if self.min_std < 0 or self.min_abs_ic < 0 or self.ic_max_features < 0:
+            raise ConfigError("screen.min_std, screen.min_abs_ic and screen.ic_max_features must be >= 0")
+
+
+@dataclass
+class ScreenResult:
+    """Which features survived the screen of one fold, and why the others did not."""
+
+    keep: list[str]
+    """Surviving feature names, in panel order."""
+    dropped: dict[str, str]
+    """name -> reason, e.g. "constant", "missing 97% > 50%", "ic 0.0010 < 0.005"."""
+    scores: dict[str, float] = field(default_factory=dict)
+    """name -> mean |Spearman IC| over targets, for every feature that reached the IC check."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ScreenResult:
+        try:
+            return cls(keep=list(data["keep"]), dropped=dict(data["dropped"]), scores=dict(data.get("scores", {})))
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"screen result: malformed mapping ({exc!r})") from exc
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScreenResult:
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: screen result not found")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, ArtifactError) as exc:
+            raise ArtifactError(f"{path}: {exc}") from exc
+
+
+def training_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """values[rows], as a view (no copy) when the rows are one contiguous ascending range."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and np.all(np.diff(rows) == 1):
+        return values[rows[0] : rows[-1] + 1]
+    return values[rows]
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Per column, 1-based ranks of the observed values, ties sharing their mean rank; NaN stays NaN."""
+    series = np.ascontiguousarray(values.T)  # one column per row: sorting along contiguous memory is faster
+    n_values = series.shape[1]
+    order = np.argsort(series, axis=1)  # NaN sort last
+    ordered = np.take_along_axis(series, order, axis=1)
+    positions = np.broadcast_to(np.arange(n_values), series.shape)
+    starts = np.ones(series.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = np.ones(series.shape, dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, positions, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, positions, n_values - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks_in_order = (first + last) / 2.0 + 1.0
+    ranks_in_order[np.isnan(ordered)] = np.nan
+    ranks = np.empty_like(ranks_in_order)
+    np.put_along_axis(ranks, order, ranks_in_order, axis=1)
+    return ranks.T
+
+
+def centred_ranks(values: np.ndarray) -> np.ndarray:
+    """(rows, k) float32, per column: average ranks of the observed values, centred and scaled to unit norm;
+    NaN rows become 0.
+
+    The dot product of two such columns is their Spearman correlation when both are fully observed; with missing
+    values it is the usual fast approximation of pairwise deletion (missing rows contribute zero).
+    """
+    ranks = average_ranks(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: their ranks stay zero below
+        ranks -= np.nanmean(ranks, axis=0)
+    ranks[np.isnan(ranks)] = 0.0
+    norms = np.sqrt(np.einsum("ij,ij->j", ranks, ranks))
+    np.divide(ranks, norms, out=ranks, where=norms > 0)
+    return ranks.astype(np.float32)
+
+
+def basic_reasons(block: np.ndarray, cfg: ScreenConfig) -> list[str | None]:
+    """Missing / constant / near-constant reason for each column of a (rows, k) block, None when it passes."""
+    observed = np.count_nonzero(~np.isnan(block), axis=0)
+    missing_share = 1.0 - observed / max(len(block), 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are reported as missing first
+        low, high = np.nanmin(block, axis=0), np.nanmax(block, axis=0)
+        std = np.nanstd(block, axis=0, dtype=np.float64)
+        (median,) = column_quantiles(block, [0.5])
+    mode_share = np.count_nonzero(block == median, axis=0) / np.maximum(observed, 1)
+    reasons: list[str | None] = []
+    for j in range(block.shape[1]):
+        if observed[j] == 0 or missing_share[j] > cfg.max_missing:
+            reasons.append(f"missing {missing_share[j]:.0%} > {cfg.max_missing:.0%}")
+        elif low[j] == high[j]:
+            reasons.append("constant")
+        elif std[j] < cfg.min_std:
+            reasons.append(f"near-constant: std {std[j]:.3g} < {cfg.min_std:.3g}")
+        elif mode_share[j] >= cfg.max_mode_share:
+            reasons.append(f"near-constant: one value on {mode_share[j]:.1%} of rows")
+        else:
+            reasons.append(None)
+    return reasons
+
+
+def ic_scores(values: np.ndarray, columns: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Mean |Spearman IC| over targets (ignoring targets never observed) of each column in `columns`."""
+    target_ranks = np.empty(targets.shape, dtype=np.float32)
+    for part in column_chunks(targets.shape[1]):
+        target_ranks[:, part] = centred_ranks(targets[:, part])
+    observed_targets = np.any(target_ranks != 0, axis=0)
+    scores = np.zeros(len(columns))
+    if not observed_targets.any():
+        return scores
+    for part in column_chunks(len(columns)):
+        correlations = centred_ranks(values[:, columns[part]]).T @ target_ranks  # (chunk, N)
+        scores[part] = np.abs(correlations[:, observed_targets]).mean(axis=1)
+    return scores
+
+
+def screen_features(panel: Panel, rows: np.ndarray, targets: np.ndarray, cfg: ScreenConfig) -> ScreenResult:
+    """Screen the panel's columns on the training rows `rows`; `targets` (len(rows), N) are their labels (NaN ok)."""
+    values = training_rows(panel.values, np.asarray(rows))
+    if len(targets) != len(values):
+        raise ConfigError(f"screen: {len(targets)} target rows for {len(values)} training rows")
+    dropped: dict[str, str] = {}
+    survivors: list[int] = []
+    for part in column_chunks(len(panel.names)):
+        for column, reason in zip(range(part.start, part.stop), basic_reasons(values[:, part], cfg)):
+            if reason is None:
+                survivors.append(column)
+            else:
+                dropped[panel.names[column]] = reason
+    scores: dict[str, float] = {}
+    if cfg.min_abs_ic > 0 or cfg.ic_max_features > 0:
+        survivor_scores = ic_scores(values, np.array(survivors, dtype=np.int64), targets)
+        scores = {panel.names[j]: float(s) for j, s in zip(survivors, survivor_scores)}
+        survivors = ic_filter(survivors, survivor_scores, panel.names, cfg, dropped)
+    keep = [panel.names[j] for j in sorted(survivors)]
+    return ScreenResult(keep=keep, dropped=dropped, scores=scores)
+
+
+def ic_filter(
+    survivors: list[int], scores: np.ndarray, names: list[str], cfg: ScreenConfig, dropped: dict[str, str]
+) -> list[int]:
+    """Apply the IC threshold and cap to `survivors`, recording reasons in `dropped`."""
+    passing = []
+    for j, score in zip(survivors, scores):
+        if score < cfg.min_abs_ic:
+            dropped[names[j]] = f"ic {score:.4f} < {cfg.min_abs_ic:g}"
+        else:
+            passing.append((score, j))
+    passing.sort(key=lambda item: (-item[0], item[1]))
+    if cfg.ic_max_features > 0:
+        for rank, (score, j) in enumerate(passing[cfg.ic_max_features :], start=cfg.ic_max_features + 1):
+            dropped[names[j]] = f"ic {score:.4f}: rank {rank} > cap {cfg.ic_max_features}"
+        passing = passing[: cfg.ic_max_features]
+    return [j for _, j in passing]
