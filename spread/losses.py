@@ -1,0 +1,210 @@
+"""Training losses of the gated Transformer: masked regression, pairwise ranking, and the feature-gate penalty.
+
+    total = regression_weight * regression(reg, y) + rank_weight * rank(score, y) + lambda(epoch) * ||g||_1
+
+- Regression: Huber (delta 0.2 by default), MSE, or their mean ("hybrid"), averaged over the known targets only.
+  `y` is expected pre-scaled by the caller (the trainer divides each target by its lag's train-slice std, so one
+  delta suits all four lags); NaN targets are excluded and never reach the arithmetic.
+- Ranking: the pairwise logistic loss of RankNet (Burges et al. 2005) on the score logits, within each date,
+  each pair weighted by |y_i - y_j| (so that swapping two nearly equal targets costs little, cf. LambdaRank's
+  metric-weighted pairs, Burges 2010). The competition metric ranks all 424 targets of a date together, hence the
+  default scope "all"; "lag" keeps pairs within one lag, "both" averages the two. Large cross-sections are
+  subsampled: a fixed number of pairs per date drawn uniformly, fully batched (no loop over dates or pairs).
+- Gate: lambda * ||g||_1 with a warm start: 0 for the first epochs (let the model learn before pruning), then a
+  linear ramp to lambda.
+
+Shapes: B dates, N targets (target_pairs.csv order), P sampled pairs per date, G groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from spread.errors import ConfigError
+from spread.model import ModelOutput
+
+REGRESSION_CHOICES = ("huber", "mse", "hybrid")
+RANK_SCOPES = ("all", "lag", "both")
+
+
+@dataclass
+class LossConfig:
+    """Which loss terms are used and how they are weighted."""
+
+    regression: str = "huber"
+    """Regression loss: huber | mse | hybrid (the mean of huber and mse)."""
+    huber_delta: float = 0.2
+    """Huber threshold, in units of the (per-lag scaled) targets."""
+    regression_weight: float = 1.0
+    """Weight of the regression term in the total."""
+    rank_weight: float = 1.0
+    """Weight of the pairwise ranking term in the total; 0 skips it."""
+    rank_scope: str = "all"
+    """Pairs within each date across all targets (all), within each lag (lag), or the mean of both (both)."""
+    max_pairs: int = 4096
+    """Pairs sampled per date when the cross-section has more candidate pairs; 0 = always use all pairs."""
+    gate_lambda: float = 1e-4
+    """Weight lambda of the feature-gate L1 penalty once the warm start is over."""
+    gate_warmup_epochs: int = 1
+    """Epochs during which lambda is 0."""
+    gate_ramp_epochs: int = 2
+    """Epochs over which lambda then ramps linearly from 0 to gate_lambda (0 = jump straight to it)."""
+
+    def __post_init__(self) -> None:
+        if self.regression not in REGRESSION_CHOICES:
+            choices = "|".join(REGRESSION_CHOICES)
+            raise ConfigError(f"loss.regression: expected one of {choices}, got {self.regression!r}")
+        if self.rank_scope not in RANK_SCOPES:
+            raise ConfigError(f"loss.rank_scope: expected one of {'|'.join(RANK_SCOPES)}, got {self.rank_scope!r}")
+        if self.huber_delta <= 0:
+            raise ConfigError(f"loss.huber_delta: must be > 0, got {self.huber_delta}")
+        for name in ("regression_weight", "rank_weight", "gate_lambda", "max_pairs", "gate_warmup_epochs",
+                     "gate_ramp_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name}: must be >= 0, got {getattr(self, name)}")
+
+
+def known_targets(y: Tensor, mask: Tensor) -> Tensor:
+    """(B, N) bool: the mask, and the target is finite (a NaN under a True mask is ignored, not propagated)."""
+    return mask.to(torch.bool) & torch.isfinite(y)
+
+
+def regression_loss(pred: Tensor, y: Tensor, mask: Tensor, cfg: LossConfig) -> Tensor:
+    """Mean Huber / MSE / hybrid loss over the known targets; pred, y, mask are (B, N), y pre-scaled."""
+    known = known_targets(y, mask)  # (B, N)
+    pred = pred.float()
+    target = torch.where(known, y.float(), pred.detach())  # (B, N); unknown cells give 0 loss and 0 gradient
+    huber = F.huber_loss(pred, target, reduction="none", delta=cfg.huber_delta)  # (B, N)
+    squared = (pred - target).square()  # (B, N)
+    per_cell = {"huber": huber, "mse": squared, "hybrid": 0.5 * (huber + squared)}[cfg.regression]
+    weights = known.float()
+    return (per_cell * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def _all_pair_sums(score: Tensor, y: Tensor, known: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-date sum of w_ij * loss_ij and of w_ij over every ordered pair (each unordered pair counted twice)."""
+    score_diff = score[:, :, None] - score[:, None, :]  # (B, N, N)
+    y_diff = y[:, :, None] - y[:, None, :]  # (B, N, N)
+    allowed = known[:, :, None] & known[:, None, :] & (group[:, None] == group[None, :])  # (B, N, N)
+    weight = y_diff.abs() * allowed  # (B, N, N); ties and the diagonal weigh 0
+    pair_loss = F.softplus(-score_diff * torch.sign(y_diff))  # (B, N, N)
+    return (weight * pair_loss).sum((1, 2)), weight.sum((1, 2))  # (B,), (B,)
+
+
+def _sampled_pair_sums(
+    score: Tensor, y: Tensor, known: Tensor, group: Tensor, n_groups: int, n_pairs: int,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    """Per-date sums over `n_pairs` ordered pairs drawn uniformly (with replacement) from the allowed pairs.
+
+    i is drawn uniformly among the date's known targets, j uniformly among the known targets of i's group; each
+    draw is importance-weighted by the size of i's group so that every allowed pair is equally likely overall.
+    """
+    B, N = score.shape
+    key = torch.where(known, group, n_groups)  # (B, N): group id, unknown targets in an extra last bucket
+    order = torch.argsort(key, dim=1, stable=True)  # (B, N): target indices, known ones grouped, unknown last
+    counts = torch.zeros(B, n_groups + 1, device=score.device).scatter_add_(1, key, torch.ones_like(score))
+    starts = counts.cumsum(1) - counts  # (B, G+1): first position of each bucket in `order`
+
+    device = generator.device if generator is not None else score.device
+    u = torch.rand(B, n_pairs, 2, generator=generator, device=device).to(score.device)  # (B, P, 2)
+    n_known = known.sum(1, keepdim=True).float()  # (B, 1)
+    pos_i = torch.minimum(u[..., 0] * n_known, (n_known - 1).clamp_min(0)).long()  # (B, P)
+    i = order.gather(1, pos_i)  # (B, P)
+    key_i = key.gather(1, i)  # (B, P)
+    size_i, start_i = counts.gather(1, key_i), starts.gather(1, key_i)  # (B, P) each
+    pos_j = start_i + torch.minimum(u[..., 1] * size_i, (size_i - 1).clamp_min(0))  # (B, P)
+    j = order.gather(1, pos_j.long())  # (B, P)
+
+    score_diff = score.gather(1, i) - score.gather(1, j)  # (B, P)
+    y_diff = y.gather(1, i) - y.gather(1, j)  # (B, P)
+    allowed = known.gather(1, i) & known.gather(1, j)  # (B, P)
+    weight = y_diff.abs() * allowed * size_i  # (B, P)
+    pair_loss = F.softplus(-score_diff * torch.sign(y_diff))  # (B, P)
+    return (weight * pair_loss).sum(1), weight.sum(1)  # (B,), (B,)
+
+
+def pairwise_rank_loss(
+    score: Tensor,
+    y: Tensor,
+    mask: Tensor,
+    groups: Tensor | None = None,
+    max_pairs: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Weighted pairwise logistic rank loss, averaged over the dates that have at least one weighted pair.
+
+    Per date: sum_ij w_ij * softplus(-(s_i - s_j) * sign(y_i - y_j)) / sum_ij w_ij, w_ij = |y_i - y_j|, over the
+    pairs of known targets (and of the same group when `groups` (N,) is given); ties weigh 0. When the number of
+    candidate pairs (N(N-1)/2, or the within-group count) exceeds `max_pairs` > 0, `max_pairs` pairs per date are
+    sampled with `generator` (which may live on another device than the scores).
+    """
+    known = known_targets(y, mask)  # (B, N)
+    score = score.float()
+    y = torch.where(known, y.float(), torch.zeros_like(score))  # (B, N), NaN-free
+    if groups is None:
+        group = torch.zeros(score.size(1), dtype=torch.long, device=score.device)  # (N,)
+    else:
+        group = torch.unique(groups.to(score.device), return_inverse=True)[1]  # (N,) in 0..G-1
+    group_sizes = torch.bincount(group).tolist()
+    candidate_pairs = sum(size * (size - 1) // 2 for size in group_sizes)
+    if max_pairs and candidate_pairs > max_pairs:
+        weighted_loss, weight = _sampled_pair_sums(score, y, known, group, len(group_sizes), max_pairs, generator)
+    else:
+        weighted_loss, weight = _all_pair_sums(score, y, known, group)
+    has_pairs = weight > 0  # (B,)
+    per_date = weighted_loss / weight.clamp_min(torch.finfo(weight.dtype).tiny)  # (B,); 0 where no pairs
+    return (per_date * has_pairs).sum() / has_pairs.sum().clamp_min(1)
+
+
+def rank_loss(
+    score: Tensor, y: Tensor, mask: Tensor, target_lags: Tensor, cfg: LossConfig,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The pairwise rank loss over the configured scope (all targets, within each lag, or the mean of both)."""
+    loss_all = loss_lag = None
+    if cfg.rank_scope in ("all", "both"):
+        loss_all = pairwise_rank_loss(score, y, mask, None, cfg.max_pairs, generator)
+    if cfg.rank_scope in ("lag", "both"):
+        loss_lag = pairwise_rank_loss(score, y, mask, target_lags, cfg.max_pairs, generator)
+    if loss_all is None:
+        return loss_lag
+    return loss_all if loss_lag is None else 0.5 * (loss_all + loss_lag)
+
+
+def gate_weight(epoch: float, cfg: LossConfig) -> float:
+    """lambda of the gate penalty at (fractional) `epoch`: 0 during the warm-up, then a linear ramp to gate_lambda."""
+    since_warmup = epoch - cfg.gate_warmup_epochs
+    if since_warmup < 0:
+        return 0.0
+    if cfg.gate_ramp_epochs == 0:
+        return cfg.gate_lambda
+    return cfg.gate_lambda * min(1.0, since_warmup / cfg.gate_ramp_epochs)
+
+
+def total_loss(
+    out: ModelOutput,
+    y: Tensor,
+    mask: Tensor,
+    gate_l1: Tensor,
+    epoch: float,
+    cfg: LossConfig,
+    target_lags: Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """The training loss and its parts for logging.
+
+    The parts are the weighted terms as they enter the total, so regression + rank + gate == total.
+    y, mask: (B, N) pre-scaled targets and known-mask; gate_l1: the model's `gate.l1()`; target_lags: (N,) lags.
+    """
+    zero = out.reg.new_zeros((), dtype=torch.float32)
+    regression = cfg.regression_weight * regression_loss(out.reg, y, mask, cfg) if cfg.regression_weight else zero
+    rank = cfg.rank_weight * rank_loss(out.score, y, mask, target_lags, cfg, generator) if cfg.rank_weight else zero
+    gate = gate_weight(epoch, cfg) * gate_l1.float()
+    total = regression + rank + gate
+    values = torch.stack([regression, rank, gate, total]).detach().tolist()  # one device sync
+    return total, dict(zip(("regression", "rank", "gate", "total"), values, strict=True))

@@ -1,0 +1,430 @@
+"""The gated Transformer: feature gate -> shared input projection + time embeddings -> pre-LN encoder -> lag heads.
+
+One file, read top to bottom (nanoGPT style). A sample is one date: the window of the last L rows of standardised
+features (oldest first, left-padded when the history is shorter), the dates of those rows, and a validity mask.
+The model returns, for every target in `target_pairs.csv` order, a regression forecast and a pairwise score
+logit (the losses live in `spread.losses`).
+
+Shape legend (used in the comments on tensor lines)
+    B   batch (dates)                     L   window length (rows, oldest first; the last row is "today")
+    F   input features                    D   d_model
+    H   attention heads                   Dh  head size, D // H
+    T   Time2Vec components               N   targets, in target_pairs.csv order (424 on MITSUI)
+    K   distinct lags = heads (4)         Nk  targets of one lag (106 on MITSUI)
+
+Data flow
+    x (B, L, F) -> x * g, g = sigmoid(logit) in [0, 1]               feature gate, L1-penalised by the loss
+                -> Linear(F, D) + Linear(Time2Vec(t)) + PE(age)      (B, L, D) embeddings
+                -> n_layers x [h + Attn(Norm(h)); h + MLP(Norm(h))]   pre-LN encoder, padding keys masked
+                -> Norm -> concat(last row, mean over valid rows)    (B, 2D) pooled
+                -> one Linear(2D, 2 Nk) per lag                       (B, 2, Nk) regression and score
+                -> scattered back to target order                     reg, score: (B, N)
+
+Attention paths (`ModelConfig.attention`, decided once at construction and logged)
+    flash  `F.scaled_dot_product_attention` with the backends restricted to flash -> memory-efficient -> math,
+           in that priority (`torch.nn.attention.sdpa_kernel`, or the older `torch.backends.cuda.sdp_kernel`);
+           chosen by "auto" on CUDA devices of compute capability >= 8.0. Flash itself runs only for fp16/bf16
+           without a padding mask; SDPA falls back to its other kernels otherwise.
+    sdpa   `F.scaled_dot_product_attention` with torch's own backend choice (CPU, T4, or "flash" unavailable).
+    math   explicit softmax(q k^T / sqrt(Dh)) v, for reference and debugging.
+
+References
+    Vaswani et al. 2017, "Attention Is All You Need" (encoder, sinusoidal positional encoding).
+    Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture" (pre-LN blocks).
+    Kazemi et al. 2019, "Time2Vec: Learning a Vector Representation of Time" (time embedding).
+    Dao et al. 2022, "FlashAttention: Fast and Memory-Efficient Exact Attention with IO-Awareness".
+    Zhang & Sennrich 2019, "Root Mean Square Layer Normalization" (norm="rmsnorm").
+    Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost" (gradient checkpointing).
+    Yamada et al. 2020, "Feature Selection using Stochastic Gates" (a gate per input feature with a sparsity
+    penalty; here the deterministic sigmoid relaxation with an L1 norm).
+    Karpathy, nanoGPT (code structure and weight initialisation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from spread.errors import ConfigError, DataError
+
+try:  # torch >= 2.3
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+except ImportError:
+    SDPBackend = sdpa_kernel = None
+SDPA_KERNEL_HAS_PRIORITY = sdpa_kernel is not None and "set_priority" in inspect.signature(sdpa_kernel).parameters
+
+log = logging.getLogger(__name__)
+
+ATTENTION_CHOICES = ("auto", "flash", "sdpa", "math")
+NORM_CHOICES = ("layernorm", "rmsnorm")
+
+
+@dataclass
+class ModelConfig:
+    """Shape and switches of the gated Transformer (defaults: the roadmap's baseline)."""
+
+    d_model: int = 192
+    """Width of the residual stream (the roadmap's range: 160-224); must be divisible by n_heads."""
+    n_layers: int = 4
+    """Number of encoder blocks (roadmap: 3-4)."""
+    n_heads: int = 6
+    """Attention heads per block (roadmap: 4-6)."""
+    mlp_ratio: int = 4
+    """Hidden width of each block's MLP, as a multiple of d_model."""
+    dropout: float = 0.1
+    """Dropout on the embeddings and on both residual branches of every block."""
+    attention_dropout: float = 0.0
+    """Dropout on the attention weights. 0 by default: it draws one random number per weight (B*H*L*L; ~40% of
+    a CPU training step at L=256) and keeps SDPA off its fused CPU kernel; the residual dropout regularises."""
+    time2vec_dim: int = 16
+    """Time2Vec components of the date input (1 linear + time2vec_dim - 1 periodic); 0 disables the embedding."""
+    time2vec_periods: tuple[float, float] = (0.005, 2.0)
+    """Initial periods of the periodic Time2Vec components, spaced geometrically between these two, in units of
+    the time input t (with t = date_id / 1000: 5 to 2000 dates); the frequencies are learned from there."""
+    positional_encoding: bool = True
+    """Add a sinusoidal encoding of each row's position in the window, counted back from the last row."""
+    attention: str = "auto"
+    """Attention path: auto (flash where the GPU supports it, else sdpa) | flash | sdpa | math (explicit)."""
+    grad_checkpoint: bool = False
+    """Recompute each block's activations in the backward pass (less memory, ~30% more compute)."""
+    norm: str = "layernorm"
+    """Normalisation layer: layernorm (torch's fused native kernel) | rmsnorm."""
+    gate_init: float = 3.0
+    """Initial logit of every feature gate; sigmoid(3) = 0.95, so every feature starts open."""
+
+    def __post_init__(self) -> None:
+        if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model: {self.d_model} must be a positive multiple of n_heads={self.n_heads}")
+        if self.n_layers < 1:
+            raise ConfigError(f"model.n_layers: must be >= 1, got {self.n_layers}")
+        if self.mlp_ratio < 1:
+            raise ConfigError(f"model.mlp_ratio: must be >= 1, got {self.mlp_ratio}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name}: must be in [0, 1), got {getattr(self, name)}")
+        if self.time2vec_dim < 0:
+            raise ConfigError(f"model.time2vec_dim: must be >= 0, got {self.time2vec_dim}")
+        if len(self.time2vec_periods) != 2 or not 0 < self.time2vec_periods[0] <= self.time2vec_periods[1]:
+            raise ConfigError(f"model.time2vec_periods: expected (shortest, longest) > 0, got {self.time2vec_periods}")
+        if self.attention not in ATTENTION_CHOICES:
+            raise ConfigError(f"model.attention: expected one of {'|'.join(ATTENTION_CHOICES)}, got {self.attention!r}")
+        if self.norm not in NORM_CHOICES:
+            raise ConfigError(f"model.norm: expected one of {'|'.join(NORM_CHOICES)}, got {self.norm!r}")
+
+
+@dataclass
+class ModelOutput:
+    """What the model predicts for a batch of dates, in target_pairs.csv order."""
+
+    reg: Tensor
+    """(B, N) regression forecast per target, in the (per-lag scaled) units of the training targets."""
+    score: Tensor
+    """(B, N) pairwise-ranking score logit per target: higher means ranked higher on that date."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention path
+
+
+def flash_support() -> tuple[bool, str]:
+    """Whether this machine can run the SDPA flash kernel, and why (for the log)."""
+    if not torch.cuda.is_available():
+        return False, "no CUDA device"
+    capability = torch.cuda.get_device_capability()
+    if capability < (8, 0):
+        return False, f"compute capability {capability[0]}.{capability[1]} < 8.0"
+    is_available = getattr(torch.backends.cuda, "is_flash_attention_available", None)
+    if is_available is not None and not is_available():
+        return False, "this torch build has no flash attention"
+    return True, f"compute capability {capability[0]}.{capability[1]}"
+
+
+def resolve_attention(requested: str) -> tuple[str, str]:
+    """The attention path ('flash' | 'sdpa' | 'math') for a requested one, with the reason for the log."""
+    if requested in ("sdpa", "math"):
+        return requested, "requested"
+    supported, reason = flash_support()
+    if supported:
+        return "flash", reason
+    return "sdpa", f"flash unavailable: {reason}"
+
+
+def flash_priority_context() -> AbstractContextManager:
+    """A context in which SDPA may use flash, then memory-efficient, then math attention (cuDNN excluded)."""
+    if sdpa_kernel is None:  # older torch: the global context manager of torch.backends.cuda
+        return torch.backends.cuda.sdp_kernel(enable_flash=True, enable_mem_efficient=True, enable_math=True)
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return sdpa_kernel(backends, set_priority=True) if SDPA_KERNEL_HAS_PRIORITY else sdpa_kernel(backends)
+
+
+def vanilla_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, dropout_p: float) -> Tensor:
+    """softmax(q k^T / sqrt(Dh)) v with padding keys masked out (Vaswani et al. 2017, eq. 1)."""
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, L, L)
+    if key_mask is not None:
+        att = att.masked_fill(~key_mask, float("-inf"))  # key_mask (B, 1, 1, L) broadcasts over heads and queries
+    att = F.dropout(att.softmax(dim=-1), p=dropout_p)  # (B, H, L, L); p is 0 in eval mode
+    return att @ v  # (B, H, L, Dh)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the window; padding rows are masked as keys (never attended to)."""
+
+    def __init__(self, cfg: ModelConfig, backend: str) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.backend = backend
+        self.dropout_p = cfg.attention_dropout
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        # Entered on every call (not once per forward) so that checkpoint recomputation takes the same path.
+        self.sdpa_context: Callable[[], AbstractContextManager] = (
+            flash_priority_context if backend == "flash" else contextlib.nullcontext
+        )
+
+    def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
+        B, L, D = x.shape
+        qkv = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads)  # (B, L, 3, H, Dh)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, Dh)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if self.backend == "math":
+            y = vanilla_attention(q, k, v, key_mask, dropout_p)  # (B, H, L, Dh)
+        else:
+            with self.sdpa_context():
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)  # (B, H, L, Dh)
+        y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D), heads side by side
+        return self.resid_dropout(self.proj(y))  # (B, L, D)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoder block
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight (Zhang & Sennrich 2019); used where torch has no `nn.RMSNorm` (torch < 2.4)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    """The configured normalisation over the last (D) dimension."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.d_model, eps=1e-6) if hasattr(nn, "RMSNorm") else RMSNorm(cfg.d_model)
+    return nn.LayerNorm(cfg.d_model)  # torch.layer_norm: one fused native kernel forward and backward
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: Linear -> GELU -> Linear -> Dropout."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model)
+        self.act = nn.GELU()
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, L, D) -> (B, L, D)
+        return self.dropout(self.proj(self.act(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer encoder block (Xiong et al. 2020): h + Attn(Norm(h)), then h + MLP(Norm(h))."""
+
+    def __init__(self, cfg: ModelConfig, backend: str) -> None:
+        super().__init__()
+        self.norm1 = make_norm(cfg)
+        self.attn = SelfAttention(cfg, backend)
+        self.norm2 = make_norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, h: Tensor, key_mask: Tensor | None) -> Tensor:
+        h = h + self.attn(self.norm1(h), key_mask)  # (B, L, D)
+        return h + self.mlp(self.norm2(h))  # (B, L, D)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs: feature gate and time embeddings
+
+
+class FeatureGate(nn.Module):
+    """One learnable gate g = sigmoid(logit) in [0, 1] per input feature, multiplied into the inputs.
+
+    The loss adds lambda * ||g||_1 (`l1`), which drives useless features towards 0. After training,
+    `freeze_mask(keep)` hard-prunes features: their gate becomes exactly 0, they leave the L1 norm, and in eval
+    mode the model skips their columns altogether (the input projection only multiplies the kept ones).
+    """
+
+    def __init__(self, n_features: int, init_logit: float) -> None:
+        super().__init__()
+        self.logit = nn.Parameter(torch.full((n_features,), float(init_logit)))  # (F,)
+        self.register_buffer("mask", torch.ones(n_features, dtype=torch.bool))  # (F,) True = kept; in state_dict
+
+    def values(self) -> Tensor:
+        """(F,) gate values in [0, 1]; exactly 0 where the frozen hard mask is off."""
+        return torch.sigmoid(self.logit) * self.mask
+
+    def l1(self) -> Tensor:
+        """Scalar ||g||_1 over the active features (the gates are non-negative, so this is their sum)."""
+        return self.values().sum()
+
+    def freeze_mask(self, keep: Tensor) -> None:
+        """Replace the hard mask by `keep` ((F,) bool): features where it is False are pruned."""
+        keep = torch.as_tensor(keep, dtype=torch.bool, device=self.mask.device)
+        if keep.shape != self.mask.shape:
+            raise ValueError(f"freeze_mask: expected a ({self.mask.numel()},) mask, got shape {tuple(keep.shape)}")
+        self.mask.copy_(keep)
+
+    def kept_indices(self) -> Tensor:
+        """(F_kept,) long indices of the features the hard mask keeps."""
+        return self.mask.nonzero().squeeze(1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, L, F) -> (B, L, F)
+        return x * self.values()
+
+
+class Time2Vec(nn.Module):
+    """Time2Vec (Kazemi et al. 2019, eq. 1): t -> [w_0 t + b_0, sin(w_1 t + b_1), ..., sin(w_{T-1} t + b_{T-1})].
+
+    Computed in fp32 even under autocast (elementwise ops keep their dtype): the phases w t can be large and
+    would lose all precision in bf16.
+    """
+
+    def __init__(self, dim: int, periods: tuple[float, float]) -> None:
+        super().__init__()
+        shortest, longest = periods
+        frequency = 2 * math.pi / torch.logspace(math.log10(longest), math.log10(shortest), dim - 1)  # (T-1,)
+        self.weight = nn.Parameter(torch.cat([torch.ones(1), frequency]))  # (T,)
+        self.bias = nn.Parameter(torch.cat([torch.zeros(1), 2 * math.pi * torch.rand(dim - 1)]))  # (T,)
+
+    def forward(self, t: Tensor) -> Tensor:  # (B, L) -> (B, L, T)
+        z = t.float().unsqueeze(-1) * self.weight + self.bias  # (B, L, T)
+        return torch.cat([z[..., :1], torch.sin(z[..., 1:])], dim=-1)  # (B, L, T): linear, then periodic
+
+
+def sinusoidal_encoding(length: int, dim: int, device: torch.device) -> Tensor:
+    """(L, D) sinusoidal encoding (Vaswani et al. 2017, 3.5) of each row's age: L-1 for the oldest, 0 for today.
+
+    Counting back from the last row gives "today" the same encoding whatever the window length.
+    """
+    age = torch.arange(length - 1, -1, -1, device=device, dtype=torch.float32)  # (L,)
+    inv_freq = torch.exp(torch.arange(0, dim, 2, device=device) * (-math.log(10000.0) / dim))  # (ceil(D/2),)
+    angles = age[:, None] * inv_freq[None, :]  # (L, ceil(D/2))
+    pe = torch.zeros(length, dim, device=device)  # (L, D)
+    pe[:, 0::2] = torch.sin(angles)
+    pe[:, 1::2] = torch.cos(angles[:, : dim // 2])
+    return pe
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model
+
+
+def masked_mean(h: Tensor, valid: Tensor) -> Tensor:
+    """(B, D) mean of h (B, L, D) over the valid rows of each sample."""
+    weights = valid.to(h.dtype).unsqueeze(-1)  # (B, L, 1)
+    return (h * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, D)
+
+
+class GatedTransformer(nn.Module):
+    """Feature-gated Transformer encoder with one regression + score head per target lag (see the module doc).
+
+    Pooling: the final hidden state of the last row (today) concatenated with the mean over the valid rows, so the
+    heads see both the latest state and a summary of the whole (possibly short) history.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_features: int, target_lags: Sequence[int]) -> None:
+        super().__init__()
+        lags = [int(lag) for lag in target_lags]
+        if n_features < 1 or not lags:
+            raise ValueError(f"GatedTransformer needs >= 1 feature and >= 1 target, got {n_features} and {len(lags)}")
+        self.cfg = cfg
+        self.n_features = n_features
+        self.attention_backend, reason = resolve_attention(cfg.attention)
+        log.info("attention path: %s (config %s; %s)", self.attention_backend, cfg.attention, reason)
+
+        self.gate = FeatureGate(n_features, cfg.gate_init)
+        self.input_proj = nn.Linear(n_features, cfg.d_model)  # shared by every target
+        self.time2vec = Time2Vec(cfg.time2vec_dim, cfg.time2vec_periods) if cfg.time2vec_dim else None
+        self.time_proj = nn.Linear(cfg.time2vec_dim, cfg.d_model, bias=False) if cfg.time2vec_dim else None
+        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, self.attention_backend) for _ in range(cfg.n_layers))
+        self.norm_final = make_norm(cfg)
+
+        # One head per distinct lag; head outputs are concatenated in `head_lags` order, then gathered back.
+        self.head_lags = tuple(sorted(set(lags)))
+        self.heads = nn.ModuleDict(
+            {f"lag_{lag}": nn.Linear(2 * cfg.d_model, 2 * lags.count(lag)) for lag in self.head_lags}
+        )
+        head_order = [j for lag in self.head_lags for j, target_lag in enumerate(lags) if target_lag == lag]
+        self.register_buffer("target_index", torch.argsort(torch.tensor(head_order)), persistent=False)  # (N,)
+
+        self.apply(self._init_weights)
+        residual_std = 0.02 / math.sqrt(2 * cfg.n_layers)  # nanoGPT: scale the projections into the residual
+        for block in self.blocks:
+            nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=residual_std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        """Number of trainable and frozen parameters (buffers excluded)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, x: Tensor, t: Tensor) -> Tensor:
+        """(B, L, D) embeddings of the gated features plus the time and position encodings."""
+        if self.training or bool(self.gate.mask.all()):
+            h = self.input_proj(self.gate(x))  # (B, L, D)
+        else:  # pruned features cost nothing: only the kept columns are multiplied
+            kept = self.gate.kept_indices()  # (F_kept,)
+            gated = x.index_select(-1, kept) * self.gate.values()[kept]  # (B, L, F_kept)
+            h = F.linear(gated, self.input_proj.weight[:, kept], self.input_proj.bias)  # (B, L, D)
+        if self.time2vec is not None:
+            h = h + self.time_proj(self.time2vec(t))  # (B, L, D)
+        if self.cfg.positional_encoding:
+            h = h + sinusoidal_encoding(x.size(1), self.cfg.d_model, x.device)  # (B, L, D)
+        return self.embed_dropout(h)
+
+    def forward(self, x: Tensor, t: Tensor, valid: Tensor) -> ModelOutput:
+        """x (B, L, F) standardised features, t (B, L) time input, valid (B, L) bool (False = left padding)."""
+        B, L, n_features = x.shape
+        if n_features != self.n_features:
+            raise DataError(f"model input: expected {self.n_features} features, got {n_features}")
+        valid = valid.to(torch.bool)
+        # Without padding, no mask: SDPA may then use its fastest kernel (flash takes no mask).
+        key_mask = None if bool(valid.all()) else valid[:, None, None, :]  # (B, 1, 1, L)
+
+        h = self.embed(x, t)  # (B, L, D)
+        for block in self.blocks:
+            if self.cfg.grad_checkpoint and self.training and torch.is_grad_enabled():
+                h = checkpoint(block, h, key_mask, use_reentrant=False)  # (B, L, D)
+            else:
+                h = block(h, key_mask)  # (B, L, D)
+        h = self.norm_final(h)  # (B, L, D)
+        pooled = torch.cat([h[:, -1], masked_mean(h, valid)], dim=-1)  # (B, 2D)
+
+        per_head = [head(pooled).view(B, 2, -1) for head in self.heads.values()]  # K x (B, 2, Nk)
+        out = torch.cat(per_head, dim=-1).index_select(-1, self.target_index)  # (B, 2, N), target order
+        return ModelOutput(reg=out[:, 0], score=out[:, 1])

@@ -1,0 +1,264 @@
+"""Tests of spread.model: shapes, target order, the feature gate, attention paths, checkpointing, precision."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+import torch
+
+from spread.errors import ConfigError, DataError
+from spread.losses import LossConfig, total_loss
+from spread.model import (
+    GatedTransformer,
+    ModelConfig,
+    flash_priority_context,
+    sinusoidal_encoding,
+    vanilla_attention,
+)
+
+TINY = ModelConfig(d_model=16, n_layers=2, n_heads=2, mlp_ratio=2, time2vec_dim=4)
+LAGS = [1, 2, 3, 4, 2, 1, 4, 3, 1]  # interleaved on purpose: outputs must come back in this order
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Toy-sized ops gain nothing from threads, and thread contention on a busy 2-core runner costs 20x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_model(cfg: ModelConfig = TINY, n_features: int = 5, lags: list[int] = LAGS, seed: int = 0):
+    torch.manual_seed(seed)
+    return GatedTransformer(cfg, n_features, lags)
+
+
+def make_batch(batch: int = 3, length: int = 8, n_features: int = 5, pad: bool = True, seed: int = 1):
+    """x (B, L, F), t (B, L), valid (B, L): sample 0 has only its last 3 rows valid when `pad`."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, length, n_features, generator=generator)
+    t = (torch.arange(length, dtype=torch.float32) + 100).expand(batch, length) / 1000
+    valid = torch.ones(batch, length, dtype=torch.bool)
+    if pad:
+        valid[0, : length - 3] = False
+        x[0, : length - 3] = 0.0
+    return x, t, valid
+
+
+@pytest.mark.parametrize(
+    "n_features, lags", [(1, [1]), (5, LAGS), (13, [4, 4, 1, 1, 2, 3, 3, 2, 1, 2, 3, 4]), (7, [2] * 6)]
+)
+def test_output_shapes_for_any_feature_and_target_count(n_features, lags):
+    model = make_model(n_features=n_features, lags=lags)
+    out = model(*make_batch(n_features=n_features))
+    assert out.reg.shape == (3, len(lags)) and out.score.shape == (3, len(lags))
+    assert torch.isfinite(out.reg).all() and torch.isfinite(out.score).all()
+    assert len(model.heads) == len(set(lags))
+
+
+def test_heads_scatter_outputs_back_to_target_order():
+    model = make_model().eval()
+    with torch.no_grad():
+        for lag, head in zip(model.head_lags, model.heads.values(), strict=True):
+            targets = [j for j, target_lag in enumerate(LAGS) if target_lag == lag]
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([float(j) for j in targets] + [100.0 + j for j in targets]))
+        out = model(*make_batch())
+    assert torch.equal(out.reg, torch.arange(len(LAGS), dtype=torch.float32).expand(3, -1))
+    assert torch.equal(out.score, 100 + torch.arange(len(LAGS), dtype=torch.float32).expand(3, -1))
+
+
+def test_gradients_reach_gate_time2vec_and_every_head():
+    model = make_model()
+    out = model(*make_batch())
+    (out.reg.square().mean() + out.score.sigmoid().mean() + model.gate.l1()).backward()
+    assert model.gate.logit.grad is not None and (model.gate.logit.grad != 0).all()
+    assert model.time2vec.weight.grad.abs().sum() > 0
+    for name, head in model.heads.items():
+        assert head.weight.grad.abs().sum() > 0, name
+
+
+def test_gate_values_stay_in_unit_interval():
+    model = make_model()
+    assert torch.allclose(model.gate.values(), torch.sigmoid(torch.tensor(TINY.gate_init)).expand(5))
+    with torch.no_grad():
+        model.gate.logit.copy_(torch.tensor([-1e4, -3.0, 0.0, 3.0, 1e4]))  # saturated both ways
+    values = model.gate.values()
+    assert ((values >= 0) & (values <= 1)).all()
+    for _ in range(5):  # big gradient steps on the logits, pushing some gates up and others down
+        model.zero_grad()
+        (model(*make_batch()).reg.sum() * 10 - model.gate.l1() * 100).backward()
+        with torch.no_grad():
+            model.gate.logit -= 10.0 * model.gate.logit.grad
+        values = model.gate.values()
+        assert ((values >= 0) & (values <= 1)).all()
+
+
+def test_frozen_mask_prunes_features_from_values_l1_and_outputs():
+    model = make_model(replace(TINY, dropout=0.0))
+    keep = torch.tensor([True, False, True, True, False])
+    model.gate.freeze_mask(keep)
+    values = model.gate.values()
+    assert torch.equal(values == 0, ~keep)
+    assert model.gate.l1().item() == pytest.approx(values[keep].sum().item())
+
+    x, t, valid = make_batch()
+    changed = x.clone()
+    changed[..., ~keep] = 123.0
+    dense = model.train()(x, t, valid).reg  # training mode: the dense path, x * g over all features
+    model.eval()
+    with torch.no_grad():
+        sparse = model(x, t, valid).reg  # eval mode: only the kept columns are multiplied
+        sparse_changed = model(changed, t, valid).reg
+    assert torch.allclose(dense, sparse, atol=1e-6)
+    assert torch.equal(sparse, sparse_changed)
+
+    (model.train()(x, t, valid).reg.sum() + model.gate.l1()).backward()
+    assert (model.gate.logit.grad[~keep] == 0).all() and (model.gate.logit.grad[keep] != 0).all()
+
+    restored = make_model(replace(TINY, dropout=0.0), seed=1)
+    restored.load_state_dict(model.state_dict())
+    assert torch.equal(restored.gate.mask, keep)
+    with pytest.raises(ValueError, match="freeze_mask"):
+        model.gate.freeze_mask(torch.ones(4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_math_and_sdpa_attention_agree_in_fp32(pad):
+    batch = make_batch(pad=pad)
+    outputs = {}
+    for attention in ("math", "sdpa", "flash"):
+        model = make_model(replace(TINY, attention=attention)).eval()
+        with torch.no_grad():
+            outputs[attention] = model(*batch)
+    for attention in ("sdpa", "flash"):
+        assert torch.allclose(outputs[attention].reg, outputs["math"].reg, atol=1e-5, rtol=0)
+        assert torch.allclose(outputs[attention].score, outputs["math"].score, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_flash_priority_context_computes_the_same_attention(pad):
+    q, k, v = torch.randn(3, 3, 2, 6, 4, generator=torch.Generator().manual_seed(0)).unbind(0)  # (B, H, L, Dh)
+    key_mask = None
+    if pad:
+        key_mask = torch.ones(3, 1, 1, 6, dtype=torch.bool)
+        key_mask[0, ..., :4] = False
+    with flash_priority_context():
+        fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+    assert torch.allclose(fused, vanilla_attention(q, k, v, key_mask, 0.0), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("attention", ["math", "sdpa"])
+def test_padding_rows_do_not_influence_outputs(attention):
+    model = make_model(replace(TINY, attention=attention)).eval()
+    x, t, valid = make_batch()
+    noisy = x.clone()
+    noisy[0, :5] = torch.randn(5, 5) * 10  # sample 0's padding rows (the first 5) get garbage
+    with torch.no_grad():
+        clean_out, noisy_out = model(x, t, valid), model(noisy, t, valid)
+    assert torch.allclose(clean_out.reg, noisy_out.reg, atol=1e-6)
+    assert torch.allclose(clean_out.score, noisy_out.score, atol=1e-6)
+    noisy[1, 0] += 10  # a valid row of sample 1 does matter
+    with torch.no_grad():
+        assert not torch.allclose(model(noisy, t, valid).reg[1], clean_out.reg[1], atol=1e-6)
+
+
+def test_attention_path_is_decided_once_and_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="spread.model"):
+        model = make_model(replace(TINY, attention="flash"))
+    expected = "flash" if torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0) else "sdpa"
+    assert model.attention_backend == expected
+    assert all(block.attn.backend == expected for block in model.blocks)
+    assert any("attention path" in record.getMessage() for record in caplog.records)
+    assert make_model(replace(TINY, attention="math")).attention_backend == "math"
+    assert make_model(replace(TINY, attention="sdpa")).attention_backend == "sdpa"
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    cfg = replace(TINY, dropout=0.1, attention_dropout=0.1)
+    batch = make_batch()
+    gradients = []
+    for grad_checkpoint in (False, True):
+        model = make_model(replace(cfg, grad_checkpoint=grad_checkpoint)).train()
+        torch.manual_seed(5)  # same dropout masks; checkpoint replays the RNG state when recomputing
+        out = model(*batch)
+        (out.reg.square().mean() + out.score.mean()).backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert gradients[0].keys() == gradients[1].keys()
+    for name, grad in gradients[0].items():
+        assert torch.allclose(grad, gradients[1][name], atol=1e-6, rtol=1e-5), name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("attention", ["math", "sdpa"])
+def test_autocast_runs_at_toy_size(dtype, attention):
+    model = make_model(replace(TINY, attention=attention)).train()
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(*make_batch())
+        assert out.reg.dtype == dtype
+    loss = out.reg.float().square().mean() + out.score.float().square().mean()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.gate.logit.grad.dtype == torch.float32
+
+
+def test_tiny_model_overfits_a_tiny_batch():
+    lags = [1, 1, 2, 2, 3, 3, 4, 4]
+    model = make_model(replace(TINY, d_model=32, n_heads=4, dropout=0.0), n_features=6, lags=lags)
+    x, t, valid = make_batch(batch=4, length=8, n_features=6)
+    y = torch.randn(4, len(lags), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(y, dtype=torch.bool)
+    loss_cfg = LossConfig(regression="mse", rank_weight=0.0, gate_lambda=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss, _ = total_loss(model(x, t, valid), y, mask, model.gate.l1(), 0.0, loss_cfg, torch.tensor(lags))
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+
+
+def test_construction_is_deterministic_with_a_seed():
+    first, second = make_model(seed=7), make_model(seed=7)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert first.num_parameters() == sum(p.numel() for p in first.parameters()) > 0
+
+
+@pytest.mark.parametrize(
+    "change", [dict(time2vec_dim=0), dict(time2vec_dim=1), dict(positional_encoding=False), dict(norm="rmsnorm")]
+)
+def test_config_switches(change):
+    model = make_model(replace(TINY, **change))
+    out = model(*make_batch())
+    assert out.reg.shape == (3, len(LAGS)) and torch.isfinite(out.reg).all()
+    assert (model.time2vec is None) == (change.get("time2vec_dim") == 0)
+
+
+def test_sinusoidal_encoding_counts_back_from_the_last_row():
+    short, long = sinusoidal_encoding(4, 6, torch.device("cpu")), sinusoidal_encoding(9, 6, torch.device("cpu"))
+    assert torch.allclose(short, long[-4:])
+    assert torch.equal(short[-1, 0::2], torch.zeros(3)) and torch.equal(short[-1, 1::2], torch.ones(3))
+    assert sinusoidal_encoding(3, 5, torch.device("cpu")).shape == (3, 5)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [(dict(d_model=30, n_heads=4), "d_model"), (dict(attention="fast"), "attention"), (dict(norm="batch"), "norm"),
+     (dict(dropout=1.0), "dropout"), (dict(time2vec_dim=-1), "time2vec_dim"), (dict(n_layers=0), "n_layers")],
+)
+def test_invalid_config_raises_config_error_naming_the_field(change, field):
+    with pytest.raises(ConfigError, match=f"model.{field}"):
+        replace(TINY, **change)
+
+
+def test_wrong_feature_count_raises_data_error():
+    model = make_model()
+    with pytest.raises(DataError, match="expected 5 features, got 6"):
+        model(*make_batch(n_features=6))
