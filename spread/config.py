@@ -1,0 +1,166 @@
+"""One configuration object for a whole run: nested dataclasses, YAML/JSON files, dotted overrides.
+
+Each component owns its section's dataclass and defaults (minGPT style: `ModelConfig` lives in `spread.model`,
+`LossConfig` in `spread.losses`, ...); this module only composes them into `Config` and provides the
+plumbing: strict loading (an unknown key or a wrongly typed value is a `ConfigError` naming its dotted path),
+`section.field=value` overrides from the command line, and a resolved dump that is written into every run folder
+and checkpoint (litgpt style) so a run can always be reproduced from its own files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spread.errors import ConfigError
+from spread.features import FeatureConfig
+from spread.losses import LossConfig
+from spread.model import ModelConfig
+from spread.scaling import ScalingConfig
+from spread.screening import ScreenConfig
+from spread.splits import SplitConfig
+from spread.trainer import TrainConfig
+from spread.windows import DataConfig
+
+
+@dataclass
+class Config:
+    """Everything that defines a run."""
+
+    seed: int = 0
+    """Seed for every random generator (weights, shuffling, pair sampling)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Windows, time inputs, batching and the training cut-off."""
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    """Which transforms of the raw panel become model inputs."""
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
+    """Per-fold pre-screening of features (variance, missing share, IC)."""
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    """Per-fold standardisation of features."""
+    split: SplitConfig = field(default_factory=SplitConfig)
+    """Walk-forward folds, embargo and the competition-like holdout."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The gated Transformer's shape."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Regression, ranking and gate-penalty terms."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimiser, schedule, precision, epochs, checkpoints, pruning."""
+
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    """Return `value` converted to `hint` (dataclass, Optional, list/tuple, scalar) or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {hint.__name__} fields, got {value!r}")
+        return _from_dict(hint, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        items = [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, data: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    kwargs = {k: _check_value(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}") from exc
+
+
+def config_from_dict(data: dict) -> Config:
+    """A `Config` from a plain mapping (missing keys take their defaults; unknown keys are errors)."""
+    return _from_dict(Config, data or {}, "")
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict of every resolved field (tuples become lists so YAML and JSON round-trip)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def apply_overrides(data: dict, overrides: typing.Sequence[str]) -> dict:
+    """Apply `a.b.c=value` strings to a nested dict; values are parsed as YAML (`1e-4`, `true`, `[1, 5]`)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected section.field=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: cannot parse value: {exc}") from exc
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping stored in a YAML (.yaml/.yml) or JSON (.json) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot parse: {exc}") from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return data or {}
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults, then the file (if any), then the dotted overrides; every key is checked."""
+    data = read_config_file(path) if path else {}
+    try:
+        return config_from_dict(apply_overrides(data, overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from exc
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (or JSON when the suffix is .json)."""
+    path = Path(path)
+    data = config_to_dict(cfg)
+    text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
+    path.write_text(text)

@@ -1,0 +1,65 @@
+"""The constant fallback prediction: each target's mean historical daily rank.
+
+Ranking each day's non-null labels (average method), scaling the ranks to [0, 1] and averaging them over days gives
+one number per target. Submitted as a constant every day it scored 0.387 on the competition's final private
+leaderboard (shared COMPETITION.md, "Reference points"), so the predictor uses it as its never-fail answer: when a
+model cannot run, the day still gets finite, sensible values. The trainer writes it to `prior.json` in every run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from spread.errors import ArtifactError
+from spread.metrics import average_ranks
+
+PRIOR_FILE = "prior.json"
+UNSEEN = 0.5
+"""Prior of a target that never had a label: the middle rank."""
+
+
+def mean_rank_prior(labels: np.ndarray) -> np.ndarray:
+    """(N,) mean over days of each target's scaled daily rank, from a (D, N) label matrix with NaN for missing.
+
+    A day's ranks among its n non-null labels are mapped to [0, 1] by (rank - 1) / (n - 1); a day with a single
+    label gives it 0.5. A target never observed gets 0.5.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be a (days, targets) matrix, got shape {labels.shape}")
+    observed = ~np.isnan(labels)
+    ranks = average_ranks(labels, observed)
+    counts = observed.sum(axis=1, keepdims=True).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.where(counts > 1, (ranks - 1.0) / (counts - 1.0), UNSEEN)
+    scaled[~observed] = np.nan
+    days_seen = observed.sum(axis=0)
+    totals = np.nansum(scaled, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prior = np.where(days_seen > 0, totals / np.maximum(days_seen, 1), UNSEEN)
+    return prior
+
+
+def write_prior(path: str | Path, target_names: list[str], prior: np.ndarray) -> Path:
+    """Write `{"target_names": [...], "prior": [...]}` as JSON."""
+    path = Path(path)
+    if len(target_names) != len(prior):
+        raise ValueError(f"{len(target_names)} target names but {len(prior)} prior values")
+    path.write_text(json.dumps({"target_names": list(target_names), "prior": [float(v) for v in prior]}, indent=1))
+    return path
+
+
+def read_prior(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """The target names and prior values of a `prior.json`; ArtifactError naming the file when it is unusable."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        names, values = list(data["target_names"]), np.asarray(data["prior"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: not a readable prior file: {exc}") from exc
+    if len(names) != values.size or not np.isfinite(values).all():
+        raise ArtifactError(f"{path}: prior must hold one finite value per target name")
+    return names, values

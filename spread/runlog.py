@@ -1,0 +1,137 @@
+"""Experiment logging for a run folder: metrics.csv, TensorBoard events, summary.json and progress display.
+
+One `RunLog` per run, alive only on the process that writes (rank 0 under DDP; the others get a disabled log).
+`metrics.csv` has one row per fold per epoch; it is rewritten whole after every epoch from the rows held in memory,
+so that a resumed run (which restores each fold's rows from its checkpoint) never carries rows of an epoch it
+re-trains. `summarize` reduces the per-fold results to `summary.json`: per-fold metrics at the best epoch and the
+mean and population std over folds of every metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from spread.checkpoint import atomic_write
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def is_terminal() -> bool:
+    """True when stderr is attached to a terminal (progress bars), False in logs, CI and notebooks' captured output."""
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+def progress(iterable: Iterable, total: int, description: str, enabled: bool) -> Iterator:
+    """A tqdm bar over `iterable` when enabled and stderr is a terminal; the bare iterable otherwise."""
+    if enabled and is_terminal():
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return iter(iterable)
+        return iter(tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True))
+    return iter(iterable)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write `data` as indented JSON atomically; non-finite floats become null."""
+    text = json.dumps(_finite_or_none(data), indent=1)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+class RunLog:
+    """metrics.csv and optional TensorBoard scalars of one run; every method is a no-op when disabled."""
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = False) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.rows: dict[str, list[dict]] = {}
+        self.writer = self._tensorboard_writer() if enabled and tensorboard else None
+
+    def _tensorboard_writer(self) -> Any:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:  # tensorboard is an optional dependency
+            log.warning("train.tensorboard is set but TensorBoard is not importable (%s): events not written", exc)
+            return None
+        return SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD_DIR))
+
+    def restore(self, fold: str, rows: list[dict]) -> None:
+        """Replace the rows of `fold` (used on resume with the rows stored in its checkpoint)."""
+        self.rows[fold] = [dict(row) for row in rows]
+        self._write_csv()
+
+    def log_epoch(self, fold: str, row: dict) -> None:
+        """Record one epoch's row (fold, epoch, step, lr, train loss parts, validation metrics)."""
+        if not self.enabled:
+            return
+        self.rows.setdefault(fold, []).append(dict(row))
+        self._write_csv()
+        if self.writer is not None:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "step"):
+                    self.writer.add_scalar(f"{fold}/{key}", value, global_step=int(row.get("step", 0)))
+            self.writer.flush()
+
+    def _write_csv(self) -> None:
+        if not self.enabled:
+            return
+        rows = [row for fold_rows in self.rows.values() for row in fold_rows]
+        columns: dict[str, None] = {}
+        for row in rows:
+            columns.update(dict.fromkeys(row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(columns), restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+        atomic_write(self.run_dir / METRICS_FILE, lambda tmp: tmp.write_text(text))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan")
+    mean = sum(finite) / len(finite)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite))
+
+
+def summarize(folds: dict[str, dict]) -> dict:
+    """Mean and population std over folds of each metric in `folds[name]["metrics"]` (NaN-skipping).
+
+    `folds` maps a fold name to its result (at least "metrics": a flat dict of floats at the best epoch); the
+    result is {"folds": folds, "mean": {...}, "std": {...}}.
+    """
+    keys: dict[str, None] = {}
+    for result in folds.values():
+        keys.update(dict.fromkeys(k for k, v in result.get("metrics", {}).items() if isinstance(v, (int, float))))
+    mean, std = {}, {}
+    for key in keys:
+        mean[key], std[key] = _mean_std([result.get("metrics", {}).get(key, float("nan")) for result in folds.values()])
+    return {"folds": folds, "mean": mean, "std": std}

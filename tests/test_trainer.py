@@ -1,0 +1,321 @@
+"""The training loop end to end on the `small` synthetic preset, with tiny models: run folder, determinism,
+resume == uninterrupted, the whole-pipeline leak test, pruning and the final fit, and the smoke config."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+import spread.trainer as trainer
+from spread.checkpoint import build_model, load_checkpoint, verify_manifest
+from spread.config import load_config
+from spread.errors import ConfigError
+from spread.metrics import rank_correlation_sharpe
+from spread.model import GatedTransformer, ModelOutput
+from spread.pruning import gate_table, select_features
+from spread.runlog import summarize
+from spread.synth import generate
+from spread.trainer import (
+    EpochSampler, Runtime, StepContext, TrainConfig, build_optimizer, inference_dtype, learning_rate,
+    make_grad_scaler, predict_dataset, predictions, resolve_amp, train, train_step,
+)
+from spread.windows import prepare_fold
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+TINY = [
+    "data.window=8", "data.batch_size=16", "features.return_horizons=[1, 5]", "screen.min_abs_ic=0.0",
+    "split.n_folds=1", "split.val_size=20", "split.step=20", "split.min_train=60",
+    "model.d_model=8", "model.n_layers=1", "model.n_heads=2", "model.mlp_ratio=1", "model.time2vec_dim=2",
+    "model.dropout=0.1", "train.epochs=2", "train.max_steps_per_epoch=3", "train.lr=0.001",
+]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("data") / "small", seed=0, preset="small")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    return run, train(load_config(None, TINY), small, run)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_weights(run_a: Path, run_b: Path, names: list[str]) -> None:
+    for name in names:
+        a, b = weights(run_a / name), weights(run_b / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}: {key} differs"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# pieces
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_config_loads(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg.train, TrainConfig)
+    assert cfg.model.d_model % cfg.model.n_heads == 0
+
+
+def test_configs_include_smoke_and_default() -> None:
+    assert {"smoke.yaml", "default.yaml"} <= {p.name for p in CONFIGS}
+    default = load_config(CONFIGS[0].parent / "default.yaml")
+    assert (default.data.window, default.model.d_model, default.model.n_layers, default.model.n_heads) == (192, 192, 4, 6)
+
+
+@pytest.mark.parametrize("override", ["train.amp=fp8", "train.schedule=step", "train.predict_with=mean",
+                                      "train.epochs=0", "train.betas=[0.9, 1.5]", "train.device=tpu"])
+def test_train_config_rejects_bad_values(override: str) -> None:
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config(None, [override])
+
+
+def test_learning_rate_schedules() -> None:
+    cosine = TrainConfig(lr=1e-3, warmup_steps=4, min_lr_frac=0.1)
+    rates = [learning_rate(step, 20, cosine) for step in range(20)]
+    assert rates[0] == pytest.approx(2.5e-4) and rates[3] == pytest.approx(1e-3)
+    assert rates[-1] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(rates[3:], rates[4:]))
+    onecycle = TrainConfig(lr=1e-3, warmup_frac=0.25, schedule="onecycle")
+    rates = [learning_rate(step, 20, onecycle) for step in range(20)]
+    assert rates[0] > 1e-3 / 25 and max(rates) == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-3 / 2.5e5)
+
+
+def test_epoch_sampler_shards_rebuild_the_single_process_batches() -> None:
+    single = list(EpochSampler(37, seed=3, epoch=1))
+    assert sorted(single) == list(range(37))
+    assert single != list(EpochSampler(37, seed=3, epoch=2)) and single == list(EpochSampler(37, seed=3, epoch=1))
+    ranks = [list(EpochSampler(37, seed=3, epoch=1, rank=r, world_size=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 19
+    global_batch, per_rank = 8, 4
+    for k in range(4):  # full batches: the ranks' k-th batches together are the single-process k-th batch
+        union = ranks[0][k * per_rank : (k + 1) * per_rank] + ranks[1][k * per_rank : (k + 1) * per_rank]
+        assert sorted(union) == sorted(single[k * global_batch : (k + 1) * global_batch])
+
+
+def test_predictions_from_the_heads() -> None:
+    out = ModelOutput(reg=torch.tensor([[1.0, -1.0, float("nan")]]), score=torch.tensor([[0.0, 3.0, 1.0]]))
+    scale = torch.tensor([0.5, 2.0, 1.0])
+    reg = predictions(out, scale, TrainConfig(predict_with="reg"))
+    assert reg.tolist() == [[0.5, -2.0, 0.0]]  # unscaled to label units, NaN made finite
+    assert predictions(out, scale, TrainConfig(predict_with="score")).tolist() == [[0.0, 3.0, 1.0]]
+    blend = predictions(out, scale, TrainConfig(predict_with="blend", blend_weight=1.0))
+    assert torch.isfinite(blend).all() and blend[0, 0] > blend[0, 2] > blend[0, 1]
+
+
+def test_precision_choice_on_the_cpu() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu)[0] is None and resolve_amp("off", cpu)[0] is None
+    assert resolve_amp("bf16", cpu)[0] is torch.bfloat16
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        resolve_amp("fp16", cpu)
+    assert inference_dtype(TrainConfig(amp="fp16"), cpu) is None  # a GPU-trained model still predicts on the CPU
+
+
+def test_bf16_autocast_training_step_on_the_cpu() -> None:
+    cfg = load_config(None, [*TINY, "train.amp=bf16"])
+    lags = [1, 1, 2, 2]
+    torch.manual_seed(0)
+    model = GatedTransformer(cfg.model, n_features=5, target_lags=lags)
+    runtime = Runtime(torch.device("cpu"), amp_dtype=torch.bfloat16)
+    before = model.input_proj.weight.detach().clone()
+    step = StepContext(model, model, build_optimizer(model, cfg.train), make_grad_scaler(runtime), runtime, cfg,
+                       torch.full((4,), 0.01), torch.tensor(lags), torch.Generator())
+    batch = {"x": torch.randn(3, 8, 5), "t": torch.rand(3, 8), "valid": torch.ones(3, 8, dtype=torch.bool),
+             "y": 0.01 * torch.randn(3, 4), "y_mask": torch.ones(3, 4, dtype=torch.bool)}
+    parts = train_step(step, batch, lr=1e-3, epoch_position=0.0)
+    assert np.isfinite(parts["total"]) and model.input_proj.weight.dtype == torch.float32
+    assert not torch.equal(model.input_proj.weight, before)
+
+
+def test_gate_selection_and_table() -> None:
+    gates = np.array([0.9, 0.01, np.nan, 0.3, 0.06])
+    assert select_features(gates, threshold=0.05).tolist() == [True, False, False, True, True]
+    assert select_features(gates, threshold=0.05, top_k=2).tolist() == [True, False, False, True, False]
+    assert select_features(np.array([0.01, 0.02]), threshold=0.5).tolist() == [False, True]  # never empty
+    table = gate_table({"fold0": (["a", "b"], np.array([0.2, 0.8])), "holdout": (["b", "c"], np.array([0.4, 0.1]))})
+    assert table["feature"].to_list() == ["b", "a", "c"]
+    assert table["mean"].to_list() == pytest.approx([0.6, 0.2, 0.1])
+    assert table["holdout"].to_list()[1] is None  # "a" was screened out of the holdout
+
+
+def test_summarize_means_and_stds_over_folds() -> None:
+    summary = summarize({"a": {"metrics": {"score": 1.0, "ic": float("nan")}}, "b": {"metrics": {"score": 3.0, "ic": 0.1}}})
+    assert summary["mean"]["score"] == 2.0 and summary["std"]["score"] == 1.0
+    assert summary["mean"]["ic"] == pytest.approx(0.1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# whole runs
+
+
+def test_run_folder_contents(tiny_run: tuple[Path, dict], small: Path) -> None:
+    run, summary = tiny_run
+    for name in ["config.yaml", "folds.csv", "metrics.csv", "summary.json", "gate_weights.csv",
+                 "pruned_features.csv", "prior.json", "manifest.json", "fold0/best.pt", "fold0/last.pt",
+                 "holdout/best.pt", "holdout/last.pt"]:
+        assert (run / name).is_file(), name
+    metrics = pl.read_csv(run / "metrics.csv")
+    assert metrics.select("fold", "epoch").rows() == [("fold0", 1), ("fold0", 2), ("holdout", 1), ("holdout", 2)]
+    assert {"val_score", "val_ic_lag1", "val_icir_lag4", "val_topk_precision", "val_q1_q5_spread",
+            "val_gate_mean", "train_total", "lr"} <= set(metrics.columns)
+    assert json.loads((run / "summary.json").read_text())["mean"]["score"] == pytest.approx(summary["mean"]["score"])
+    assert set(summary["folds"]) == {"fold0", "holdout"} and "score" in summary["std"]
+    assert summary["folds"]["holdout"]["best_epoch"] in (1, 2) and np.isfinite(summary["mean"]["oracle_score"])
+    gates = pl.read_csv(run / "gate_weights.csv")["mean"].to_list()
+    assert gates == sorted(gates, reverse=True)
+    manifest = verify_manifest(run)
+    assert manifest["inference"]["checkpoints"] == ["fold0/best.pt", "holdout/best.pt"]
+    assert set(manifest["artifacts"]) >= {"fold0/best.pt", "metrics.csv", "prior.json", "summary.json"}
+    prior = json.loads((run / "prior.json").read_text())
+    assert len(prior["prior"]) == len(prior["target_names"]) == 48 and all(0 <= p <= 1 for p in prior["prior"])
+
+
+def test_best_checkpoint_is_self_describing_and_reproduces_its_score(tiny_run: tuple[Path, dict], small: Path) -> None:
+    run, summary = tiny_run
+    ckpt = load_checkpoint(run / "holdout" / "best.pt")
+    for key in ["model", "optimizer", "scheduler", "grad_scaler", "config", "feature_names", "scaler",
+                "screen_dropped", "gate_mask", "target_names", "target_lags", "target_scale", "fold", "epoch", "step",
+                "best_score", "rng_state", "torch_version", "data_fingerprint"]:
+        assert key in ckpt, key
+    assert ckpt["epoch"] == summary["folds"]["holdout"]["best_epoch"] and ckpt["fold"]["name"] == "holdout"
+    assert len(ckpt["feature_names"]) == len(ckpt["scaler"]["names"]) == ckpt["gate_mask"].numel()
+
+    from spread.competition import load_competition
+    from spread.splits import Fold
+
+    cfg = load_config(None, TINY)
+    record = ckpt["fold"]
+    fold = Fold("holdout", tuple(record["train_dates"]), tuple(record["val_dates"]), record["embargo"], record["cutoff"])
+    data = prepare_fold(load_competition(small), fold, cfg.features, cfg.screen, cfg.scaling, cfg.data)
+    assert data.feature_names == ckpt["feature_names"]
+    dates, pred = predict_dataset(build_model(ckpt), data.val, torch.tensor(ckpt["target_scale"]), cfg.train, 7, "cpu")
+    assert np.all(np.diff(dates) > 0) and pred.shape == (len(data.val), 48)
+    truth = data.val.targets[torch.as_tensor(data.val.rows)].double().numpy()
+    assert rank_correlation_sharpe(truth, pred) == pytest.approx(summary["folds"]["holdout"]["best_score"], abs=1e-6)
+
+
+def test_same_seed_same_data_gives_identical_weights(tiny_run: tuple[Path, dict], small: Path, tmp_path: Path) -> None:
+    run, _ = tiny_run
+    train(load_config(None, TINY), small, tmp_path / "again")
+    assert_same_weights(run, tmp_path / "again", ["fold0/last.pt", "holdout/last.pt", "holdout/best.pt"])
+    other = load_config(None, [*TINY, "seed=1", "split.n_folds=0", "train.tensorboard=true"])
+    train(other, small, tmp_path / "seed1")
+    assert not torch.equal(weights(run / "holdout/last.pt")["input_proj.weight"],
+                           weights(tmp_path / "seed1/holdout/last.pt")["input_proj.weight"])
+    events = list((tmp_path / "seed1" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and f"tensorboard/{events[0].name}" in verify_manifest(tmp_path / "seed1")["artifacts"]
+
+
+def test_resume_after_a_crash_equals_the_uninterrupted_run(
+    tiny_run: tuple[Path, dict], small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, summary = tiny_run
+    real_save = trainer.save_checkpoint
+    saved_last = []
+
+    def crash_after_first_epoch(path: Path, state: dict) -> None:
+        real_save(path, state)
+        if Path(path).name == "last.pt":
+            saved_last.append(path)
+            if len(saved_last) == 1:
+                raise KeyboardInterrupt("simulated crash after epoch 1 of fold0")
+
+    monkeypatch.setattr(trainer, "save_checkpoint", crash_after_first_epoch)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(None, TINY), small, resumed)
+    assert load_checkpoint(resumed / "fold0" / "last.pt")["epoch"] == 1
+    assert not (resumed / "holdout").exists()
+
+    resumed_summary = train(load_config(resumed / "config.yaml"), small, resumed, resume=True)
+    assert_same_weights(run, resumed, ["fold0/last.pt", "fold0/best.pt", "holdout/last.pt", "holdout/best.pt"])
+    columns = [c for c in pl.read_csv(run / "metrics.csv").columns if c != "seconds"]
+    assert pl.read_csv(resumed / "metrics.csv").select(columns).equals(pl.read_csv(run / "metrics.csv").select(columns))
+    assert resumed_summary["mean"]["score"] == summary["mean"]["score"]
+    verify_manifest(resumed)
+
+
+def test_run_folder_guards(tiny_run: tuple[Path, dict], small: Path) -> None:
+    run, _ = tiny_run
+    with pytest.raises(ConfigError, match="not empty"):
+        train(load_config(None, TINY), small, run)
+    with pytest.raises(ConfigError, match="changed: model.d_model"):
+        train(load_config(None, [*TINY, "model.d_model=16"]), small, run, resume=True)
+
+
+def noisy_copy(source: Path, target: Path, after: int) -> Path:
+    """A copy of a competition folder whose feature rows and labels dated after `after` are random noise."""
+    shutil.copytree(source, target)
+    rng = np.random.default_rng(123)
+    for name in ("train.csv", "train_labels.csv", "test.csv"):
+        frame = pl.read_csv(target / name)
+        late = (frame["date_id"] > after).to_numpy()
+        columns = [c for c in frame.columns if c not in ("date_id", "is_scored")]
+        noised = []
+        for column in columns:
+            values = frame[column].cast(pl.Float64).to_numpy().copy()
+            values[late] = rng.lognormal(3.0, 1.0, size=late.sum())
+            noised.append(pl.Series(column, values))
+        frame.with_columns(noised).write_csv(target / name)
+    return target
+
+
+def test_leak_noise_after_train_end_plus_5_changes_nothing(small: Path, tmp_path: Path) -> None:
+    """The whole pipeline (features, screening, scaling, folds, pruning, final fit, prior) with data.train_end = T
+    gives bit-identical weights when every row and label after T + 5 is noise."""
+    end = 250
+    noisy = noisy_copy(small, tmp_path / "noisy", after=end + 5)
+    overrides = [*TINY, f"data.train_end={end}", "split.holdout=false", "train.final_fit=true",
+                 "train.finetune_pruned=true", "train.finetune_epochs=1", "train.prune_top_k=20"]
+    cfg = load_config(None, overrides)
+    clean_summary = train(cfg, small, tmp_path / "clean")
+    train(cfg, noisy, tmp_path / "noisy_run")
+    checkpoints = ["fold0/best.pt", "fold0/last.pt", "fold0-pruned/best.pt", "final/best.pt", "final/last.pt"]
+    assert_same_weights(tmp_path / "clean", tmp_path / "noisy_run", checkpoints)
+    assert (tmp_path / "clean/prior.json").read_text() == (tmp_path / "noisy_run/prior.json").read_text()
+
+    # noise that starts inside the training data does change the weights (so the comparison above can fail)
+    early = noisy_copy(small, tmp_path / "early", after=end - 10)
+    train(load_config(None, overrides[:-3]), early, tmp_path / "early_run")
+    assert not torch.equal(weights(tmp_path / "clean/final/last.pt")["input_proj.weight"],
+                           weights(tmp_path / "early_run/final/last.pt")["input_proj.weight"])
+
+    # pruning and the final fit, on the clean run
+    pruned = load_checkpoint(tmp_path / "clean/fold0-pruned/best.pt")
+    assert int(pruned["gate_mask"].sum()) == 20 and len(pruned["feature_names"]) > 20
+    assert "pruned_mean" in clean_summary and clean_summary["folds"]["fold0"]["pruned"]["n_features"] == 20
+    assert clean_summary["final_fit"]["epochs"] == clean_summary["folds"]["fold0"]["best_epoch"]
+    final = load_checkpoint(tmp_path / "clean/final/best.pt")
+    assert final["fold"]["cutoff"] == end
+    assert verify_manifest(tmp_path / "clean")["inference"]["checkpoints"] == ["final/best.pt"]
+
+
+def test_smoke_config_beats_random_on_the_small_preset(small: Path, tmp_path: Path) -> None:
+    summary = train(load_config(CONFIGS[0].parent / "smoke.yaml"), small, tmp_path / "smoke")
+    rng = np.random.default_rng(0)
+    random_scores = []
+    comp_labels = pl.read_csv(small / "train_labels.csv")
+    for name, fold in summary["folds"].items():
+        ckpt = load_checkpoint(tmp_path / "smoke" / name / "best.pt")
+        start, stop = ckpt["fold"]["val_dates"]
+        truth = comp_labels.filter(pl.col("date_id").is_between(start, stop)).drop("date_id").to_numpy()
+        random_scores.append([rank_correlation_sharpe(truth, rng.normal(size=truth.shape)) for _ in range(200)])
+    random_mean = np.mean(random_scores, axis=0)  # the fold-mean score of random predictions, 200 draws
+    print(f"smoke: mean score {summary['mean']['score']:.3f}, oracle {summary['mean']['oracle_score']:.3f}, "
+          f"random 99th percentile {np.quantile(random_mean, 0.99):.3f}")
+    assert summary["mean"]["score"] > max(np.quantile(random_mean, 0.99), 0.3)
+    assert summary["mean"]["score"] < summary["mean"]["oracle_score"]
