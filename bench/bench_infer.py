@@ -1,0 +1,136 @@
+"""CPU benchmark of the predictor under the evaluation API: per-call latency and resident memory over 300 calls.
+
+    python bench/bench_infer.py [--calls 300] [--threads 2] [--members 1] [--config configs/default.yaml]
+                                [--data DIR] [--run RUN]
+
+Targets (issue 6): p99 under 100 ms per call on 2 cores after the first call, and no resident memory growth
+beyond 50 MB over 300 consecutive calls. Without `--run`, a run folder with randomly initialised checkpoints of the
+given config (default: configs/default.yaml, d_model 192, 4 layers, L 192) is written for the `mitsui` synthetic
+preset with every panel feature kept (an upper bound on the inputs; latency depends on shapes, not on weights).
+The calls replay the gateway's batches of test.csv and then keep serving new dates past the end of train (copies of
+earlier rows with new date_ids, empty lag batches), as in the forecasting phase, until `--calls` calls are made.
+Memory is the process's resident set (VmRSS) after the first call and after the last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from spread.checkpoint import save_checkpoint, write_manifest  # noqa: E402
+from spread.competition import load_competition  # noqa: E402
+from spread.config import config_to_dict, load_config  # noqa: E402
+from spread.gateway import generate_batches, latency_stats, read_served_files  # noqa: E402
+from spread.infer import make_predict  # noqa: E402
+from spread.model import GatedTransformer  # noqa: E402
+from spread.prior import mean_rank_prior, write_prior  # noqa: E402
+from spread.scaling import Scaler  # noqa: E402
+from spread.synth import generate  # noqa: E402
+from spread.windows import competition_panel  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+
+
+def resident_mb() -> float:
+    """Resident set size of this process in MB (Linux /proc; NaN elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def random_run(run: Path, data: Path, config: Path, members: int) -> Path:
+    """A run folder of `members` randomly initialised checkpoints of `config`, all panel features kept."""
+    comp = load_competition(data)
+    cfg = load_config(config)
+    panel = competition_panel(comp, cfg.features)
+    scaler = Scaler.fit(panel.values[-500:], panel.names, cfg.scaling)
+    names = []
+    for index in range(members):
+        torch.manual_seed(index)
+        model = GatedTransformer(cfg.model, n_features=len(panel.names), target_lags=comp.target_lags.tolist())
+        names.append(f"fold{index}/best.pt")
+        save_checkpoint(run / names[-1], {
+            "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": panel.names,
+            "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(panel.names), dtype=torch.bool),
+            "target_names": comp.target_names, "target_lags": comp.target_lags.tolist(),
+            "target_scale": [0.01 * int(lag) for lag in comp.target_lags],
+        })
+    write_prior(run / "prior.json", comp.target_names, mean_rank_prior(comp.labels.drop("date_id").to_numpy()))
+    write_manifest(run, names)
+    print(f"wrote {run}: {members} checkpoint(s), {len(panel.names)} input features, config {config}")
+    return run
+
+
+def served_calls(data: Path, n_calls: int) -> list[tuple[pl.DataFrame, ...]]:
+    """The gateway's batches for test.csv, then new dates past train's end until `n_calls` calls."""
+    test, lagged = read_served_files(data)
+    calls = [batches for _, batches in generate_batches(test, lagged)][:n_calls]
+    empty = [batch.clear() for batch in calls[0][1:]]
+    last = int(pl.read_csv(data / "train.csv", columns=["date_id"])["date_id"].max())
+    index = 0
+    while len(calls) < n_calls:
+        index += 1
+        row = test[index % test.height].with_columns(pl.lit(last + index, dtype=pl.Int64).alias("date_id"))
+        calls.append((row, *empty))
+    return calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2: the target)")
+    parser.add_argument("--members", type=int, default=1, help="checkpoints in the random run (default 1)")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "default.yaml")
+    parser.add_argument("--data", type=Path, help="competition folder (default: the mitsui synthetic preset)")
+    parser.add_argument("--run", type=Path, help="run folder (default: a random run of --config)")
+    parser.add_argument("--out", type=Path, default=OUT / "bench_infer.json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    data = args.data or OUT / "data-mitsui"
+    if args.data is None and not (data / "target_pairs.csv").is_file():
+        generate(data, seed=0, preset="mitsui")
+    run = args.run or random_run(OUT / f"run-random-{args.config.stem}-{args.members}", data, args.config, args.members)
+    calls = served_calls(data, args.calls)
+
+    predict = make_predict(run, data, device="cpu", strict=True)
+    seconds, memory = [], []
+    for batches in calls:
+        start = time.perf_counter()
+        predict(*batches)
+        seconds.append(time.perf_counter() - start)
+        memory.append(resident_mb())
+    stats = latency_stats(seconds)
+    growth = memory[-1] - memory[0]
+    result = {
+        "torch": torch.__version__, "polars": pl.__version__, "threads": torch.get_num_threads(),
+        "config": str(args.config), "members": args.members, "calls": len(seconds), **stats,
+        "rss_after_first_mb": memory[0], "rss_after_last_mb": memory[-1], "rss_growth_mb": growth,
+        "rss_max_mb": max(memory), "fallback_calls": predict.stats()["fallback_calls"],
+    }
+    print(f"torch {torch.__version__}, polars {pl.__version__}, {torch.get_num_threads()} threads, CPU")
+    print(f"first call (loads the run): {stats['first_s']:.2f} s")
+    print(f"later calls: p50 {stats['p50_ms']:.1f} ms, p90 {stats['p90_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
+          f"max {stats['max_ms']:.1f} ms (target p99 < 100 ms)")
+    print(f"resident memory: {memory[0]:.0f} MB after the first call, {memory[-1]:.0f} MB after call {len(memory)}: "
+          f"growth {growth:+.1f} MB (target < 50 MB); fallback calls {result['fallback_calls']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+# %% [markdown]
+# # spread: training kernel
+# Trains the gated Transformer walk-forward on the competition data and writes the run folder (checkpoints,
+# `manifest.json` with the sha256 of every artefact, the fallback prior) plus `dataset-metadata.json`, so that the
+# output can be attached to the submission kernel directly or published as the weights dataset.
+
+# %%
+"""Training kernel: find the data, train with the chosen config, write the artefacts and their dataset metadata.
+
+The competition folder is `--data`, else the folder with `target_pairs.csv` under Kaggle's inputs (classic and
+newer layouts), else the synthetic default written by `spread.synth` (the embedded default data). The config is
+`--config` (a YAML/JSON path, or the name of a config embedded in the bundle / present in the repository's
+`configs/`), else the built-in defaults, with `key=value` overrides after it.
+
+Locally: `python kernel_train.py --data COMPETITION --artifacts RUN --config configs/smoke.yaml`.
+"""
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from spread.config import Config, apply_overrides, config_from_dict, load_config
+from spread.discovery import find_competition_dir, working_dir
+from spread.errors import ConfigError
+from spread.trainer import train
+
+log = logging.getLogger("kernel_train")
+DATASET_METADATA = "dataset-metadata.json"
+DEFAULT_KERNEL_ID = "your-username/spread-mitsui"
+DEFAULT_TITLE = "spread mitsui"
+SYNTHETIC_DIR = "synthetic-data"
+
+
+# %%
+def repository_root() -> Path | None:
+    """The folder of this file when it runs from the repository (a notebook or the bundle has none)."""
+    path = globals().get("__file__")
+    return Path(path).resolve().parent if path and not str(path).startswith("<") else None
+
+
+def embedded_resources() -> tuple[dict[str, str], dict]:
+    """(configs by name, kernel metadata): embedded by build_bundle.py, else read from the repository."""
+    try:
+        import spread_bundle
+
+        return dict(spread_bundle.CONFIGS), dict(spread_bundle.KERNEL_METADATA)
+    except ImportError:
+        pass
+    root = repository_root()
+    if root is None:
+        return {}, {}
+    configs = {path.stem: path.read_text() for path in sorted((root / "configs").glob("*.yaml"))}
+    metadata_file = root / "kernel-metadata.json"
+    metadata = json.loads(metadata_file.read_text()) if metadata_file.is_file() else {}
+    return configs, metadata
+
+
+def resolve_config(name: str | None, overrides: list[str], configs: dict[str, str]) -> Config:
+    """Built-in defaults, a config file, or an embedded config by name (`smoke` or `configs/smoke.yaml`)."""
+    if name is None:
+        return load_config(None, overrides)
+    if Path(name).is_file():
+        return load_config(name, overrides)
+    key = Path(name).stem
+    if key not in configs:
+        raise ConfigError(f"{name}: no such config file, and no embedded config of that name ({sorted(configs)})")
+    return config_from_dict(apply_overrides(yaml.safe_load(configs[key]) or {}, overrides))
+
+
+def dataset_metadata(kernel_metadata: dict) -> dict:
+    """The weights dataset `<owner>/<slug>-weights` described for `kaggle datasets create`."""
+    owner, slug = str(kernel_metadata.get("id", DEFAULT_KERNEL_ID)).split("/", 1)
+    title = str(kernel_metadata.get("title", DEFAULT_TITLE))
+    return {
+        "title": f"{title} weights",
+        "id": f"{owner}/{slug}-weights",
+        "licenses": [{"name": "CC0-1.0"}],
+        "subtitle": "Checkpoints, manifest and prior of a spread training run",
+    }
+
+
+def competition_folder(explicit: Path | None, preset: str, seed: int) -> Path:
+    """`explicit`, else the competition under the inputs, else the synthetic default (generated once)."""
+    if explicit is not None:
+        found = find_competition_dir(explicit)
+        if found is None:
+            raise ConfigError(f"--data {explicit}: no target_pairs.csv in it or below it")
+        return found
+    found = find_competition_dir()
+    if found is not None:
+        return found
+    from spread.synth import generate
+
+    synthetic = working_dir() / SYNTHETIC_DIR
+    if not (synthetic / "target_pairs.csv").is_file():
+        log.info("no competition folder found: generating the synthetic default (%s preset) in %s", preset, synthetic)
+        generate(synthetic, seed=seed, preset=preset)
+    return synthetic
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Known options only: a notebook kernel passes its own arguments, which are ignored."""
+    parser = argparse.ArgumentParser(description="spread training kernel")
+    parser.add_argument("--data", type=Path, help="competition folder (default: found under /kaggle/input)")
+    parser.add_argument("--artifacts", type=Path, help="run folder to write (default: <working dir>/artifacts)")
+    parser.add_argument("--config", help="config file or embedded config name (default: built-in defaults)")
+    parser.add_argument("--preset", default="mitsui", help="synthetic preset when no data is found (default mitsui)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    parser.add_argument("--resume", action="store_true", help="continue the run folder from its last checkpoints")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        log.info("ignoring arguments %s", unknown)
+    args.overrides = [item for item in args.overrides if "=" in item]
+    return args
+
+
+# %%
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    configs, kernel_metadata = embedded_resources()
+    cfg = resolve_config(args.config, args.overrides, configs)
+    data_dir = competition_folder(args.data, args.preset, args.seed)
+    out = args.artifacts or working_dir() / "artifacts"
+    log.info("training on %s into %s", data_dir, out)
+    summary = train(cfg, data_dir, out, resume=args.resume)
+    metadata_path = Path(out) / DATASET_METADATA
+    metadata_path.write_text(json.dumps(dataset_metadata(kernel_metadata), indent=2, sort_keys=True) + "\n")
+    score = summary.get("mean", {}).get("score") if isinstance(summary, dict) else None
+    if score is not None:
+        print(f"mean validation score: {score:.6f}")
+    print(f"artefacts in {out}; publish them with: kaggle datasets create -p {out} --dir-mode zip")
+    return 0
+
+
+# %%
+if __name__ == "__main__":
+    exit_code = main()
+    if exit_code:
+        raise SystemExit(exit_code)

@@ -1,0 +1,265 @@
+"""A local copy of the competition's evaluation gateway: plays the official API over a competition folder.
+
+What the official `MitsuiGateway` does (shared COMPETITION.md, "The evaluation API"), reproduced here so that a
+submission can be rehearsed with any polars version and without `kaggle_evaluation` installed:
+
+- `test.csv` and `lagged_test_labels/test_labels_lag_{k}.csv` are read with a plain `pl.read_csv` (so an all-empty
+  column arrives as String, as on Kaggle), and `predict(test, lag1, lag2, lag3, lag4)` is called once per test
+  date_id in file order with the rows of each file whose date_id is the current one (the lag batches are empty at
+  the start). A lag with no file gets an empty frame.
+- The first call has no deadline (models load there); every later call must return within `deadline_s`.
+- Each answer must be a pandas or polars DataFrame with exactly one row, no date_id and one column per target;
+  this gateway also checks what the official one leaves to the scorer: the column names (target_pairs order) and
+  that every value is finite. Any violation, an exception from `predict` or a missed deadline stops the run with a
+  `GatewayError`, as the real rerun would fail the submission.
+
+Afterwards it writes `submission.parquet` (date_id + targets, one row per served date), prints per-call latency
+statistics and returns the competition score over the `is_scored` dates, with the truths taken from
+`train_labels.csv` and, for dates it does not cover, from the lag files' released labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from spread.errors import DataError, SpreadError
+
+log = logging.getLogger(__name__)
+
+LAGS = (1, 2, 3, 4)
+"""The predict function always receives four lag batches, lag 1 to 4, as in the official API."""
+DEFAULT_DEADLINE_S = 300.0
+
+
+class GatewayError(SpreadError):
+    """An answer of `predict` would fail the official evaluation (wrong shape, raised, too slow, not finite)."""
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return pl.read_csv(path)
+    except Exception as exc:  # polars raises several types for malformed csv
+        raise DataError(f"{path}: cannot be parsed as CSV: {exc}") from exc
+
+
+def target_names_of(data_dir: Path) -> list[str]:
+    """The target names of a competition folder, in `target_pairs.csv` order (the submission's column order)."""
+    pairs = _read_csv(data_dir / "target_pairs.csv")
+    if "target" not in pairs.columns:
+        raise DataError(f"{data_dir / 'target_pairs.csv'}: missing column 'target'")
+    return [str(name) for name in pairs["target"].to_list()]
+
+
+def _empty_lag_frame() -> pl.DataFrame:
+    return pl.DataFrame(schema={"date_id": pl.Int64, "label_date_id": pl.Int64})
+
+
+def read_served_files(data_dir: Path) -> tuple[pl.DataFrame, dict[int, pl.DataFrame]]:
+    """test.csv and the four lag files as the official gateway reads them (a missing lag file: empty frame)."""
+    test = _read_csv(data_dir / "test.csv")
+    if "date_id" not in test.columns:
+        raise DataError(f"{data_dir / 'test.csv'}: missing column 'date_id'")
+    lagged = {}
+    for lag in LAGS:
+        path = data_dir / "lagged_test_labels" / f"test_labels_lag_{lag}.csv"
+        lagged[lag] = _read_csv(path) if path.is_file() else _empty_lag_frame()
+    return test, lagged
+
+
+def generate_batches(
+    test: pl.DataFrame, lagged: dict[int, pl.DataFrame], max_dates: int | None = None
+) -> Iterator[tuple[int, tuple[pl.DataFrame, ...]]]:
+    """(date_id, (test_batch, lag1, lag2, lag3, lag4)) per test date_id, in file order, like the official gateway."""
+    date_ids = test["date_id"].unique(maintain_order=True).to_list()
+    if max_dates is not None:
+        date_ids = date_ids[:max_dates]
+    for date_id in date_ids:
+        batches = [test.filter(pl.col("date_id") == date_id)]
+        batches += [lagged[lag].filter(pl.col("date_id") == date_id) for lag in LAGS]
+        yield date_id, tuple(batches)
+
+
+def validate_answer(answer: Any, target_names: list[str], date_id: int) -> pl.DataFrame:
+    """The answer as a one-row Float64 polars frame, or GatewayError saying which check it fails."""
+    where = f"predict answer for date_id {date_id}"
+    if type(answer).__module__.split(".")[0] == "pandas" and type(answer).__name__ == "DataFrame":
+        answer = pl.from_pandas(answer)
+    if not isinstance(answer, pl.DataFrame):
+        raise GatewayError(f"{where}: expected a pandas or polars DataFrame, got {type(answer).__name__}")
+    if answer.height != 1:
+        raise GatewayError(f"{where}: expected exactly 1 row, got {answer.height}")
+    if "date_id" in answer.columns:
+        raise GatewayError(f"{where}: must not contain a date_id column")
+    if answer.width != len(target_names):
+        raise GatewayError(f"{where}: expected {len(target_names)} columns, got {answer.width}")
+    if answer.columns != target_names:
+        wrong = [(got, want) for got, want in zip(answer.columns, target_names) if got != want]
+        raise GatewayError(
+            f"{where}: column names differ from target_pairs.csv order, first (got, expected): {wrong[0]}"
+        )
+    try:
+        values = answer.select(pl.all().cast(pl.Float64)).to_numpy()[0]
+    except Exception as exc:  # non-numeric cells
+        raise GatewayError(f"{where}: values are not all numeric: {exc}") from exc
+    bad = [name for name, value in zip(target_names, values) if not math.isfinite(value)]
+    if bad:
+        raise GatewayError(f"{where}: {len(bad)} non-finite value(s) (NaN, inf or null), first: {bad[:5]}")
+    return pl.DataFrame([pl.Series(name, [float(value)]) for name, value in zip(target_names, values)])
+
+
+class _PredictThread:
+    """One daemon thread that runs every predict call, as behind the official gRPC server.
+
+    A call that overruns its deadline is abandoned (the gateway stops, the thread cannot block interpreter exit).
+    """
+
+    def __init__(self) -> None:
+        self.requests: queue.Queue = queue.Queue()
+        threading.Thread(target=self._loop, name="predict", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            predict, batches, reply = self.requests.get()
+            if predict is None:
+                return
+            try:
+                reply.put((True, predict(*batches)))
+            except BaseException as exc:  # handed back to the gateway thread, which decides
+                reply.put((False, exc))
+
+    def call(self, predict: Callable, batches: tuple, timeout: float | None, date_id: int) -> Any:
+        """`predict(*batches)` within `timeout` seconds (None: no deadline)."""
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self.requests.put((predict, batches, reply))
+        try:
+            ok, value = reply.get(timeout=timeout)
+        except queue.Empty:
+            message = f"predict for date_id {date_id} did not return within its deadline of {timeout:g} s"
+            raise GatewayError(message) from None
+        if ok:
+            return value
+        if isinstance(value, SpreadError):
+            raise value
+        raise GatewayError(f"predict raised on date_id {date_id}: {type(value).__name__}: {value}") from value
+
+    def close(self) -> None:
+        self.requests.put((None, None, None))
+
+
+def serve(
+    data_dir: str | Path, predict: Callable, deadline_s: float = DEFAULT_DEADLINE_S, max_dates: int | None = None
+) -> tuple[pl.DataFrame, list[float]]:
+    """Serve every test date to `predict`; returns the submission frame and each call's seconds."""
+    data_dir = Path(data_dir)
+    target_names = target_names_of(data_dir)
+    test, lagged = read_served_files(data_dir)
+    rows, seconds = [], []
+    worker = _PredictThread()
+    try:
+        for date_id, batches in generate_batches(test, lagged, max_dates):
+            timeout = None if not seconds else deadline_s
+            start = time.perf_counter()
+            answer = worker.call(predict, batches, timeout, date_id)
+            seconds.append(time.perf_counter() - start)
+            row = validate_answer(answer, target_names, date_id)
+            rows.append(row.insert_column(0, pl.Series("date_id", [int(date_id)], dtype=pl.Int64)))
+    finally:
+        worker.close()
+    if not rows:
+        raise DataError(f"{data_dir / 'test.csv'}: no test dates to serve")
+    return pl.concat(rows, how="vertical"), seconds
+
+
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    """First-call seconds and p50/p90/p99/max/mean milliseconds of the later calls."""
+    later = np.asarray(seconds[1:] or seconds, dtype=np.float64) * 1000.0
+    return {
+        "calls": len(seconds),
+        "first_s": float(seconds[0]) if seconds else float("nan"),
+        "p50_ms": float(np.percentile(later, 50)),
+        "p90_ms": float(np.percentile(later, 90)),
+        "p99_ms": float(np.percentile(later, 99)),
+        "max_ms": float(later.max()),
+        "mean_ms": float(later.mean()),
+    }
+
+
+def solution_frame(data_dir: Path, date_ids: list[int]) -> pl.DataFrame:
+    """The truths of `date_ids` (date_id + targets): train_labels.csv rows, else the lag files' released labels."""
+    from spread.competition import load_competition
+
+    comp = load_competition(data_dir, require_test=True)
+    known = comp.labels.filter(pl.col("date_id").is_in(date_ids))
+    missing = sorted(set(date_ids) - set(known["date_id"].to_list()))
+    if not missing:
+        return known
+    released = pl.DataFrame({"date_id": pl.Series(missing, dtype=pl.Int64)})
+    for frame in comp.lagged_labels.values():
+        columns = [c for c in frame.columns if c not in ("date_id", "label_date_id")]
+        labels = frame.select(pl.col("label_date_id").alias("date_id"), *columns)
+        released = released.join(labels, on="date_id", how="left")
+    released = released.select(comp.labels.columns)
+    return pl.concat([known, released.cast(known.schema)], how="vertical").sort("date_id")
+
+
+def score_submission(data_dir: str | Path, submission: pl.DataFrame) -> float:
+    """Competition score of `submission` over the served is_scored dates; NaN (logged) when it cannot be scored."""
+    from spread.metrics import score_frames
+
+    data_dir = Path(data_dir)
+    try:
+        test = _read_csv(data_dir / "test.csv")
+        served = submission["date_id"].to_list()
+        scored = test.filter(pl.col("is_scored").cast(pl.String).str.to_lowercase().is_in(["true", "1"]))
+        scored_dates = [d for d in scored["date_id"].to_list() if d in set(served)]
+        return float(score_frames(solution_frame(data_dir, served), submission, scored_dates=scored_dates))
+    except SpreadError as exc:
+        log.warning("no score: %s", exc)
+        return float("nan")
+
+
+def _fallback_calls(predict: Callable) -> int | None:
+    stats = getattr(predict, "stats", None)
+    return stats().get("fallback_calls") if callable(stats) else None
+
+
+def run_gateway(
+    data_dir: str | Path,
+    predict: Callable,
+    out_file: str | Path = "submission.parquet",
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    max_dates: int | None = None,
+) -> dict:
+    """Serve the test set of `data_dir` to `predict`, write `out_file`, print latency and score lines.
+
+    Returns {"score": float (NaN when it cannot be computed), "latency": latency_stats(...), "fallback_calls":
+    int or None (from `predict.stats()` when the predict function has one), "submission": Path}.
+    """
+    submission, seconds = serve(data_dir, predict, deadline_s=deadline_s, max_dates=max_dates)
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    submission.write_parquet(out_file)
+    latency = latency_stats(seconds)
+    fallback = _fallback_calls(predict)
+    score = score_submission(data_dir, submission)
+    print(f"wrote {out_file} ({submission.height} rows x {submission.width - 1} targets)")
+    print(
+        f"latency: first call {latency['first_s']:.3f} s; later calls p50 {latency['p50_ms']:.1f} ms, "
+        f"p90 {latency['p90_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms, max {latency['max_ms']:.1f} ms"
+    )
+    if fallback is not None:
+        print(f"fallback calls: {fallback} of {latency['calls']}")
+    print(f"score: {score:.6f}")
+    return {"score": score, "latency": latency, "fallback_calls": fallback, "submission": out_file}

@@ -1,0 +1,226 @@
+"""The predictor: manifest checks, history and release rule, train/serve parity, robustness and the fallback."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from spread.checkpoint import save_checkpoint, write_manifest
+from spread.competition import load_competition
+from spread.config import config_from_dict, config_to_dict
+from spread.errors import ArtifactError
+from spread.gateway import generate_batches, read_served_files, run_gateway
+from spread.infer import History, Predictor, make_predict
+from spread.model import GatedTransformer
+from spread.prior import mean_rank_prior, write_prior
+from spread.scaling import Scaler
+from spread.synth import generate
+from spread.trainer import predict_dataset
+from spread.windows import WindowDataset, competition_panel, scaled_source
+
+TINY = {
+    "data": {"window": 12},
+    "model": {"d_model": 16, "n_layers": 1, "n_heads": 2, "mlp_ratio": 2, "dropout": 0.0, "time2vec_dim": 4},
+    "train": {"predict_with": "blend"},
+}
+
+
+def write_run(run: Path, comp_dir: Path, seed: int = 0) -> dict:
+    """A run folder with one randomly initialised checkpoint, written the way the trainer writes them."""
+    comp = load_competition(comp_dir)
+    cfg = config_from_dict(TINY)
+    panel = competition_panel(comp, cfg.features)
+    fit_rows = np.arange(30, 250)
+    scaler = Scaler.fit(panel.values[fit_rows], panel.names, cfg.scaling)
+    torch.manual_seed(seed)
+    model = GatedTransformer(cfg.model, n_features=len(panel.names), target_lags=comp.target_lags.tolist())
+    scale = np.where(comp.target_lags == 1, 0.01, 0.02 * comp.target_lags)
+    ckpt = {
+        "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": panel.names,
+        "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(panel.names), dtype=torch.bool),
+        "target_names": comp.target_names, "target_lags": comp.target_lags.tolist(), "target_scale": scale.tolist(),
+    }
+    save_checkpoint(run / "fold0/best.pt", ckpt)
+    write_prior(run / "prior.json", comp.target_names, mean_rank_prior(comp.labels.drop("date_id").to_numpy()))
+    write_manifest(run, ["fold0/best.pt"])
+    return {"comp": comp, "cfg": cfg, "panel": panel, "scaler": scaler, "model": model.eval(), "scale": scale}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("infer")
+    comp_dir = generate(root / "comp", seed=1, preset="small")
+    run = root / "run"
+    parts = write_run(run, comp_dir)
+    test, lagged = read_served_files(comp_dir)
+    return {"dir": comp_dir, "run": run, "batches": list(generate_batches(test, lagged)), **parts}
+
+
+@pytest.fixture(scope="module")
+def streamed(small: dict) -> tuple[Predictor, np.ndarray, np.ndarray]:
+    """Every test date streamed through one predictor: (predictor, date_ids, predictions)."""
+    predictor = Predictor.from_run(small["run"], small["dir"], device="cpu")
+    dates, rows = [], []
+    for date_id, batches in small["batches"]:
+        answer = predictor.predict(*batches)
+        dates.append(date_id)
+        rows.append(answer.to_numpy()[0])
+    return predictor, np.array(dates), np.stack(rows)
+
+
+def test_streaming_equals_the_trainers_batch_predictions(small: dict, streamed) -> None:
+    predictor, dates, streamed_preds = streamed
+    panel, cfg = small["panel"], small["cfg"]
+    source = scaled_source(panel, small["scaler"], cfg.data)
+    rows = np.searchsorted(panel.date_ids, dates)
+    dataset = WindowDataset(source, panel.date_ids, None, rows, cfg.data.window, cfg.data.time_scale)
+    batch_dates, batch_preds = predict_dataset(
+        small["model"], dataset, torch.as_tensor(small["scale"], dtype=torch.float32), cfg.train, 16, "cpu"
+    )
+    assert np.array_equal(batch_dates, dates) and len(dates) == 40
+    np.testing.assert_allclose(streamed_preds, batch_preds, atol=1e-5, rtol=0)
+    assert predictor.fallback_calls == 0 and predictor.calls == 40
+
+
+def test_answers_are_one_finite_non_constant_row_in_target_order(small: dict, streamed) -> None:
+    _, _, preds = streamed
+    assert np.isfinite(preds).all() and (preds.max(axis=1) > preds.min(axis=1)).all()
+    predictor = Predictor.from_run(small["run"], small["dir"], device="cpu")
+    answer = predictor.predict(*small["batches"][0][1])
+    assert answer.height == 1 and answer.columns == small["comp"].target_names
+    assert set(answer.dtypes) == {pl.Float64}
+
+
+def test_served_rows_replace_train_rows_and_labels_follow_the_release_rule(small: dict) -> None:
+    predictor = Predictor.from_run(small["run"], small["dir"], device="cpu")
+    history = predictor.history
+    n_dates = len(history.features)
+    date_id, batches = small["batches"][5]
+    test = batches[0].with_columns(pl.lit(123.0).alias(history.feature_names[0]))
+    lag2 = batches[2].with_columns(pl.lit(0.5).alias(batches[2].columns[1]))
+    predictor.predict(test, batches[1], lag2, batches[3], batches[4])
+    predictor.predict(test, batches[1], lag2, batches[3], batches[4])  # the same date again: still one row
+    assert len(history.features) == n_dates and history.features[date_id][0] == 123.0
+    column = history.target_names.index(batches[2].columns[1])
+    assert history.labels[date_id - 3][column] == 0.5  # lag 2, served on date t: the label of t - 3
+    future = {"date_id": [10_000], **{name: [1.0] for name in history.feature_names}}
+    predictor.predict(pl.DataFrame(future), *[b.clear() for b in batches[1:]])
+    assert len(history.features) == n_dates + 1 and predictor.fallback_calls == 0
+
+
+def test_label_nulls_never_erase_known_labels() -> None:
+    history = History(["a"], ["t0", "t1"], [1, 1])
+    history.add_labels(3, np.array([0, 1]), np.array([0.1, 0.2]))
+    history.add_labels(3, np.array([0, 1]), np.array([np.nan, 0.3]))
+    assert history.labels[3].tolist() == [0.1, 0.3]
+
+
+def _with_problems(test: pl.DataFrame, names: list[str]) -> dict[str, pl.DataFrame]:
+    lme = [c for c in names if c.startswith("LME_")]
+    return {
+        "string all-null column": test.with_columns(pl.lit(None, dtype=pl.String).alias(names[1])),
+        "text and inf cells": test.with_columns(pl.lit("n/a").alias(names[2]), pl.lit(float("inf")).alias(names[3])),
+        "missing exchange": test.with_columns([pl.lit(None, dtype=pl.Float64).alias(c) for c in lme]),
+        "unknown extra column": test.with_columns(pl.lit(1.0).alias("brand_new_feature")),
+        "missing column": test.drop(names[4]),
+        "no is_scored": test.drop("is_scored"),
+    }
+
+
+def test_malformed_rows_still_get_model_answers(small: dict) -> None:
+    predictor = Predictor.from_run(small["run"], small["dir"], device="cpu")
+    date_id, batches = small["batches"][10]
+    empty = [b.clear() for b in batches[1:]]
+    for problem, test in _with_problems(batches[0], predictor.history.feature_names).items():
+        answer = predictor.predict(test, *empty)
+        values = answer.to_numpy()[0]
+        assert answer.height == 1 and np.isfinite(values).all() and values.max() > values.min(), problem
+        assert predictor.last_source == "model", problem
+    assert predictor.fallback_calls == 0
+
+
+def test_internal_errors_fall_back_to_the_prior_and_are_counted(small: dict) -> None:
+    predictor = Predictor.from_run(small["run"], small["dir"], device="cpu")
+    _, batches = small["batches"][0]
+    prior = predictor.predict(batches[0].drop("date_id"), *batches[1:])  # no date: cannot predict
+    assert predictor.fallback_calls == 1 and predictor.last_source == "fallback"
+    np.testing.assert_allclose(prior.to_numpy()[0], predictor.prior)
+
+    def broken(*args):
+        raise RuntimeError("CUDA out of memory")
+
+    predictor.members[0].model.forward = broken
+    answer = predictor.predict(*batches)
+    assert predictor.fallback_calls == 2 and predictor.calls == 2
+    assert answer.columns == small["comp"].target_names and np.isfinite(answer.to_numpy()).all()
+    assert predictor.stats() == {"calls": 2, "fallback_calls": 2}
+
+
+def test_altered_artefact_is_an_error_at_load_naming_the_file(small: dict, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(small["run"], run)
+    checkpoint = run / "fold0/best.pt"
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    checkpoint.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="fold0/best.pt: sha256 differs"):
+        Predictor.from_run(run, small["dir"])
+
+    predict = make_predict(run, small["dir"])  # the kernel's path: never raises, answers the prior
+    for _, batches in small["batches"][:3]:
+        assert np.isfinite(predict(*batches).to_numpy()).all()
+    assert predict.stats() == {"calls": 3, "fallback_calls": 3}
+    assert isinstance(predict.lazy.load_error, ArtifactError)
+    with pytest.raises(ArtifactError):
+        make_predict(run, small["dir"], strict=True)(*small["batches"][0][1])
+
+
+def test_make_predict_is_lazy_and_named_predict(small: dict) -> None:
+    predict = make_predict(small["run"], small["dir"], device="cpu")
+    assert predict.__name__ == "predict" and predict.lazy.predictor is None
+    predict(*small["batches"][0][1])
+    assert predict.lazy.predictor is not None and predict.stats() == {"calls": 1, "fallback_calls": 0}
+
+
+def test_without_run_or_competition_every_call_is_still_answered(small: dict, tmp_path: Path) -> None:
+    no_run = make_predict(None, small["dir"])
+    answer = no_run(*small["batches"][0][1])
+    assert answer.columns == small["comp"].target_names and no_run.stats()["fallback_calls"] == 1
+
+    nothing = make_predict(tmp_path / "missing-run", tmp_path / "missing-competition")
+    answer = nothing(*small["batches"][0][1])  # names from the lag batches, in lag order
+    expected = [c for b in small["batches"][0][1][1:] for c in b.columns if c not in ("date_id", "label_date_id")]
+    values = answer.to_numpy()[0]
+    assert answer.columns == expected and np.isfinite(values).all() and values.max() > values.min()
+    assert nothing(*small["batches"][1][1]).columns == expected  # no retry of the load, same answer shape
+    assert nothing.stats() == {"calls": 2, "fallback_calls": 2} and nothing.lazy.predictor is None
+
+
+def test_truncating_the_test_set_keeps_earlier_predictions_bit_identical(small: dict, tmp_path: Path) -> None:
+    cut = tmp_path / "cut"
+    shutil.copytree(small["dir"], cut)
+    last = small["batches"][14][0]
+    for path in [cut / "test.csv", *sorted((cut / "lagged_test_labels").glob("*.csv"))]:
+        pl.read_csv(path).filter(pl.col("date_id") <= last).write_csv(path)
+    full = run_gateway(small["dir"], make_predict(small["run"], small["dir"]), out_file=tmp_path / "full.parquet")
+    part = run_gateway(cut, make_predict(small["run"], cut), out_file=tmp_path / "part.parquet")
+    full_rows = pl.read_parquet(full["submission"]).filter(pl.col("date_id") <= last)
+    part_rows = pl.read_parquet(part["submission"])
+    assert part_rows.height == 15 and part_rows.equals(full_rows)
+    assert full["fallback_calls"] == 0 and np.isfinite(full["score"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_loads_and_predicts_on_the_gpu(small: dict, streamed) -> None:
+    predictor = Predictor.from_run(small["run"], small["dir"], device="cuda")
+    assert next(predictor.members[0].model.parameters()).is_cuda
+    _, _, cpu_preds = streamed
+    for index, (_, batches) in enumerate(small["batches"][:5]):
+        values = predictor.predict(*batches).to_numpy()[0]
+        np.testing.assert_allclose(values, cpu_preds[index], atol=1e-3)
+    assert predictor.fallback_calls == 0
