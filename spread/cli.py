@@ -70,11 +70,77 @@ def _gateway(args: argparse.Namespace) -> int:
     from spread.gateway import run_gateway
     from spread.infer import make_predict
 
-    result = run_gateway(
-        args.data, make_predict(args.run, args.data), out_file=args.out, deadline_s=args.deadline
-    )
+    predict = make_predict(args.run_dir, args.data, strict=True)
+    result = run_gateway(args.data, predict, out_file=args.out, deadline_s=args.deadline)
     print(f"{result['score']:.6f}")
     return 0
+
+
+def _make_competition(args: argparse.Namespace) -> int:
+    from spread.realdata import make_competition
+
+    out = make_competition(
+        args.prices, args.out, seed=args.seed, n_pairs=args.pairs, test_dates=args.test_dates,
+        scored=args.scored, overwrite=args.overwrite,
+    )
+    print(f"wrote competition from {args.prices} to {out}")
+    return 0
+
+
+def _realdata(args: argparse.Namespace) -> int:
+    from spread.realdata import realdata
+
+    out = realdata(
+        args.out, seed=args.seed, overwrite=args.overwrite, start=args.start, n_pairs=args.pairs,
+        test_dates=args.test_dates, scored=args.scored,
+    )
+    print(f"wrote real-data competition to {out}")
+    return 0
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from spread.baselines import run_baseline
+    from spread.config import load_config
+
+    summary = run_baseline(args.name, load_config(args.config, args.overrides), args.data, args.out)
+    print(f"mean validation score: {summary['mean']['score']:.6f}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from spread.config import load_config
+    from spread.tune import tune
+
+    result = tune(
+        load_config(args.config, args.overrides), args.data, args.out, args.trials, storage=args.storage,
+        study_name=args.study, write_config=args.write_config, seed=args.seed, timeout_s=args.timeout,
+    )
+    print(f"best mean walk-forward score {result['best_value']:.6f} (trial {result['best_trial']}); "
+          f"config written to {result['config_path']}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from spread.report import bench
+
+    print(f"wrote {bench(full=args.full, out_md=args.out, workdir=args.work)}")
+    return 0
+
+
+def _add_competition_shape(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that write a competition folder from prices."""
+    p.add_argument("--out", required=True, type=Path, help="competition folder to create")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")
+    p.add_argument("--pairs", type=int, help="targets per lag (default: one per asset, like the real 106)")
+    p.add_argument("--test-dates", type=int, default=134, help="last dates served as test.csv (default 134)")
+    p.add_argument("--scored", type=int, default=90, help="first test dates with is_scored (default 90)")
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    """`--config FILE` plus dotted `key=value` overrides, as `train` takes them."""
+    p.add_argument("--config", type=Path, help="YAML/JSON config (default: built-in defaults)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. model.d_model=160")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,34 +153,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--preset", choices=["mitsui", "small"], default="mitsui", help="sizes (default mitsui)")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
-    p.set_defaults(run=_synth)
+    p.set_defaults(handler=_synth)
 
     p = commands.add_parser("check-labels", help="recompute train_labels.csv from train.csv and compare")
     p.add_argument("dir", type=Path, help="competition folder")
     p.add_argument("--tolerance", type=float, default=1e-9, help="absolute tolerance per cell (default 1e-9)")
     p.add_argument("--min-share", type=float, default=0.999, help="share of cells that must match (default 0.999)")
-    p.set_defaults(run=_check_labels)
+    p.set_defaults(handler=_check_labels)
 
     p = commands.add_parser("score", help="competition score of a submission against labels")
     p.add_argument("--solution", required=True, type=Path, help="labels: csv or parquet with date_id + targets")
     p.add_argument("--submission", required=True, type=Path, help="predictions: csv or parquet, same columns")
     p.add_argument("--test", type=Path, help="test.csv: score only its is_scored dates")
-    p.set_defaults(run=_score)
+    p.set_defaults(handler=_score)
 
     p = commands.add_parser("train", help="walk-forward training, checkpoints and run logs")
     p.add_argument("--data", required=True, type=Path, help="competition folder")
     p.add_argument("--out", type=Path, help="run folder to create")
-    p.add_argument("--config", type=Path, help="YAML/JSON config (default: built-in defaults)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last.pt checkpoints")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. model.d_model=160")
-    p.set_defaults(run=_train)
+    _add_config(p)
+    p.set_defaults(handler=_train)
 
     p = commands.add_parser("gateway", help="play the evaluation API over a competition folder with a trained run")
     p.add_argument("--data", required=True, type=Path, help="competition folder (test.csv, lag files)")
-    p.add_argument("--run", required=True, type=Path, help="run folder with manifest.json")
+    p.add_argument("--run", dest="run_dir", required=True, type=Path, help="run folder with manifest.json")
     p.add_argument("--out", type=Path, default=Path("submission.parquet"), help="submission file to write")
     p.add_argument("--deadline", type=float, default=300.0, help="seconds allowed per call after the first")
-    p.set_defaults(run=_gateway)
+    p.set_defaults(handler=_gateway)
+
+    p = commands.add_parser("make-competition", help="a competition folder from a wide daily price CSV")
+    p.add_argument("--prices", required=True, type=Path, help="CSV: a date or date_id column plus price columns")
+    _add_competition_shape(p)
+    p.set_defaults(handler=_make_competition)
+
+    p = commands.add_parser("realdata", help="a competition folder from the real prices shipped with skfolio")
+    _add_competition_shape(p)
+    p.add_argument("--start", default="2000-01-01", help="first date kept (default 2000-01-01)")
+    p.set_defaults(handler=_realdata)
+
+    p = commands.add_parser("baseline", help="score a baseline on the trainer's folds; writes a run folder")
+    p.add_argument("name", help="mean_rank, last_label, ridge, or oracle (synthetic data: the planted ceiling)")
+    p.add_argument("--data", required=True, type=Path, help="competition folder")
+    p.add_argument("--out", required=True, type=Path, help="run folder to create")
+    _add_config(p)
+    p.set_defaults(handler=_baseline)
+
+    p = commands.add_parser("tune", help="Optuna search of the mean walk-forward score; writes the best config")
+    p.add_argument("--data", required=True, type=Path, help="competition folder")
+    p.add_argument("--out", required=True, type=Path, help="tuning folder (trials, optuna.db, tune.json)")
+    p.add_argument("--trials", type=int, default=20, help="total trials of the study (default 20)")
+    p.add_argument("--storage", help="Optuna RDB URL shared by workers (default sqlite:///OUT/optuna.db)")
+    p.add_argument("--study", default="spread", help="study name (default spread)")
+    p.add_argument("--write-config", type=Path, default=Path("configs/tuned.yaml"),
+                   help="where the best config goes (default configs/tuned.yaml)")
+    p.add_argument("--seed", type=int, help="sampler seed (leave unset with several workers)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    _add_config(p)
+    p.set_defaults(handler=_tune)
+
+    p = commands.add_parser("bench", help="the benchmark report bench/RESULTS.md (quick; --full for the grid)")
+    p.add_argument("--full", action="store_true", help="the whole grid (meant for a GPU)")
+    p.add_argument("--out", type=Path, default=Path("bench/RESULTS.md"), help="report file (default bench/RESULTS.md)")
+    p.add_argument("--work", type=Path, default=Path("bench/out/report"), help="work folder, reused on rerun")
+    p.set_defaults(handler=_bench)
     return parser
 
 
@@ -124,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s"
     )
     try:
-        return args.run(args)
+        return args.handler(args)
     except SpreadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

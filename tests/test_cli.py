@@ -16,7 +16,8 @@ from spread.metrics import rank_correlation_sharpe
 
 def test_every_command_has_help(capsys) -> None:
     commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse exposes no API
-    assert {"synth", "check-labels", "score", "train", "gateway"} <= set(commands)
+    assert {"synth", "check-labels", "score", "train", "gateway", "make-competition", "realdata", "baseline",
+            "tune", "bench"} <= set(commands)
     for name in commands:
         with pytest.raises(SystemExit) as info:
             main([name, "--help"])
@@ -41,3 +42,13 @@ def test_score_command_matches_the_metric(tmp_path: Path, tiny_competition: Path
 def test_module_entry_point_runs() -> None:
     result = subprocess.run([sys.executable, "-m", "spread", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "check-labels" in result.stdout
+
+
+def test_gateway_run_option_reaches_the_handler() -> None:
+    args = build_parser().parse_args(["gateway", "--data", "d", "--run", "r"])
+    assert args.run_dir == Path("r") and callable(args.handler)
+
+
+def test_unknown_baseline_is_a_clear_error(tmp_path: Path, tiny_competition: Path, capsys) -> None:
+    code = main(["baseline", "nope", "--data", str(tiny_competition), "--out", str(tmp_path / "run")])
+    assert code == 2 and "nope" in capsys.readouterr().err

@@ -1,0 +1,198 @@
+"""Hyper-parameter search with Optuna against the mean walk-forward competition score.
+
+Each trial trains the Transformer with `spread.trainer.train` on the walk-forward folds only (`split.holdout` is
+switched off inside the search, so the competition-like holdout stays untouched by every choice made here) and
+returns the mean of the folds' best-epoch scores. The space (`SearchSpace`) covers the window L in {128, 192, 256}
+(the roadmap's comparison), d_model, depth, heads, the learning rate, the regression and ranking loss weights and
+the feature-gate penalty lambda; d_model choices are multiples of 24 so every head count divides them. Sampling is
+TPE (Bergstra et al. 2011, "Algorithms for Hyper-Parameter Optimization"; Akiba et al. 2019, "Optuna").
+
+Storage: SQLite in the output folder by default (`sqlite:///OUT/optuna.db`); any Optuna RDB URL (e.g.
+`postgresql://user@host/db`) lets several workers on several machines share one study: start
+`python -m spread tune --storage URL --study-name NAME` on each, and `n_trials` counts the trials of the whole
+study (a worker stops once the study has that many). A finished or interrupted study resumes where it stopped.
+
+Each trial's run folder is `OUT/trials/<study>-<number>` (config.yaml, folds.csv, metrics.csv, summary.json); its
+checkpoints are deleted once scored unless `keep_checkpoints`, since a search would otherwise fill the disk. The
+best trial's config (the base config plus the best parameters, holdout restored) is written as YAML (by default
+`configs/tuned.yaml`), loadable by `spread.config.load_config`; `OUT/trials.csv` lists every trial.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spread.config import Config, config_from_dict, config_to_dict, save_config
+from spread.errors import ConfigError, DataError, SpreadError
+from spread.runlog import write_json
+
+log = logging.getLogger(__name__)
+
+TRIALS_DIR, TRIALS_FILE, TUNE_SUMMARY = "trials", "trials.csv", "tune_summary.json"
+DEFAULT_CONFIG_OUT = "configs/tuned.yaml"
+
+
+@dataclass
+class SearchSpace:
+    """The hyper-parameters searched and their ranges (a one-element list fixes a choice)."""
+
+    windows: list[int] = field(default_factory=lambda: [128, 192, 256])
+    """data.window (L) choices."""
+    d_models: list[int] = field(default_factory=lambda: [96, 144, 192, 240])
+    """model.d_model choices (multiples of 24: divisible by every head count below)."""
+    heads: list[int] = field(default_factory=lambda: [4, 6, 8])
+    """model.n_heads choices."""
+    layers: tuple[int, int] = (2, 6)
+    """model.n_layers range (inclusive)."""
+    lr: tuple[float, float] = (3e-5, 1e-3)
+    """train.lr range, sampled on a log scale."""
+    regression_weight: tuple[float, float] = (0.1, 3.0)
+    """loss.regression_weight range, log scale."""
+    rank_weight: tuple[float, float] = (0.1, 3.0)
+    """loss.rank_weight range, log scale."""
+    gate_lambda: tuple[float, float] = (1e-6, 1e-2)
+    """loss.gate_lambda range, log scale."""
+
+    def __post_init__(self) -> None:
+        for name in ("windows", "d_models", "heads"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                raise ConfigError(f"search space: {name} must be a non-empty list of positive integers")
+        bad = [(d, h) for d in self.d_models for h in self.heads if d % h]
+        if bad:
+            raise ConfigError(f"search space: d_model not divisible by n_heads for {bad[:5]}")
+        for name in ("layers", "lr", "regression_weight", "rank_weight", "gate_lambda"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ConfigError(f"search space: {name} must be a range 0 < low <= high, got {(low, high)}")
+
+    def suggest(self, trial) -> dict[str, object]:
+        """Dotted config key -> value drawn for `trial` (an optuna.Trial)."""
+        return {
+            "data.window": trial.suggest_categorical("data.window", self.windows),
+            "model.d_model": trial.suggest_categorical("model.d_model", self.d_models),
+            "model.n_heads": trial.suggest_categorical("model.n_heads", self.heads),
+            "model.n_layers": trial.suggest_int("model.n_layers", *self.layers),
+            "train.lr": trial.suggest_float("train.lr", *self.lr, log=True),
+            "loss.regression_weight": trial.suggest_float("loss.regression_weight", *self.regression_weight, log=True),
+            "loss.rank_weight": trial.suggest_float("loss.rank_weight", *self.rank_weight, log=True),
+            "loss.gate_lambda": trial.suggest_float("loss.gate_lambda", *self.gate_lambda, log=True),
+        }
+
+
+def with_params(cfg: Config, params: dict[str, object], holdout: bool | None = None) -> Config:
+    """`cfg` with the dotted `params` set (and split.holdout when given); invalid values raise ConfigError."""
+    data = config_to_dict(cfg)
+    updates = dict(params) if holdout is None else {**params, "split.holdout": holdout}
+    for key, value in updates.items():
+        section, name = key.split(".")
+        data[section][name] = value
+    return config_from_dict(data)
+
+
+def _import_optuna():
+    try:
+        import optuna
+    except ImportError as exc:
+        raise ConfigError("tune needs optuna: pip install -r requirements-bench.txt") from exc
+    return optuna
+
+
+def _delete_checkpoints(run_dir: Path) -> None:
+    for path in run_dir.rglob("*.pt"):
+        path.unlink()
+
+
+def _objective(cfg: Config, space: SearchSpace, data_dir: Path, trials_dir: Path, study_name: str,
+               keep_checkpoints: bool):
+    from spread.trainer import train
+
+    def objective(trial) -> float:
+        params = space.suggest(trial)
+        trial_cfg = with_params(cfg, params, holdout=False)
+        run_dir = trials_dir / f"{study_name}-{trial.number:04d}"
+        started = time.perf_counter()
+        summary = train(trial_cfg, data_dir, run_dir)
+        if not keep_checkpoints:
+            _delete_checkpoints(run_dir)
+        score, std = summary["mean"].get("score", float("nan")), summary["std"].get("score", float("nan"))
+        trial.set_user_attr("score_std", std)
+        trial.set_user_attr("n_folds", len(summary["folds"]))
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
+        trial.set_user_attr("run_dir", str(run_dir))
+        log.info("trial %d: mean walk-forward score %.4f +- %.4f with %s", trial.number, score, std, params)
+        return score
+
+    return objective
+
+
+def write_trials(study, path: Path) -> None:
+    """One row per trial: number, state, value, the score's std over folds, seconds, parameters."""
+    names = sorted({name for trial in study.trials for name in trial.params})
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["number", "state", "value", "score_std", "seconds", *names])
+        for trial in study.trials:
+            attrs = trial.user_attrs
+            writer.writerow([trial.number, trial.state.name, trial.value, attrs.get("score_std"),
+                             attrs.get("seconds"), *(trial.params.get(name) for name in names)])
+
+
+def tune(
+    cfg: Config,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    n_trials: int,
+    storage: str | None = None,
+    study_name: str = "spread",
+    write_config: str | Path = DEFAULT_CONFIG_OUT,
+    space: SearchSpace | None = None,
+    seed: int | None = None,
+    timeout_s: float | None = None,
+    keep_checkpoints: bool = False,
+) -> dict:
+    """Search `space` around `cfg` until the study has `n_trials` trials (or `timeout_s` passes); write the best.
+
+    `seed` seeds the TPE sampler (leave None when several workers share a study, so they explore differently).
+    Returns {"best_value", "best_params", "best_trial", "n_trials", "config_path", "storage", "study_name"}.
+    """
+    optuna = _import_optuna()
+    if n_trials < 1:
+        raise ConfigError(f"tune: n_trials must be >= 1, got {n_trials}")
+    if not Path(data_dir).is_dir():
+        raise DataError(f"{data_dir}: competition folder not found")
+    space = space or SearchSpace()
+    out = Path(out_dir)
+    trials_dir = out / TRIALS_DIR
+    trials_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+    )
+    done = len(study.trials)
+    if done < n_trials:
+        study.optimize(
+            _objective(cfg, space, Path(data_dir), trials_dir, study_name, keep_checkpoints),
+            n_trials=n_trials - done, timeout=timeout_s, catch=(SpreadError,),
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)],
+        )
+    write_trials(study, out / TRIALS_FILE)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        raise ConfigError(f"tune: no trial of study {study_name!r} completed (see {out / TRIALS_FILE})")
+    best = study.best_trial
+    config_path = Path(write_config)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    save_config(with_params(cfg, best.params), config_path)
+    result = {
+        "best_value": best.value, "best_params": best.params, "best_trial": best.number,
+        "best_std": best.user_attrs.get("score_std"), "n_trials": len(study.trials),
+        "config_path": str(config_path), "storage": storage, "study_name": study_name,
+    }
+    write_json(out / TUNE_SUMMARY, result)
+    log.info("best trial %d: mean walk-forward score %.4f; config written to %s", best.number, best.value, config_path)
+    return result

@@ -1,0 +1,71 @@
+"""Tuning: a tiny Optuna study on the small synthetic preset, SQLite storage, best config written and loadable."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from spread.config import Config, load_config  # noqa: E402
+from spread.errors import ConfigError  # noqa: E402
+from spread.synth import generate  # noqa: E402
+from spread.tune import SearchSpace, tune, with_params  # noqa: E402
+
+TINY = [
+    "split.val_size=30", "split.step=30", "split.min_train=50", "split.n_folds=2", "train.epochs=1",
+    "train.max_steps_per_epoch=2", "data.batch_size=8", "train.eval_batch_size=32", "train.progress=false",
+    "train.device=cpu",
+]
+TINY_SPACE = SearchSpace(windows=[16, 32], d_models=[24], heads=[2, 4], layers=(1, 1))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("synth") / "small", seed=0, preset="small")
+
+
+def test_two_trials_write_a_loadable_best_config_and_resume(small: Path, tmp_path: Path) -> None:
+    cfg = load_config(None, TINY)
+    best_yaml = tmp_path / "configs" / "tuned.yaml"
+    result = tune(cfg, small, tmp_path / "tune", n_trials=2, space=TINY_SPACE, seed=0, write_config=best_yaml)
+    assert result["n_trials"] == 2
+    assert result["storage"] == f"sqlite:///{(tmp_path / 'tune' / 'optuna.db').resolve()}"
+    assert (tmp_path / "tune" / "optuna.db").is_file()
+
+    tuned = load_config(best_yaml)
+    params = result["best_params"]
+    assert tuned.data.window == params["data.window"] in TINY_SPACE.windows
+    assert tuned.model.n_heads == params["model.n_heads"]
+    assert tuned.train.lr == pytest.approx(params["train.lr"])
+    assert tuned.loss.gate_lambda == pytest.approx(params["loss.gate_lambda"])
+    assert tuned.split.holdout is True  # switched off inside the search only
+    assert tuned.train.max_steps_per_epoch == cfg.train.max_steps_per_epoch  # the rest of the base config is kept
+
+    with (tmp_path / "tune" / "trials.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["state"] for row in rows] == ["COMPLETE", "COMPLETE"]
+    assert max(float(row["value"]) for row in rows) == pytest.approx(result["best_value"])
+    trial_run = tmp_path / "tune" / "trials" / "spread-0000"
+    assert (trial_run / "summary.json").is_file()
+    assert not list(trial_run.rglob("*.pt"))  # checkpoints deleted once scored
+    assert not list(trial_run.glob("holdout"))  # walk-forward folds only
+
+    again = tune(cfg, small, tmp_path / "tune", n_trials=3, space=TINY_SPACE, seed=1, write_config=best_yaml)
+    assert again["n_trials"] == 3  # the stored study resumed: one more trial, not three
+
+
+def test_with_params_sets_dotted_keys() -> None:
+    cfg = with_params(Config(), {"model.d_model": 96, "train.lr": 1e-05}, holdout=False)
+    assert cfg.model.d_model == 96 and cfg.train.lr == 1e-05 and cfg.split.holdout is False
+    with pytest.raises(ConfigError):
+        with_params(Config(), {"model.d_model": "wide"})
+
+
+def test_search_space_rejects_heads_that_do_not_divide_d_model() -> None:
+    with pytest.raises(ConfigError, match="not divisible"):
+        SearchSpace(d_models=[100], heads=[3])
+    with pytest.raises(ConfigError, match="lr"):
+        SearchSpace(lr=(1e-3, 1e-5))
