@@ -84,6 +84,11 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected float, got {value!r}") from None
     if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
         raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
     return value

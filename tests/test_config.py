@@ -28,8 +28,12 @@ def test_resolved_config_round_trips(tmp_path: Path, suffix: str) -> None:
     assert config_to_dict(load_config(path)) == config_to_dict(cfg)
 
 
-def test_integer_is_accepted_where_a_float_is_expected() -> None:
+def test_integer_and_dotless_exponent_are_accepted_where_a_float_is_expected(tmp_path: Path) -> None:
     assert load_config(None, ["train.lr=1"]).train.lr == 1.0
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == pytest.approx(1e-3)  # YAML 1.1 reads it as a string
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 3e-4\n")
+    assert load_config(path).train.lr == pytest.approx(3e-4)
 
 
 @pytest.mark.parametrize(
@@ -37,6 +41,7 @@ def test_integer_is_accepted_where_a_float_is_expected() -> None:
     [
         (["model.d_modle=4"], "model.d_modle"),
         (["train.epochs=many"], "train.epochs"),
+        (["train.lr=fast"], "train.lr"),
         (["train.amp=true"], "train.amp"),
         (["seed"], "seed"),
         (["nosuchsection.x=1"], "nosuchsection"),
