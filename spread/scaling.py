@@ -11,13 +11,29 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from spread.errors import ArtifactError, ConfigError
 from spread.features import column_chunks
+
+T = TypeVar("T")
+
+
+def read_json_artifact(path: str | Path, what: str, parse: Callable[[dict], T]) -> T:
+    """`parse` of the JSON stored at `path`; a missing, unreadable or malformed file is an ArtifactError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: {what} not found")
+    try:
+        return parse(json.loads(path.read_text()))
+    except (json.JSONDecodeError, ArtifactError) as exc:
+        raise ArtifactError(f"{path}: {exc}") from exc
+
 
 IQR_TO_STD = 1.349
 MIN_SCALE = 1e-12
@@ -132,10 +148,4 @@ class Scaler:
 
     @classmethod
     def load(cls, path: str | Path) -> Scaler:
-        path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"{path}: scaler statistics not found")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, ArtifactError) as exc:
-            raise ArtifactError(f"{path}: {exc}") from exc
+        return read_json_artifact(path, "scaler statistics", cls.from_dict)

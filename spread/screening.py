@@ -24,7 +24,7 @@ import numpy as np
 
 from spread.errors import ArtifactError, ConfigError
 from spread.features import Panel, column_chunks
-from spread.scaling import column_quantiles
+from spread.scaling import column_quantiles, read_json_artifact
 
 
 @dataclass
@@ -77,13 +77,7 @@ class ScreenResult:
 
     @classmethod
     def load(cls, path: str | Path) -> ScreenResult:
-        path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"{path}: screen result not found")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, ArtifactError) as exc:
-            raise ArtifactError(f"{path}: {exc}") from exc
+        return read_json_artifact(path, "screen result", cls.from_dict)
 
 
 def training_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:

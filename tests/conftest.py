@@ -7,8 +7,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from spread.targets import compute_targets
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Toy-sized ops gain nothing from threads, and thread contention on a busy 2-core runner costs 20x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 PAIRS = [("target_0", 1, "A_Close - B_Close"), ("target_1", 1, "C_Close"), ("target_2", 2, "B_Close - A_Close"),
          ("target_3", 2, "A_Close")]

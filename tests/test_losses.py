@@ -14,13 +14,7 @@ from spread.losses import LossConfig, gate_weight, pairwise_rank_loss, rank_loss
 from spread.model import ModelOutput
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Toy-sized ops gain nothing from threads, and thread contention on a busy 2-core runner costs 20x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def random_case(batch: int = 4, n_targets: int = 9, nan_share: float = 0.3, seed: int = 0):

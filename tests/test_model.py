@@ -22,13 +22,7 @@ TINY = ModelConfig(d_model=16, n_layers=2, n_heads=2, mlp_ratio=2, time2vec_dim=
 LAGS = [1, 2, 3, 4, 2, 1, 4, 3, 1]  # interleaved on purpose: outputs must come back in this order
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Toy-sized ops gain nothing from threads, and thread contention on a busy 2-core runner costs 20x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_model(cfg: ModelConfig = TINY, n_features: int = 5, lags: list[int] = LAGS, seed: int = 0):
