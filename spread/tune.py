@@ -56,9 +56,11 @@ class SearchSpace:
     """loss.rank_weight range, log scale."""
     gate_lambda: tuple[float, float] = (1e-6, 1e-2)
     """loss.gate_lambda range, log scale."""
+    ic_max_features: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    """screen.ic_max_features choices (the pre-screen's cap on inputs, best mean |IC| first)."""
 
     def __post_init__(self) -> None:
-        for name in ("windows", "d_models", "heads"):
+        for name in ("windows", "d_models", "heads", "ic_max_features"):
             if not getattr(self, name) or min(getattr(self, name)) < 1:
                 raise ConfigError(f"search space: {name} must be a non-empty list of positive integers")
         bad = [(d, h) for d in self.d_models for h in self.heads if d % h]
@@ -80,6 +82,7 @@ class SearchSpace:
             "loss.regression_weight": trial.suggest_float("loss.regression_weight", *self.regression_weight, log=True),
             "loss.rank_weight": trial.suggest_float("loss.rank_weight", *self.rank_weight, log=True),
             "loss.gate_lambda": trial.suggest_float("loss.gate_lambda", *self.gate_lambda, log=True),
+            "screen.ic_max_features": trial.suggest_categorical("screen.ic_max_features", self.ic_max_features),
         }
 
 
