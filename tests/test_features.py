@@ -118,6 +118,40 @@ def test_revealed_labels_land_on_their_release_date():
         assert np.all(released(label_dates, np.array([lag]), dates[shown])[:, 0])
 
 
+def test_revealed_labels_match_a_per_target_reference():
+    """Targets of mixed lags in any order, label dates unordered, partly outside the rows, one integer column."""
+    rng = np.random.default_rng(4)
+    lags = np.array([3, 1, 4, 1, 2, 4])
+    dates = np.arange(50, 80)
+    label_dates = rng.permutation(np.arange(40, 85))[:35]
+    values = rng.normal(size=(len(label_dates), len(lags)))
+    values[rng.random(values.shape) < 0.2] = NAN
+    labels = pl.DataFrame({"date_id": label_dates, **{f"t{j}": values[:, j] for j in range(len(lags))}})
+    labels = labels.with_columns(pl.Series("t2", np.arange(len(label_dates)) * 3, dtype=pl.Int64))
+    expected = np.full((len(dates), len(lags)), NAN, dtype=np.float32)
+    for j, lag in enumerate(lags):
+        rows = label_dates + lag + 1 - dates[0]
+        inside = (rows >= 0) & (rows < len(dates))
+        expected[rows[inside], j] = labels[f"t{j}"].cast(pl.Float64).to_numpy()[inside]
+    np.testing.assert_array_equal(revealed_label_features(labels, dates, lags), expected)
+
+
+def test_raw_columns_of_any_dtype_give_the_float64_panel():
+    """Integer, Float32 and all-empty String columns (a polars read of an empty column) read as their float64 values;
+    +-inf counts as missing."""
+    raw = raw_frame().with_columns(pl.col("FX_AB").cast(pl.Float32), pl.col("X_open_interest").cast(pl.Int64),
+                                   pl.lit(None, dtype=pl.String).alias("Y_Close"))
+    raw = raw.with_columns(pl.when(pl.col("date_id") == 5).then(float("inf")).otherwise(pl.col("X_Close"))
+                           .alias("X_Close"))
+    as_float = raw.with_columns(pl.exclude("date_id").cast(pl.Float64))
+    panel = build_panel(raw, label_frame(np.arange(40)), PAIRS, FeatureConfig())
+    np.testing.assert_array_equal(panel.values, build_panel(as_float, label_frame(np.arange(40)), PAIRS,
+                                                            FeatureConfig()).values)
+    column = {name: panel.values[:, i] for i, name in enumerate(panel.names)}
+    assert column["X_Close__missing"][5] == 1.0 and column["Y_Close__missing"].all()
+    assert np.isnan(column["Y_Close__ret1"]).all() and np.isfinite(column["X_open_interest__dlogvol"][1:]).all()
+
+
 def test_build_panel_checks_its_inputs():
     raw = raw_frame()
     with pytest.raises(DataError, match="consecutive"):
