@@ -1,12 +1,14 @@
 """CPU benchmark of the predictor under the evaluation API: per-call latency and resident memory over 300 calls.
 
     python bench/bench_infer.py [--calls 300] [--threads 2] [--members 1] [--config configs/default.yaml]
-                                [--data DIR] [--run RUN]
+                                [--all-features] [--data DIR] [--run RUN]
 
 Targets (issue 6): p99 under 100 ms per call on 2 cores after the first call, and no resident memory growth
 beyond 50 MB over 300 consecutive calls. Without `--run`, a run folder with randomly initialised checkpoints of the
 given config (default: configs/default.yaml, d_model 192, 4 layers, L 192) is written for the `mitsui` synthetic
-preset with every panel feature kept (an upper bound on the inputs; latency depends on shapes, not on weights).
+preset, its inputs chosen by the config's pre-screen on the last 500 dates as a training fold would (default
+config: at most 64 features), or every panel feature with `--all-features` (the upper bound: the predictor builds
+only the inputs its models read). Latency depends on shapes, not on weights.
 The calls replay the gateway's batches of test.csv and then keep serving new dates past the end of train (copies of
 earlier rows with new date_ids, empty lag batches), as in the forecasting phase, until `--calls` calls are made.
 Memory is the process's resident set (VmRSS) after the first call and after the last.
@@ -20,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -35,7 +38,8 @@ from spread.model import GatedTransformer  # noqa: E402
 from spread.prior import mean_rank_prior, write_prior  # noqa: E402
 from spread.scaling import Scaler  # noqa: E402
 from spread.synth import generate  # noqa: E402
-from spread.windows import competition_panel  # noqa: E402
+from spread.screening import screen_features  # noqa: E402
+from spread.windows import competition_panel, label_matrix  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 
@@ -51,26 +55,31 @@ def resident_mb() -> float:
     return float("nan")
 
 
-def random_run(run: Path, data: Path, config: Path, members: int) -> Path:
-    """A run folder of `members` randomly initialised checkpoints of `config`, all panel features kept."""
+def random_run(run: Path, data: Path, config: Path, members: int, all_features: bool) -> Path:
+    """A run folder of `members` randomly initialised checkpoints of `config` reading the features its pre-screen
+    keeps on the last 500 dates (all panel features with `all_features`)."""
     comp = load_competition(data)
     cfg = load_config(config)
     panel = competition_panel(comp, cfg.features)
-    scaler = Scaler.fit(panel.values[-500:], panel.names, cfg.scaling)
+    rows = np.arange(len(panel.date_ids) - 500, len(panel.date_ids))
+    labels = label_matrix(comp.labels, panel.date_ids, comp.target_names)[rows]
+    keep = panel.names if all_features else screen_features(panel, rows, labels, cfg.screen).keep
+    scaler = Scaler.fit(panel.values[rows], keep, cfg.scaling, columns=panel.column_indices(keep))
     names = []
     for index in range(members):
         torch.manual_seed(index)
-        model = GatedTransformer(cfg.model, n_features=len(panel.names), target_lags=comp.target_lags.tolist())
+        model = GatedTransformer(cfg.model, n_features=len(keep), target_lags=comp.target_lags.tolist())
         names.append(f"fold{index}/best.pt")
         save_checkpoint(run / names[-1], {
-            "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": panel.names,
-            "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(panel.names), dtype=torch.bool),
+            "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": keep,
+            "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(keep), dtype=torch.bool),
             "target_names": comp.target_names, "target_lags": comp.target_lags.tolist(),
             "target_scale": [0.01 * int(lag) for lag in comp.target_lags],
         })
     write_prior(run / "prior.json", comp.target_names, mean_rank_prior(comp.labels.drop("date_id").to_numpy()))
     write_manifest(run, names)
-    print(f"wrote {run}: {members} checkpoint(s), {len(panel.names)} input features, config {config}")
+    print(f"wrote {run}: {members} checkpoint(s), {len(keep)} of {len(panel.names)} panel features as inputs, "
+          f"config {config}")
     return run
 
 
@@ -94,6 +103,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2: the target)")
     parser.add_argument("--members", type=int, default=1, help="checkpoints in the random run (default 1)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "default.yaml")
+    parser.add_argument("--all-features", action="store_true",
+                        help="random run reading every panel feature (default: the config's pre-screen output)")
     parser.add_argument("--data", type=Path, help="competition folder (default: the mitsui synthetic preset)")
     parser.add_argument("--run", type=Path, help="run folder (default: a random run of --config)")
     parser.add_argument("--out", type=Path, default=OUT / "bench_infer.json")
@@ -103,7 +114,9 @@ def main() -> None:
     data = args.data or OUT / "data-mitsui"
     if args.data is None and not (data / "target_pairs.csv").is_file():
         generate(data, seed=0, preset="mitsui")
-    run = args.run or random_run(OUT / f"run-random-{args.config.stem}-{args.members}", data, args.config, args.members)
+    inputs = "all" if args.all_features else "screened"
+    run = args.run or random_run(OUT / f"run-random-{args.config.stem}-{args.members}-{inputs}", data, args.config,
+                                 args.members, args.all_features)
     calls = served_calls(data, args.calls)
 
     predict = make_predict(run, data, device="cpu", strict=True)
@@ -117,7 +130,7 @@ def main() -> None:
     growth = memory[-1] - memory[0]
     result = {
         "torch": torch.__version__, "polars": pl.__version__, "threads": torch.get_num_threads(),
-        "config": str(args.config), "members": args.members, "calls": len(seconds), **stats,
+        "config": str(args.config), "members": args.members, "run": str(run), "calls": len(seconds), **stats,
         "rss_after_first_mb": memory[0], "rss_after_last_mb": memory[-1], "rss_growth_mb": growth,
         "rss_max_mb": max(memory), "fallback_calls": predict.stats()["fallback_calls"],
     }

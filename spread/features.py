@@ -13,6 +13,11 @@ date t, nothing else:
   out (`spread.targets.release_date`). `revealed_label_features` is the only place that applies this rule to
   features, so training rows and inference rows see the same values.
 
+Every feature is named `stem__transform`, the stem being the raw column, open/high/low/close prefix or target it is
+computed from, and each is computed from its stem's columns alone: so `panel_inputs` can tell which raw columns and
+targets a given feature list needs, and a panel built on those only holds the same values for those features (the
+predictor builds just what its model reads).
+
 Because the lookback is bounded (`FeatureConfig.lookback`), building the panel on only the last L + lookback raw
 rows reproduces the last L rows of a build on the full history exactly: the inference path relies on it.
 The predictor rebuilds that tail panel on every call, so each block reads its raw columns into numpy once (by name,
@@ -292,6 +297,27 @@ def revealed_block(
         revealed_label_features(ordered, date_ids, lags, out=out)
 
     return [FeatureBlock([f"{t}__revealed" for t in targets], write)]
+
+
+def feature_stem(name: str) -> str:
+    """The raw column, open/high/low/close prefix or target that the panel feature `name` is computed from."""
+    return name.rpartition("__")[0]
+
+
+def panel_inputs(
+    raw_columns: Sequence[str], targets: Sequence[str], features: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """(raw columns, targets), each in the given order, that `build_panel` needs to build every one of `features`.
+
+    A panel built on just these holds each of `features` with the values of a build on everything (and possibly
+    other features of the same stems).
+    """
+    stems = {feature_stem(name) for name in features}
+    needed = set(stems)
+    for prefix, parts in ohlc_groups(raw_columns).items():
+        if prefix in stems:
+            needed.update(parts.values())
+    return [c for c in raw_columns if c in needed], [t for t in targets if t in stems]
 
 
 def build_panel(raw: pl.DataFrame, labels: pl.DataFrame | None, pairs: pl.DataFrame, cfg: FeatureConfig) -> Panel:

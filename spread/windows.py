@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from spread.competition import Competition
 from spread.errors import ArtifactError, ConfigError, DataError
-from spread.features import FeatureConfig, Panel, build_panel, released
+from spread.features import FeatureConfig, Panel, build_panel, panel_inputs, released
 from spread.scaling import Scaler, ScalingConfig
 from spread.screening import ScreenConfig, ScreenResult, screen_features, training_rows
 from spread.splits import Fold
@@ -261,12 +261,14 @@ def window_for_latest(
 
     `raw`: date_id + raw feature columns, consecutive dates (history + served rows); `labels`: date_id + targets
     holding the labels known so far (the revealed-label rule places each on its release date, later ones are
-    ignored). Builds the panel on the last L + lookback rows only, which gives the same rows as a full build.
+    ignored). Builds the panel on the last L + lookback rows and on the columns and targets that `keep` derives
+    from only (`spread.features.panel_inputs`), which gives the same values as a full build.
     """
     if list(keep) != scaler.names:
         raise ArtifactError("window_for_latest: `keep` differs from the scaler's feature names")
-    tail = raw.tail(data_cfg.window + feature_cfg.lookback())
-    panel = build_panel(tail, labels, pairs, feature_cfg)
+    columns, targets = panel_inputs([c for c in raw.columns if c != "date_id"], pairs["target"].to_list(), keep)
+    tail = raw[["date_id", *columns]].tail(data_cfg.window + feature_cfg.lookback())
+    panel = build_panel(tail, labels, pairs.filter(pl.col("target").is_in(targets)), feature_cfg)
     source = scaled_source(panel, scaler, data_cfg)
     latest = WindowDataset(source, panel.date_ids, None, [len(panel.date_ids) - 1], data_cfg.window,
                            data_cfg.time_scale)

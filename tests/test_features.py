@@ -15,6 +15,7 @@ from spread.features import (
     column_kind,
     forward_fill,
     ohlc_groups,
+    panel_inputs,
     released,
     revealed_label_features,
 )
@@ -172,6 +173,26 @@ def test_building_on_the_last_rows_reproduces_the_full_build(cfg):
     tail = build_panel(raw.tail(window + cfg.lookback()), labels, PAIRS, cfg)
     np.testing.assert_array_equal(tail.values[-window:], full.values[-window:])
     assert tail.names == full.names
+
+
+def test_a_panel_of_the_needed_inputs_holds_the_same_features():
+    """The predictor builds only what its model reads: for any feature subset, the panel of `panel_inputs` holds
+    each of them with the full build's values."""
+    raw, labels = raw_frame(n_dates=60, seed=5), label_frame(np.arange(60))
+    full = build_panel(raw, labels, PAIRS, FeatureConfig())
+    raw_columns = raw.columns[1:]
+    assert panel_inputs(raw_columns, ["target_0", "target_1"], full.names) == (raw_columns, ["target_0", "target_1"])
+    assert panel_inputs(raw_columns, ["target_0", "target_1"], ["X__range", "target_1__revealed"]) == (
+        ["X_Open", "X_High", "X_Low", "X_Close"], ["target_1"])
+    rng = np.random.default_rng(0)
+    for size in (1, 3, 8):
+        keep = list(rng.choice(full.names, size=size, replace=False))
+        columns, targets = panel_inputs(raw_columns, PAIRS["target"].to_list(), keep)
+        part = build_panel(raw[["date_id", *columns]], labels, PAIRS.filter(pl.col("target").is_in(targets)),
+                           FeatureConfig())
+        assert len(part.names) <= len(full.names)
+        np.testing.assert_array_equal(part.values[:, part.column_indices(keep)],
+                                      full.values[:, full.column_indices(keep)])
 
 
 def test_average_ranks_and_quantiles_match_reference_implementations():

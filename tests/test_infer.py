@@ -30,19 +30,21 @@ TINY = {
 }
 
 
-def write_run(run: Path, comp_dir: Path, seed: int = 0) -> dict:
-    """A run folder with one randomly initialised checkpoint, written the way the trainer writes them."""
+def write_run(run: Path, comp_dir: Path, seed: int = 0, every: int = 1) -> dict:
+    """A run folder with one randomly initialised checkpoint, written the way the trainer writes them; its model
+    reads every `every`-th panel feature (as if screened)."""
     comp = load_competition(comp_dir)
     cfg = config_from_dict(TINY)
     panel = competition_panel(comp, cfg.features)
+    keep = panel.names[::every]
     fit_rows = np.arange(30, 250)
-    scaler = Scaler.fit(panel.values[fit_rows], panel.names, cfg.scaling)
+    scaler = Scaler.fit(panel.values[fit_rows], keep, cfg.scaling, columns=panel.column_indices(keep))
     torch.manual_seed(seed)
-    model = GatedTransformer(cfg.model, n_features=len(panel.names), target_lags=comp.target_lags.tolist())
+    model = GatedTransformer(cfg.model, n_features=len(keep), target_lags=comp.target_lags.tolist())
     scale = np.where(comp.target_lags == 1, 0.01, 0.02 * comp.target_lags)
     ckpt = {
-        "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": panel.names,
-        "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(panel.names), dtype=torch.bool),
+        "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": keep,
+        "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(keep), dtype=torch.bool),
         "target_names": comp.target_names, "target_lags": comp.target_lags.tolist(), "target_scale": scale.tolist(),
     }
     save_checkpoint(run / "fold0/best.pt", ckpt)
@@ -73,18 +75,41 @@ def streamed(small: dict) -> tuple[Predictor, np.ndarray, np.ndarray]:
     return predictor, np.array(dates), np.stack(rows)
 
 
-def test_streaming_equals_the_trainers_batch_predictions(small: dict, streamed) -> None:
-    predictor, dates, streamed_preds = streamed
-    panel, cfg = small["panel"], small["cfg"]
-    source = scaled_source(panel, small["scaler"], cfg.data)
+def batch_predictions(parts: dict, dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The trainer's (date_ids, predictions) for `dates` with the weights and scaler of a `write_run`."""
+    panel, cfg = parts["panel"], parts["cfg"]
+    source = scaled_source(panel, parts["scaler"], cfg.data)
     rows = np.searchsorted(panel.date_ids, dates)
     dataset = WindowDataset(source, panel.date_ids, None, rows, cfg.data.window, cfg.data.time_scale)
-    batch_dates, batch_preds = predict_dataset(
-        small["model"], dataset, torch.as_tensor(small["scale"], dtype=torch.float32), cfg.train, 16, "cpu"
+    return predict_dataset(
+        parts["model"], dataset, torch.as_tensor(parts["scale"], dtype=torch.float32), cfg.train, 16, "cpu"
     )
+
+
+def test_streaming_equals_the_trainers_batch_predictions(small: dict, streamed) -> None:
+    predictor, dates, streamed_preds = streamed
+    batch_dates, batch_preds = batch_predictions(small, dates)
     assert np.array_equal(batch_dates, dates) and len(dates) == 40
     np.testing.assert_allclose(streamed_preds, batch_preds, atol=1e-5, rtol=0)
     assert predictor.fallback_calls == 0 and predictor.calls == 40
+
+
+def test_a_screened_model_is_served_from_its_own_inputs_only(small: dict, tmp_path: Path) -> None:
+    """A model reading a few features: the predictor builds frames of just the columns and targets they come
+    from, and still answers exactly as the trainer."""
+    parts = write_run(tmp_path / "run", small["dir"], every=9)
+    predictor = Predictor.from_run(tmp_path / "run", small["dir"], device="cpu")
+    comp = small["comp"]
+    raw_columns = [c for c in comp.train.columns if c != "date_id"]
+    assert 0 < len(predictor.raw_columns) < len(raw_columns) and set(predictor.raw_columns) <= set(raw_columns)
+    assert 0 < len(predictor.label_targets) < len(comp.target_names)
+    dates, rows = [], []
+    for date_id, batches in small["batches"][:12]:
+        rows.append(predictor.predict(*batches).to_numpy()[0])
+        dates.append(date_id)
+    _, expected = batch_predictions(parts, np.array(dates))
+    np.testing.assert_allclose(np.stack(rows), expected, atol=1e-5, rtol=0)
+    assert predictor.fallback_calls == 0
 
 
 def test_answers_are_one_finite_non_constant_row_in_target_order(small: dict, streamed) -> None:
