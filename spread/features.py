@@ -20,8 +20,8 @@ predictor builds just what its model reads).
 
 Because the lookback is bounded (`FeatureConfig.lookback`), building the panel on only the last L + lookback raw
 rows reproduces the last L rows of a build on the full history exactly: the inference path relies on it.
-The predictor rebuilds that tail panel on every call, so each block reads its raw columns into numpy once (by name,
-cast only where not Float64 already) and the revealed labels are placed with one scatter per lag.
+The predictor rebuilds that tail panel on every call, so the blocks read raw columns into numpy a chunk at a time
+(by name, cast only where not Float64 already) and place the revealed labels with one scatter per lag.
 No statistic is computed over time here (no global mean, no backward fill): scaling and screening are fitted per
 fold in `spread.scaling` and `spread.screening`.
 """
@@ -169,12 +169,12 @@ def raw_matrix(raw: pl.DataFrame, columns: Sequence[str]) -> np.ndarray:
 
 
 def log_levels(values: np.ndarray, limit: int, *, plus_one: bool = False) -> np.ndarray:
-    """Forward-filled ln(x) (or ln(1 + x)) of each column of `values` (left as it is); non-positive values count as
-    missing."""
+    """Forward-filled ln(x) (or ln(1 + x)) of each column of `values` (overwritten: pass a fresh `raw_matrix`);
+    non-positive values count as missing."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        logs = (np.log1p if plus_one else np.log)(values)
-    logs[~np.isfinite(logs)] = np.nan
-    return forward_fill(logs, limit)
+        (np.log1p if plus_one else np.log)(values, out=values)
+    values[~np.isfinite(values)] = np.nan
+    return forward_fill(values, limit)
 
 
 def write_differences(levels: np.ndarray, horizon: int, out: np.ndarray) -> None:
@@ -204,13 +204,12 @@ def revealed_label_features(
         out = np.empty((len(date_ids), len(names)), dtype=np.float32)
     out[:] = np.nan
     label_dates = labels["date_id"].cast(pl.Int64).to_numpy()
-    values = float_matrix(labels, names)
     target_lags = np.asarray(target_lags, dtype=np.int64)
     for lag in np.unique(target_lags):  # all targets of one lag shift their label dates by the same release delay
         columns = np.flatnonzero(target_lags == lag)
         rows = release_date(label_dates, int(lag)) - date_ids[0]
         inside = (rows >= 0) & (rows < len(date_ids))
-        out[np.ix_(rows[inside], columns)] = values[np.ix_(inside, columns)]
+        out[np.ix_(rows[inside], columns)] = float_matrix(labels, [names[j] for j in columns])[inside]
     return out
 
 
@@ -228,9 +227,8 @@ def price_blocks(raw: pl.DataFrame, prices: list[str], cfg: FeatureConfig) -> li
     if prices and cfg.return_horizons:
 
         def write_returns(out: np.ndarray) -> None:
-            values = raw_matrix(raw, prices)
             for part in column_chunks(len(prices)):
-                levels = log_levels(values[:, part], cfg.ffill_limit)
+                levels = log_levels(raw_matrix(raw, prices[part]), cfg.ffill_limit)
                 for i, horizon in enumerate(cfg.return_horizons):
                     offset = i * len(prices)
                     write_differences(levels, horizon, out[:, offset + part.start : offset + part.stop])
@@ -240,7 +238,8 @@ def price_blocks(raw: pl.DataFrame, prices: list[str], cfg: FeatureConfig) -> li
     if prices and cfg.missing_flags:
 
         def write_flags(out: np.ndarray) -> None:
-            out[:] = np.isnan(raw_matrix(raw, prices))
+            for part in column_chunks(len(prices)):
+                out[:, part] = np.isnan(raw_matrix(raw, prices[part]))
 
         blocks.append(FeatureBlock([f"{c}__missing" for c in prices], write_flags))
     return blocks
@@ -252,9 +251,9 @@ def volume_block(raw: pl.DataFrame, volumes: list[str], cfg: FeatureConfig) -> l
         return []
 
     def write(out: np.ndarray) -> None:
-        values = raw_matrix(raw, volumes)
         for part in column_chunks(len(volumes)):
-            write_differences(log_levels(values[:, part], cfg.ffill_limit, plus_one=True), 1, out[:, part])
+            levels = log_levels(raw_matrix(raw, volumes[part]), cfg.ffill_limit, plus_one=True)
+            write_differences(levels, 1, out[:, part])
 
     return [FeatureBlock([f"{c}__dlogvol" for c in volumes], write)]
 
@@ -268,12 +267,10 @@ def ohlc_block(raw: pl.DataFrame, groups: dict[str, dict[str, str]], cfg: Featur
     def write(out: np.ndarray) -> None:
         ranges, bodies = out[:, : len(prefixes)], out[:, len(prefixes) :]
         for first, second, differences in (("high", "low", ranges), ("close", "open", bodies)):
-            minuend = raw_matrix(raw, [groups[p][first] for p in prefixes])
-            subtrahend = raw_matrix(raw, [groups[p][second] for p in prefixes])
             for part in column_chunks(len(prefixes)):
-                np.subtract(log_levels(minuend[:, part], cfg.ffill_limit),
-                            log_levels(subtrahend[:, part], cfg.ffill_limit), out=differences[:, part],
-                            casting="same_kind")
+                minuend = log_levels(raw_matrix(raw, [groups[p][first] for p in prefixes[part]]), cfg.ffill_limit)
+                subtrahend = log_levels(raw_matrix(raw, [groups[p][second] for p in prefixes[part]]), cfg.ffill_limit)
+                np.subtract(minuend, subtrahend, out=differences[:, part], casting="same_kind")
 
     names = [f"{p}__range" for p in prefixes] + [f"{p}__body" for p in prefixes]
     return [FeatureBlock(names, write)]
