@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from spread.cli import build_parser, main
+from spread.cli import build_parser, main, parse_args
 from spread.metrics import rank_correlation_sharpe
 
 
@@ -52,3 +52,14 @@ def test_gateway_run_option_reaches_the_handler() -> None:
 def test_unknown_baseline_is_a_clear_error(tmp_path: Path, tiny_competition: Path, capsys) -> None:
     code = main(["baseline", "nope", "--data", str(tiny_competition), "--out", str(tmp_path / "run")])
     assert code == 2 and "nope" in capsys.readouterr().err
+
+
+def test_overrides_may_follow_the_options_of_any_command(capsys) -> None:
+    args = parse_args(["baseline", "ridge", "--data", "d", "--out", "o", "split.n_folds=1", "seed=3"])
+    assert args.name == "ridge" and args.overrides == ["split.n_folds=1", "seed=3"]
+    assert parse_args(["train", "--data", "d", "--out", "o", "seed=3"]).overrides == ["seed=3"]
+    score = ["score", "--solution", "s", "--submission", "p", "x=1"]  # score takes no overrides
+    for argv in (["baseline", "ridge", "--data", "d", "--out", "o", "--bogus"], score):
+        with pytest.raises(SystemExit) as info:
+            parse_args(argv)
+        assert info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
