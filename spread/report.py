@@ -26,12 +26,14 @@ Quick mode (default) keeps the whole run near 10-15 minutes on 2 CPU cores: one 
 plus the holdout, and every Transformer config forced to a small shape and a short budget (`QUICK`, stated in the
 report; "tuned" then differs from "default" only in learning rate, loss weights and gate lambda). `--full` runs the
 real grid (`FULL`); it is meant for a GPU. Every run folder is kept under the work folder and reused when its
-config is unchanged, so an interrupted bench resumes; `scores.csv` there holds every cell.
+config is unchanged (the bench's tuning study when its settings are), so an interrupted bench resumes; `scores.csv`
+there holds every cell.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -92,7 +94,7 @@ class BenchConfig:
 QUICK_SHAPE = ["data.window=64", "model.d_model=64", "model.n_layers=2", "model.n_heads=4"]
 QUICK = BenchConfig(
     mode="quick", data_seeds=[0], train_seeds=[0, 1, 2], n_folds=2,
-    transformer_overrides=[*QUICK_SHAPE, "train.epochs=2", "train.max_steps_per_epoch=25", "train.progress=false"],
+    transformer_overrides=[*QUICK_SHAPE, "train.epochs=4", "train.max_steps_per_epoch=40", "train.progress=false"],
     tune_trials=4, tune_space_overrides={"windows": [64], "d_models": [64], "heads": [4], "layers": (2, 2)},
     data_bench_batches=40,
 )
@@ -359,14 +361,17 @@ def tuned_config_path(bench_cfg: BenchConfig, work: Path, base_overrides: list[s
     from spread.tune import SearchSpace, tune
 
     data = build_source(SYNTHETIC, work / "data" / f"tune-s{TUNE_DATA_SEED}", TUNE_DATA_SEED)
-    out = work / "tune" / "tuned.yaml"
+    overrides = base_overrides + bench_cfg.transformer_overrides
+    # A finished study is reused only for the same settings: its folder is named by them.
+    settings = json.dumps([overrides, bench_cfg.tune_trials, bench_cfg.tune_space_overrides], sort_keys=True)
+    study_dir = work / f"tune-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+    out = study_dir / "tuned.yaml"
     if not out.is_file():
         space = SearchSpace(**bench_cfg.tune_space_overrides)
-        cfg = load_config(None, base_overrides + bench_cfg.transformer_overrides)
-        result = tune(cfg, data, work / "tune", bench_cfg.tune_trials, study_name=f"bench-{bench_cfg.mode}",
-                      write_config=out, space=space, seed=0)
+        result = tune(load_config(None, overrides), data, study_dir, bench_cfg.tune_trials,
+                      study_name=f"bench-{bench_cfg.mode}", write_config=out, space=space, seed=0)
         log.info("bench tuning: best walk-forward score %.4f (trial %d)", result["best_value"], result["best_trial"])
-    result = json.loads((work / "tune" / "tune_summary.json").read_text())
+    result = json.loads((study_dir / "tune_summary.json").read_text())
     remark = (f"tuned by this bench: {result['n_trials']} Optuna trials on synthetic data seed {TUNE_DATA_SEED} "
               f"(not a scored seed), best mean walk-forward score {result['best_value']:.3f}")
     return out, remark
