@@ -20,8 +20,9 @@ predictor builds just what its model reads).
 
 Because the lookback is bounded (`FeatureConfig.lookback`), building the panel on only the last L + lookback raw
 rows reproduces the last L rows of a build on the full history exactly: the inference path relies on it.
-The predictor rebuilds that tail panel on every call, so the blocks read raw columns into numpy a chunk at a time
-(by name, cast only where not Float64 already) and place the revealed labels with one scatter per lag.
+Blocks read raw columns into numpy a chunk of columns at a time (temporaries stay small next to the panel; selected
+by name, cast only where not Float64 already) and place the revealed labels with one scatter per lag: the
+predictor rebuilds its tail panel on every call, so per-column overhead counts.
 No statistic is computed over time here (no global mean, no backward fill): scaling and screening are fitted per
 fold in `spread.scaling` and `spread.screening`.
 """
