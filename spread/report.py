@@ -347,7 +347,7 @@ def build_source(source: str, out: Path, seed: int) -> Path:
         from spread.synth import generate
 
         return generate(out, seed=seed, preset="mitsui", overwrite=True)
-    from spread.realdata import realdata
+    from spread.lab.realdata import realdata
 
     return realdata(out, seed=seed, overwrite=True)
 
@@ -358,7 +358,7 @@ def tuned_config_path(bench_cfg: BenchConfig, work: Path, base_overrides: list[s
     if tuned.is_file():
         return tuned, f"`{TUNED_CONFIG}`"
     from spread.config import load_config
-    from spread.tune import SearchSpace, tune
+    from spread.lab.tune import SearchSpace, tune
 
     data = build_source(SYNTHETIC, work / "data" / f"tune-s{TUNE_DATA_SEED}", TUNE_DATA_SEED)
     overrides = base_overrides + bench_cfg.transformer_overrides
@@ -379,7 +379,7 @@ def tuned_config_path(bench_cfg: BenchConfig, work: Path, base_overrides: list[s
 
 def run_source(source: str, bench_cfg: BenchConfig, work: Path, tuned: Path) -> tuple[list[dict], dict[str, Path]]:
     """Score every model on every data seed of `source`; returns the cells and the run folders by model and seeds."""
-    from spread.baselines import run_baseline
+    from spread.lab.baselines import run_baseline
     from spread.config import load_config
     from spread.trainer import train
 
