@@ -121,7 +121,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from spread.report import bench
+    from spread.lab.bench import bench
 
     print(f"wrote {bench(full=args.full, out_md=args.out, workdir=args.work)}")
     return 0

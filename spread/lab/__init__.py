@@ -7,3 +7,8 @@ bench/RESULTS.md (`bench`, with `grid`, `stats`, `speed`, `provenance` and `rend
 nor `kernel_infer.py` imports it, and no kernel-core module does (tests/test_layering.py); `spread/cli.py` reaches
 it only through the lazy imports of its lab commands, so `python -m spread <command>` is the same for either side.
 """
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The checkout the lab runs from: its bench/ scripts, configs/ and git revision."""
