@@ -77,7 +77,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _make_competition(args: argparse.Namespace) -> int:
-    from spread.realdata import make_competition
+    from spread.lab.realdata import make_competition
 
     out = make_competition(
         args.prices, args.out, seed=args.seed, n_pairs=args.pairs, test_dates=args.test_dates,
@@ -88,7 +88,7 @@ def _make_competition(args: argparse.Namespace) -> int:
 
 
 def _realdata(args: argparse.Namespace) -> int:
-    from spread.realdata import realdata
+    from spread.lab.realdata import realdata
 
     out = realdata(
         args.out, seed=args.seed, overwrite=args.overwrite, start=args.start, n_pairs=args.pairs,
@@ -99,7 +99,7 @@ def _realdata(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from spread.baselines import run_baseline
+    from spread.lab.baselines import run_baseline
     from spread.config import load_config
 
     summary = run_baseline(args.name, load_config(args.config, args.overrides), args.data, args.out)
@@ -109,7 +109,7 @@ def _baseline(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from spread.config import load_config
-    from spread.tune import tune
+    from spread.lab.tune import tune
 
     result = tune(
         load_config(args.config, args.overrides), args.data, args.out, args.trials, storage=args.storage,
@@ -121,7 +121,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from spread.report import bench
+    from spread.lab.bench import bench
 
     print(f"wrote {bench(full=args.full, out_md=args.out, workdir=args.work)}")
     return 0

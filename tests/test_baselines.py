@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from spread.baselines import (
+from spread.lab.baselines import (
     BASELINES,
     _ridge_solutions,
     competition_folds,

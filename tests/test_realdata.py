@@ -11,7 +11,7 @@ import pytest
 
 from spread.competition import check_labels, load_competition
 from spread.errors import DataError
-from spread.realdata import asset_columns, make_competition, price_panel, realdata
+from spread.lab.realdata import asset_columns, make_competition, price_panel, realdata
 from spread.targets import parse_pair
 
 N_DATES = 60

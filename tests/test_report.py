@@ -9,18 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from spread.report import (
-    QUICK,
-    SCORE_SCHEMA,
-    best_baseline,
-    cached_run,
-    provenance,
-    quality_table,
-    render_quality,
-    render_report,
-    summary_cells,
-    training_speed,
-)
+from spread.lab.grid import QUICK, RunTally, cached_run
+from spread.lab.provenance import provenance
+from spread.lab.render import render_quality, render_report
+from spread.lab.speed import training_speed
+from spread.lab.stats import SCORE_SCHEMA, best_baseline, quality_table, summary_cells
 
 FOLDS = ("fold0", "holdout")
 
@@ -124,12 +117,14 @@ def test_cached_run_reuses_a_finished_run_with_the_same_config(tmp_path: Path) -
         return {"folds": {}}
 
     run_dir = tmp_path / "run"
-    cached_run(run_dir, cfg, execute)
-    cached_run(run_dir, cfg, execute)
+    tally = RunTally()
+    cached_run(run_dir, cfg, execute, tally)
+    cached_run(run_dir, cfg, execute, tally)
     assert len(calls) == 1
     changed = Config(seed=5)
-    cached_run(run_dir, changed, execute)  # a different config reruns from scratch
+    cached_run(run_dir, changed, execute, tally)  # a different config reruns from scratch
     assert len(calls) == 2
+    assert (tally.runs, tally.reused) == (3, 1)
 
 
 def test_training_speed_counts_samples_per_epoch_second(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ pytest.importorskip("optuna")
 from spread.config import Config, load_config  # noqa: E402
 from spread.errors import ConfigError  # noqa: E402
 from spread.synth import generate  # noqa: E402
-from spread.tune import SearchSpace, tune, with_params  # noqa: E402
+from spread.lab.tune import SearchSpace, tune, with_params  # noqa: E402
 
 TINY = [
     "split.val_size=30", "split.step=30", "split.min_train=50", "split.n_folds=2", "train.epochs=1",
