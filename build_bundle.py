@@ -16,6 +16,8 @@ notebook cell ids):
     dist/infer/kernel_infer.py   + kernel-metadata.json   (GPU as in the top-level metadata, internet off, the
                                                            competition + the train kernel's output or the
                                                            weights dataset as sources)
+    dist/train/dataset-metadata.json                       (dist/train as the dataset `<owner>/<slug>-bundle`,
+                                                           for `torchrun` on the bundled script in a notebook)
 
 With `--notebook` the code files are `.ipynb` notebooks (one cell per `# %%` step) and `kernel_type` is notebook.
 `--owner USER` puts your Kaggle username into every id (both kernels, the weights dataset); without it the ids keep
@@ -41,6 +43,7 @@ KERNELS = {"train": "kernel_train", "infer": "kernel_infer"}
 SKIPPED_MODULES = ("__main__.py",)
 """Never embedded: `spread/__main__.py` runs the CLI when imported."""
 WEIGHT_SOURCES = ("kernel", "dataset")
+BUNDLE_SUBTITLE = "The spread train kernel as one file, to run under torchrun"
 
 LOADER = '''
 import importlib.abc
@@ -256,7 +259,19 @@ def build(
         metadata_text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
         (folder / "kernel-metadata.json").write_text(metadata_text, encoding="utf-8")
         folders[kind] = folder
+    write_bundle_dataset_metadata(folders["train"], base)
     return folders
+
+
+def write_bundle_dataset_metadata(folder: Path, base: dict) -> Path:
+    """`folder/dataset-metadata.json`: the bundled train script as the dataset `<owner>/<slug>-bundle`."""
+    from spread.publish import dataset_metadata
+
+    owner, slug = str(base["id"]).split("/", 1)
+    meta = dataset_metadata(owner, f"{slug}-bundle", f"{base['title']} bundle", BUNDLE_SUBTITLE)
+    path = folder / "dataset-metadata.json"
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

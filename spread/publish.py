@@ -1,7 +1,8 @@
 """Kaggle dataset metadata for a run folder, so that `kaggle datasets create -p RUN --dir-mode zip` publishes it.
 
 The weights dataset is how a locally trained run reaches the submission kernel (`build_bundle.py --weights
-dataset` attaches `OWNER/spread-mitsui-weights`); the train kernel writes the same file into its own output. The
+dataset` attaches `OWNER/spread-mitsui-weights`); the train kernel writes the same file into its own output, and
+`build_bundle.py` one into dist/train (the bundled train script as a dataset, to run under torchrun). The
 limits checked here are the ones the kaggle CLI enforces before its first request (slug and title 6-50 characters,
 subtitle 20-80), so a bad name fails here, naming the value, rather than after an upload starts.
 """
@@ -32,7 +33,9 @@ def check_owner(owner: str) -> str:
     return owner
 
 
-def dataset_metadata(owner: str, slug: str = DEFAULT_SLUG, title: str | None = None) -> dict:
+def dataset_metadata(
+    owner: str, slug: str = DEFAULT_SLUG, title: str | None = None, subtitle: str = SUBTITLE
+) -> dict:
     """The `dataset-metadata.json` of the dataset `owner/slug` (title defaults to the slug in words)."""
     check_owner(owner)
     if not SLUG_PATTERN.fullmatch(slug or ""):
@@ -40,7 +43,9 @@ def dataset_metadata(owner: str, slug: str = DEFAULT_SLUG, title: str | None = N
     title = title if title is not None else slug.replace("-", " ")
     if not 6 <= len(title) <= 50:
         raise ConfigError(f"--title {title!r}: Kaggle needs 6-50 characters")
-    return {"title": title, "id": f"{owner}/{slug}", "licenses": [{"name": LICENSE}], "subtitle": SUBTITLE}
+    if not 20 <= len(subtitle) <= 80:
+        raise ConfigError(f"subtitle {subtitle!r}: Kaggle needs 20-80 characters")
+    return {"title": title, "id": f"{owner}/{slug}", "licenses": [{"name": LICENSE}], "subtitle": subtitle}
 
 
 def write_dataset_metadata(

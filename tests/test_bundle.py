@@ -112,7 +112,8 @@ def test_builds_are_byte_identical(dist: Path, tmp_path: Path) -> None:
     build_bundle.build(tmp_path / "again")
     assert _files(dist) == _files(tmp_path / "again")
     assert sorted(_files(dist)) == [
-        "infer/kernel-metadata.json", "infer/kernel_infer.py", "train/kernel-metadata.json", "train/kernel_train.py",
+        "infer/kernel-metadata.json", "infer/kernel_infer.py", "train/dataset-metadata.json",
+        "train/kernel-metadata.json", "train/kernel_train.py",
     ]
 
 
@@ -267,7 +268,8 @@ def kaggle_outputs(dist: Path, notebooks: Path, tmp_path_factory: pytest.TempPat
     }
     commands = [["kernels", "push", "-p", str(folder)] for folder in folders.values()]
     commands.append(["datasets", "create", "-p", str(run), "--dir-mode", "zip"])
-    return dict(zip([*folders, "dataset"], _kaggle(commands, work)))
+    commands.append(["datasets", "create", "-p", str(dist / "train")])
+    return dict(zip([*folders, "dataset", "bundle-dataset"], _kaggle(commands, work)))
 
 
 def test_kaggle_cli_rejects_invalid_metadata_before_the_network(kaggle_outputs: dict[str, str]) -> None:
@@ -284,8 +286,10 @@ def test_kaggle_cli_accepts_every_kernel_folder(kaggle_outputs: dict[str, str], 
     assert "Connection refused" in output or "ProxyError" in output, output
 
 
-def test_kaggle_cli_accepts_the_weights_dataset_metadata(kaggle_outputs: dict[str, str]) -> None:
-    output = kaggle_outputs["dataset"]
+@pytest.mark.parametrize("name", ["dataset", "bundle-dataset"])
+def test_kaggle_cli_accepts_the_dataset_metadata(kaggle_outputs: dict[str, str], name: str) -> None:
+    """The published run (`spread publish`) and the bundled train script (for torchrun in a notebook)."""
+    output = kaggle_outputs[name]
     assert "DatasetApiService/" in output and "must be" not in output, output
 
 
@@ -412,6 +416,7 @@ def test_owner_goes_into_every_id(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert train["id"] == "alice/spread-mitsui-train" and infer["id"] == "alice/spread-mitsui"
     assert infer["dataset_sources"] == ["alice/spread-mitsui-weights"]
     assert '"id": "alice/spread-mitsui-train"' in (folders["train"] / "kernel_train.py").read_text()
+    assert json.loads((folders["train"] / "dataset-metadata.json").read_text())["id"] == "alice/spread-mitsui-bundle"
 
 
 def test_placeholder_owner_warns_and_a_bad_owner_stops_the_build(tmp_path: Path, capsys) -> None:
