@@ -237,8 +237,8 @@ def build(
     root, out = Path(root), Path(out)
     if weights not in WEIGHT_SOURCES:
         raise SystemExit(f"--weights must be one of {WEIGHT_SOURCES}, got {weights!r}")
-    base = with_owner(json.loads((root / "kernel-metadata.json").read_text(encoding="utf-8")), owner)
     resolved, origin = build_config(config, list(overrides))
+    base = with_owner(json.loads((root / "kernel-metadata.json").read_text(encoding="utf-8")), owner)
     sources, packages = package_sources(root / PACKAGE)
     configs = embedded_configs(root / "configs")
     folders = {}
