@@ -1,4 +1,5 @@
-"""Build the two Kaggle kernels as single files: `python build_bundle.py --out dist [--notebook] [--weights kernel]`.
+"""Build the two Kaggle kernels as single files: `python build_bundle.py --out dist --owner USER [--notebook]
+[--weights kernel|dataset] [--config FILE] [key=value ...]`.
 
 A Kaggle kernel runs one file with internet off, so the whole `spread` package travels inside it. Each module's
 source is embedded verbatim as a string and registered with the import system by a small meta path finder: `import
@@ -15,9 +16,15 @@ notebook cell ids):
     dist/infer/kernel_infer.py   + kernel-metadata.json   (GPU as in the top-level metadata, internet off, the
                                                            competition + the train kernel's output or the
                                                            weights dataset as sources)
+    dist/train/dataset-metadata.json                       (dist/train as the dataset `<owner>/<slug>-bundle`,
+                                                           for `torchrun` on the bundled script in a notebook)
 
 With `--notebook` the code files are `.ipynb` notebooks (one cell per `# %%` step) and `kernel_type` is notebook.
-Push with `kaggle kernels push -p dist/train` (then `-p dist/infer` once the training kernel has run).
+`--owner USER` puts your Kaggle username into every id (both kernels, the weights dataset); without it the ids keep
+the placeholder owner of kernel-metadata.json and the build warns. `--config FILE` and/or `key=value` overrides are
+resolved and validated here, at build time (a bad key fails the build, nothing written), and embedded: the train
+kernel then trains that config unless its own `--config` says otherwise (its `key=value` arguments still apply on
+top). Push with `kaggle kernels push -p dist/train` (then `-p dist/infer` once the training kernel has run).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ KERNELS = {"train": "kernel_train", "infer": "kernel_infer"}
 SKIPPED_MODULES = ("__main__.py",)
 """Never embedded: `spread/__main__.py` runs the CLI when imported."""
 WEIGHT_SOURCES = ("kernel", "dataset")
+BUNDLE_SUBTITLE = "The spread train kernel as one file, to run under torchrun"
 
 LOADER = '''
 import importlib.abc
@@ -111,16 +119,55 @@ def string_literal(text: str, indent: str = "    ") -> str:
     return "(\n" + "".join(f"{indent}{line!r}\n" for line in lines) + ")"
 
 
-def resource_source(configs: dict[str, str], metadata: dict) -> str:
-    """Source of the virtual `spread_bundle` module: the embedded configs and this kernel's metadata."""
-    lines = ['"""Resources embedded by build_bundle.py: configs/*.yaml and the kernel metadata."""', ""]
+def resource_source(configs: dict[str, str], metadata: dict, build_config: dict | None = None, origin: str = "") -> str:
+    """Source of the virtual `spread_bundle` module: the embedded configs, this kernel's metadata and the config
+    resolved at build time (`BUILD_CONFIG`, None without `--config`/overrides; `BUILD_CONFIG_ORIGIN` says whence)."""
+    lines = ['"""Resources embedded by build_bundle.py: configs/*.yaml, the kernel metadata, the build config."""', ""]
     lines += ["import json", "", "CONFIGS = {}"]
     for name, text in configs.items():
         lines.append(f"CONFIGS[{name!r}] = {string_literal(text)}")
     metadata_text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
     lines.append(f"KERNEL_METADATA = json.loads({string_literal(metadata_text)})")
     lines.append(f"COMPETITION_SLUG = {COMPETITION_SLUG!r}")
+    if build_config is None:
+        lines.append("BUILD_CONFIG = None")
+    else:
+        lines.append(f"BUILD_CONFIG = json.loads({string_literal(json.dumps(build_config, indent=1) + chr(10))})")
+    lines.append(f"BUILD_CONFIG_ORIGIN = {origin!r}")
     return "\n".join(lines) + "\n"
+
+
+def with_owner(base: dict, owner: str | None) -> dict:
+    """The top-level metadata with `owner` in its id; warns when the id keeps the placeholder owner."""
+    from spread.errors import ConfigError
+    from spread.publish import PLACEHOLDER_OWNER, check_owner
+
+    current, slug = str(base["id"]).split("/", 1)
+    if owner is not None:
+        try:
+            current = check_owner(owner)
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    elif current == PLACEHOLDER_OWNER:
+        print(f"warning: kernel and dataset ids use the placeholder owner {PLACEHOLDER_OWNER!r}: rebuild with "
+              "--owner YOUR_KAGGLE_USERNAME before `kaggle kernels push`", file=sys.stderr)
+    return {**base, "id": f"{current}/{slug}"}
+
+
+def build_config(config: str | Path | None, overrides: list[str]) -> tuple[dict | None, str]:
+    """(resolved config as a dict, where it came from) for `--config FILE key=value ...`; (None, "") for neither.
+    A bad file, key or value stops the build (SystemExit naming it) before anything is written."""
+    if config is None and not overrides:
+        return None, ""
+    from spread.config import config_to_dict, load_config
+    from spread.errors import SpreadError
+
+    try:
+        resolved = config_to_dict(load_config(config, overrides))
+    except SpreadError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    origin = " ".join([Path(config).as_posix() if config else "built-in defaults", *overrides])
+    return resolved, origin
 
 
 def kernel_metadata(base: dict, kind: str, code_file: str, notebook: bool, weights: str = "kernel") -> dict:
@@ -183,13 +230,15 @@ def render_notebook(script: str) -> str:
 
 
 def build(
-    out: str | Path, notebook: bool = False, weights: str = "kernel", root: str | Path = ROOT
+    out: str | Path, notebook: bool = False, weights: str = "kernel", root: str | Path = ROOT,
+    owner: str | None = None, config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Path]:
     """Write `out/train` and `out/infer` (each: the kernel file + kernel-metadata.json); returns kind -> folder."""
     root, out = Path(root), Path(out)
     if weights not in WEIGHT_SOURCES:
         raise SystemExit(f"--weights must be one of {WEIGHT_SOURCES}, got {weights!r}")
-    base = json.loads((root / "kernel-metadata.json").read_text(encoding="utf-8"))
+    resolved, origin = build_config(config, list(overrides))
+    base = with_owner(json.loads((root / "kernel-metadata.json").read_text(encoding="utf-8")), owner)
     sources, packages = package_sources(root / PACKAGE)
     configs = embedded_configs(root / "configs")
     folders = {}
@@ -197,7 +246,8 @@ def build(
         code_file = f"{stem}.ipynb" if notebook else f"{stem}.py"
         meta = kernel_metadata(base, kind, code_file, notebook, weights)
         modules = dict(sources)
-        modules[RESOURCE_MODULE] = resource_source(configs, meta)
+        embedded = (resolved, origin) if kind == "train" else (None, "")
+        modules[RESOURCE_MODULE] = resource_source(configs, meta, *embedded)
         kernel_source = (root / f"{stem}.py").read_text(encoding="utf-8")
         script = render_script(kind, kernel_source, dict(sorted(modules.items())), packages)
         folder = out / kind
@@ -209,7 +259,19 @@ def build(
         metadata_text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
         (folder / "kernel-metadata.json").write_text(metadata_text, encoding="utf-8")
         folders[kind] = folder
+    write_bundle_dataset_metadata(folders["train"], base)
     return folders
+
+
+def write_bundle_dataset_metadata(folder: Path, base: dict) -> Path:
+    """`folder/dataset-metadata.json`: the bundled train script as the dataset `<owner>/<slug>-bundle`."""
+    from spread.publish import dataset_metadata
+
+    owner, slug = str(base["id"]).split("/", 1)
+    meta = dataset_metadata(owner, f"{slug}-bundle", f"{base['title']} bundle", BUNDLE_SUBTITLE)
+    path = folder / "dataset-metadata.json"
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,10 +280,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebook", action="store_true", help="write .ipynb notebooks instead of scripts")
     parser.add_argument(
         "--weights", choices=WEIGHT_SOURCES, default="kernel",
-        help="how the infer kernel gets the artefacts: the train kernel's output (default) or the weights dataset",
+        help="how the infer kernel gets the artefacts: the train kernel's output OWNER/SLUG-train (default) or the "
+             "weights dataset OWNER/SLUG-weights (`python -m spread publish` + `kaggle datasets create`)",
     )
+    parser.add_argument("--owner", help="your Kaggle username, put into every kernel and dataset id "
+                        "(default: the placeholder of kernel-metadata.json, with a warning)")
+    parser.add_argument("--config", type=Path, help="config for the train kernel, resolved and embedded at build "
+                        "time (default: the kernel's built-in defaults)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides on top of --config")
     args = parser.parse_args(argv)
-    for kind, folder in build(args.out, notebook=args.notebook, weights=args.weights).items():
+    folders = build(args.out, notebook=args.notebook, weights=args.weights, owner=args.owner, config=args.config,
+                    overrides=args.overrides)
+    for kind, folder in folders.items():
         files = ", ".join(sorted(path.name for path in folder.iterdir()))
         print(f"{kind}: {folder} ({files})")
     return 0

@@ -120,6 +120,40 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from spread.config import config_to_dict, describe_config, load_config
+
+    if args.show is None and not args.overrides:
+        print(describe_config(), end="")
+    else:
+        print(yaml.safe_dump(config_to_dict(load_config(args.show, args.overrides)), sort_keys=False), end="")
+    return 0
+
+
+def _plots(args: argparse.Namespace) -> int:
+    from spread.plots import write_run_plots
+
+    if not args.run_dir.is_dir():
+        raise SpreadError(f"{args.run_dir}: run folder not found")
+    written = write_run_plots(args.run_dir)
+    if not written:
+        raise SpreadError(f"{args.run_dir}: nothing to draw (no metrics.csv, summary.json, gate_weights.csv or "
+                          "folds.csv)")
+    for path in written:
+        print(path)
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from spread.publish import write_dataset_metadata
+
+    path = write_dataset_metadata(args.run_dir, args.owner, args.slug, args.title)
+    print(f"wrote {path}; publish with: kaggle datasets create -p {args.run_dir} --dir-mode zip")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from spread.lab.bench import bench
 
@@ -137,10 +171,15 @@ def _add_competition_shape(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
 
 
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    """Dotted `key=value` overrides (`python -m spread config` lists the keys)."""
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. model.d_model=160")
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     """`--config FILE` plus dotted `key=value` overrides, as `train` takes them."""
     p.add_argument("--config", type=Path, help="YAML/JSON config (default: built-in defaults)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. model.d_model=160")
+    _add_overrides(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +249,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     _add_config(p)
     p.set_defaults(handler=_tune)
+
+    p = commands.add_parser("config", help="every config key (type, default, meaning), or a resolved config")
+    p.add_argument("--show", type=Path, metavar="FILE", help="print the resolved config of FILE plus the overrides")
+    _add_overrides(p)
+    p.set_defaults(handler=_config)
+
+    p = commands.add_parser("plots", help="(re)draw the pictures of a finished run folder into RUN/plots/")
+    p.add_argument("run_dir", metavar="RUN", type=Path, help="run folder (metrics.csv, summary.json, ...)")
+    p.set_defaults(handler=_plots)
+
+    p = commands.add_parser("publish", help="write RUN/dataset-metadata.json for `kaggle datasets create -p RUN`")
+    p.add_argument("run_dir", metavar="RUN", type=Path, help="finished run folder (with manifest.json)")
+    p.add_argument("--owner", required=True, help="your Kaggle username (the dataset is OWNER/SLUG)")
+    p.add_argument("--slug", default=None, help="dataset slug, 6-50 of a-z, 0-9, - (default spread-mitsui-weights, "
+                   "what the infer kernel built with --weights dataset attaches)")
+    p.add_argument("--title", default=None, help="dataset title, 6-50 characters (default: from the slug)")
+    p.set_defaults(handler=_publish)
 
     p = commands.add_parser("bench", help="the benchmark report bench/RESULTS.md (quick; --full for the grid)")
     p.add_argument("--full", action="store_true", help="the whole grid (meant for a GPU)")

@@ -2,15 +2,21 @@
 
 Each component owns its section's dataclass and defaults (minGPT style: `ModelConfig` lives in `spread.model`,
 `LossConfig` in `spread.losses`, ...); this module only composes them into `Config` and provides the
-plumbing: strict loading (an unknown key or a wrongly typed value is a `ConfigError` naming its dotted path),
-`section.field=value` overrides from the command line, and a resolved dump that is written into every run folder
-and checkpoint (litgpt style) so a run can always be reproduced from its own files.
+plumbing: strict loading (an unknown key or a wrongly typed value is a `ConfigError` naming its dotted path, where
+it came from, the file or the command line, and the nearest valid key), `section.field=value` overrides from the
+command line, a resolved dump that is written into every run folder and checkpoint (litgpt style) so a run can
+always be reproduced from its own files, and the key reference of `python -m spread config`, read from the
+attribute docstrings that document every field in the source.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import inspect
 import json
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -94,13 +100,20 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def _nearest(key: str, names: list[str], prefix: str) -> str:
+    """" (did you mean PREFIX.NAME?)" for the closest valid name, or "" when none is close."""
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
 def _from_dict(cls: type, data: dict, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+        named = [prefix + key + _nearest(key, sorted(names), prefix) for key in unknown]
+        raise ConfigError(f"unknown config key(s): {', '.join(named)}")
     kwargs = {k: _check_value(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -154,13 +167,28 @@ def read_config_file(path: str | Path) -> dict:
     return data or {}
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Defaults, then the file (if any), then the dotted overrides; every key is checked."""
-    data = read_config_file(path) if path else {}
+def compose_config(data: dict, overrides: typing.Sequence[str] = (), source: str | None = None) -> Config:
+    """Defaults, then `data` (read from `source`: a file name, an embedded config), then the dotted overrides.
+
+    `data` is checked on its own first, so an error names where the bad key or value came from: the source, or
+    the command line."""
+    if source is not None:
+        try:
+            cfg = config_from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+        if not overrides:
+            return cfg
     try:
         return config_from_dict(apply_overrides(data, overrides))
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from exc
+        raise ConfigError(f"command-line override: {exc}") from exc
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults, then the file (if any), then the dotted overrides; every key is checked."""
+    data = read_config_file(path) if path else {}
+    return compose_config(data, overrides, str(path) if path else None)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
@@ -169,3 +197,60 @@ def save_config(cfg: Config, path: str | Path) -> None:
     data = config_to_dict(cfg)
     text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
     path.write_text(text)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstring (the string literal right under the field) of each field of a dataclass, on one
+    line; empty when the source cannot be read."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+def config_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, docstring) of every leaf field, sections (nested dataclasses) flattened, in
+    declaration order."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    defaults = cls()
+    rows = []
+    for item in dataclasses.fields(cls):
+        hint = hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            rows += config_keys(hint, f"{prefix}{item.name}.")
+        else:
+            rows.append((prefix + item.name, _type_name(hint), getattr(defaults, item.name), docs.get(item.name, "")))
+    return rows
+
+
+def describe_config() -> str:
+    """The key reference: one line per key (dotted key, type, default as JSON, docstring), one header per
+    section with the section's own docstring."""
+    sections = field_docs(Config)
+    rows = config_keys()
+    width_key = max(len(key) for key, *_ in rows)
+    width_type = max(len(kind) for _, kind, *_ in rows)
+    defaults = [json.dumps(default if not isinstance(default, tuple) else list(default)) for *_, default, _ in rows]
+    width_default = max(len(text) for text in defaults)
+    lines, section = [], None
+    for (key, kind, _, doc), default in zip(rows, defaults):
+        head = key.split(".")[0] if "." in key else None
+        if head != section and head is not None:
+            lines += ["", f"{head}: {sections.get(head, '')}".rstrip()]
+        section = head
+        lines.append(f"  {key:<{width_key}}  {kind:<{width_type}}  {default:<{width_default}}  {doc}".rstrip())
+    return "\n".join(lines).lstrip("\n") + "\n"

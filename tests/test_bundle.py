@@ -10,8 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from spread.checkpoint import write_manifest
+from spread.cli import main
+from spread.config import config_to_dict, load_config
 from spread.discovery import find_competition_dir, find_run_dir
+from spread.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -22,6 +27,14 @@ def _touch(path: Path, text: str = "x") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def _finished_run(run: Path) -> Path:
+    """A run folder as the trainer leaves it, as far as publishing cares: artefacts and a valid manifest."""
+    _touch(run / "fold_0/best.pt")
+    _touch(run / "prior.json", "{}")
+    write_manifest(run, ["fold_0/best.pt"])
+    return run
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -99,7 +112,8 @@ def test_builds_are_byte_identical(dist: Path, tmp_path: Path) -> None:
     build_bundle.build(tmp_path / "again")
     assert _files(dist) == _files(tmp_path / "again")
     assert sorted(_files(dist)) == [
-        "infer/kernel-metadata.json", "infer/kernel_infer.py", "train/kernel-metadata.json", "train/kernel_train.py",
+        "infer/kernel-metadata.json", "infer/kernel_infer.py", "train/dataset-metadata.json",
+        "train/kernel-metadata.json", "train/kernel_train.py",
     ]
 
 
@@ -246,21 +260,16 @@ def kaggle_outputs(dist: Path, notebooks: Path, tmp_path_factory: pytest.TempPat
     _touch(work / "bad/x.py")
     _touch(work / "bad/kernel-metadata.json", json.dumps(
         {"id": "me/abc", "code_file": "x.py", "language": "python", "kernel_type": "script"}))
-    spec = importlib.util.spec_from_file_location("kernel_train", REPO / "kernel_train.py")
-    kernel_train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernel_train)
-    run = work / "run"
-    _touch(run / "manifest.json", "{}")
-    _touch(run / "fold_0/best.pt")
-    base = json.loads((REPO / "kernel-metadata.json").read_text())
-    _touch(run / kernel_train.DATASET_METADATA, json.dumps(kernel_train.dataset_metadata(base)))
+    run = _finished_run(work / "run")
+    assert main(["publish", str(run), "--owner", "dummyuser"]) == 0  # what the README tells a user to run
     folders = {
         "bad": work / "bad", "train": dist / "train", "infer": dist / "infer",
         "train-notebook": notebooks / "train", "infer-notebook": notebooks / "infer",
     }
     commands = [["kernels", "push", "-p", str(folder)] for folder in folders.values()]
     commands.append(["datasets", "create", "-p", str(run), "--dir-mode", "zip"])
-    return dict(zip([*folders, "dataset"], _kaggle(commands, work)))
+    commands.append(["datasets", "create", "-p", str(dist / "train")])
+    return dict(zip([*folders, "dataset", "bundle-dataset"], _kaggle(commands, work)))
 
 
 def test_kaggle_cli_rejects_invalid_metadata_before_the_network(kaggle_outputs: dict[str, str]) -> None:
@@ -277,8 +286,10 @@ def test_kaggle_cli_accepts_every_kernel_folder(kaggle_outputs: dict[str, str], 
     assert "Connection refused" in output or "ProxyError" in output, output
 
 
-def test_kaggle_cli_accepts_the_weights_dataset_metadata(kaggle_outputs: dict[str, str]) -> None:
-    output = kaggle_outputs["dataset"]
+@pytest.mark.parametrize("name", ["dataset", "bundle-dataset"])
+def test_kaggle_cli_accepts_the_dataset_metadata(kaggle_outputs: dict[str, str], name: str) -> None:
+    """The published run (`spread publish`) and the bundled train script (for torchrun in a notebook)."""
+    output = kaggle_outputs[name]
     assert "DatasetApiService/" in output and "must be" not in output, output
 
 
@@ -359,22 +370,112 @@ def _kernel_train():
 
 
 def test_train_kernel_resolves_configs_by_name_or_path() -> None:
-    from spread.config import load_config
-    from spread.errors import ConfigError
-
     kernel = _kernel_train()
-    configs, metadata = kernel.embedded_resources()
+    configs, metadata, built, _ = kernel.embedded_resources()
     assert "smoke" in configs and metadata["id"] == json.loads((REPO / "kernel-metadata.json").read_text())["id"]
+    assert built is None  # the repository has no build config; a bundle built with --config has
     by_name = kernel.resolve_config("smoke", ["train.epochs=1"], configs)
     by_path = kernel.resolve_config(str(REPO / "configs/smoke.yaml"), ["train.epochs=1"], configs)
     assert by_name == by_path == load_config(REPO / "configs/smoke.yaml", ["train.epochs=1"])
     assert kernel.resolve_config(None, [], configs) == load_config(None)
     with pytest.raises(ConfigError, match="no embedded config"):
         kernel.resolve_config("no-such-config", [], configs)
+    with pytest.raises(ConfigError, match=r"command-line override.*did you mean model\.d_model\?"):
+        kernel.resolve_config("smoke", ["model.d_modle=8"], configs)
 
 
-def test_weights_dataset_metadata_meets_kaggle_limits() -> None:
-    meta = _kernel_train().dataset_metadata(json.loads((REPO / "kernel-metadata.json").read_text()))
-    owner, slug = meta["id"].split("/")
-    assert 6 <= len(slug) <= 50 and 6 <= len(meta["title"]) <= 50 and 20 <= len(meta["subtitle"]) <= 80
-    assert len(meta["licenses"]) == 1
+def test_train_kernel_prefers_the_build_config_unless_told_otherwise() -> None:
+    kernel = _kernel_train()
+    configs, *_ = kernel.embedded_resources()
+    built = config_to_dict(load_config(None, ["model.d_model=48", "model.n_heads=4"]))
+    cfg = kernel.resolve_config(None, ["train.epochs=2"], configs, built, "x.yaml")
+    assert (cfg.model.d_model, cfg.model.n_heads, cfg.train.epochs) == (48, 4, 2)
+    assert kernel.resolve_config("smoke", [], configs, built, "x.yaml") == load_config(REPO / "configs/smoke.yaml")
+    with pytest.raises(ConfigError, match="train.epochs"):
+        kernel.resolve_config(None, ["train.epochs=0"], configs, built, "x.yaml")
+
+
+def test_weights_dataset_is_the_one_the_infer_kernel_attaches() -> None:
+    base = build_bundle.with_owner(json.loads((REPO / "kernel-metadata.json").read_text()), "alice")
+    train = build_bundle.kernel_metadata(base, "train", "kernel_train.py", notebook=False)
+    infer = build_bundle.kernel_metadata(base, "infer", "kernel_infer.py", notebook=False, weights="dataset")
+    owner, slug, title = _kernel_train().weights_dataset(train)
+    assert infer["dataset_sources"] == [f"{owner}/{slug}"] == ["alice/spread-mitsui-weights"]
+    assert title == "spread mitsui weights"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# build options: --owner, --config
+
+
+def test_owner_goes_into_every_id(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folders = build_bundle.build(tmp_path / "dist", owner="alice", weights="dataset")
+    assert "placeholder" not in capsys.readouterr().err
+    train = json.loads((folders["train"] / "kernel-metadata.json").read_text())
+    infer = json.loads((folders["infer"] / "kernel-metadata.json").read_text())
+    assert train["id"] == "alice/spread-mitsui-train" and infer["id"] == "alice/spread-mitsui"
+    assert infer["dataset_sources"] == ["alice/spread-mitsui-weights"]
+    assert '"id": "alice/spread-mitsui-train"' in (folders["train"] / "kernel_train.py").read_text()
+    assert json.loads((folders["train"] / "dataset-metadata.json").read_text())["id"] == "alice/spread-mitsui-bundle"
+
+
+def test_placeholder_owner_warns_and_a_bad_owner_stops_the_build(tmp_path: Path, capsys) -> None:
+    build_bundle.build(tmp_path / "dist")
+    assert "--owner" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--owner 'a b'"):
+        build_bundle.build(tmp_path / "bad", owner="a b")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_build_config_is_validated_and_embedded(tmp_path: Path) -> None:
+    overrides = ["train.epochs=3", "model.dropout=0.2"]
+    folders = build_bundle.build(tmp_path / "dist", config=REPO / "configs/smoke.yaml", overrides=overrides)
+    namespace: dict = {}
+    exec(_resource_module(folders["train"] / "kernel_train.py"), namespace)  # noqa: S102 - our own build output
+    assert namespace["BUILD_CONFIG"] == config_to_dict(load_config(REPO / "configs/smoke.yaml", overrides))
+    assert namespace["BUILD_CONFIG_ORIGIN"].endswith("configs/smoke.yaml train.epochs=3 model.dropout=0.2")
+    infer: dict = {}
+    exec(_resource_module(folders["infer"] / "kernel_infer.py"), infer)  # noqa: S102
+    assert infer["BUILD_CONFIG"] is None
+    with pytest.raises(SystemExit, match=r"did you mean model\.d_model\?"):
+        build_bundle.build(tmp_path / "bad", config=REPO / "configs/smoke.yaml", overrides=["model.d_modle=8"])
+    with pytest.raises(SystemExit, match="missing.yaml"):
+        build_bundle.build(tmp_path / "bad", config=tmp_path / "missing.yaml")
+    assert not (tmp_path / "bad").exists()
+
+
+def _resource_module(kernel: Path) -> str:
+    """The source of the `spread_bundle` module embedded in a built kernel."""
+    namespace: dict = {}
+    text = kernel.read_text()
+    exec(text[: text.index("_SPREAD_PACKAGES = ")], namespace)  # noqa: S102 - the sources dict only
+    return namespace["_SPREAD_SOURCES"][build_bundle.RESOURCE_MODULE]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_bundled_train_kernel_under_torchrun_writes_one_run_folder(tmp_path: Path) -> None:
+    """Kaggle's T4 x2 path, on 2 gloo CPU processes: torchrun on the bundled script, config embedded at build."""
+    from spread.checkpoint import verify_manifest
+    from spread.synth import generate
+
+    data = generate(tmp_path / "data", seed=0, preset="small")
+    tiny = ["data.window=8", "data.batch_size=16", "features.return_horizons=[1, 5]", "screen.min_abs_ic=0.0",
+            "split.n_folds=0", "model.d_model=8", "model.n_layers=1", "model.n_heads=2", "model.mlp_ratio=1",
+            "model.time2vec_dim=2", "train.epochs=2", "train.max_steps_per_epoch=3"]
+    folders = build_bundle.build(tmp_path / "dist", owner="alice", overrides=tiny)
+    work = tmp_path / "work"
+    work.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(folders["train"] / "kernel_train.py"), "--data", str(data), "--artifacts", "run", "train.epochs=1"]
+    done = subprocess.run(command, cwd=work, env=_hidden_env() | {"OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert sorted(path.name for path in work.iterdir()) == ["run"]
+    run = work / "run"
+    verify_manifest(run)
+    assert json.loads((run / "summary.json").read_text())["run"]["world_size"] == 2
+    resolved = load_config(run / "config.yaml")
+    assert (resolved.model.d_model, resolved.train.epochs) == (8, 1)  # build config, then the kernel's override
+    assert json.loads((run / "dataset-metadata.json").read_text())["id"] == "alice/spread-mitsui-weights"
+    assert done.stdout.count("mean validation score") == 1  # rank 0 alone reports

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
 from spread.cli import build_parser, main, parse_args
 from spread.metrics import rank_correlation_sharpe
@@ -17,7 +18,7 @@ from spread.metrics import rank_correlation_sharpe
 def test_every_command_has_help(capsys) -> None:
     commands = build_parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse exposes no API
     assert {"synth", "check-labels", "score", "train", "gateway", "make-competition", "realdata", "baseline",
-            "tune", "bench"} <= set(commands)
+            "tune", "bench", "config", "plots", "publish"} <= set(commands)
     for name in commands:
         with pytest.raises(SystemExit) as info:
             main([name, "--help"])
@@ -63,3 +64,45 @@ def test_overrides_may_follow_the_options_of_any_command(capsys) -> None:
         with pytest.raises(SystemExit) as info:
             parse_args(argv)
         assert info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs/smoke.yaml"
+
+
+def test_config_lists_every_key(capsys) -> None:
+    from spread.config import config_keys
+
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert listed == [key for key, *_ in config_keys()]
+    assert any(line.split()[:3] == ["model.d_model", "int", "192"] for line in out.splitlines())
+
+
+def test_config_shows_a_resolved_file_plus_overrides(capsys) -> None:
+    assert main(["config", "--show", str(SMOKE), "model.d_model=48", "train.epochs=3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["model"]["d_model"] == 48 and shown["train"]["epochs"] == 3
+    assert shown["model"]["n_layers"] == 2 and shown["data"]["window"] == 16  # from the file
+    assert main(["config", "seed=5"]) == 0  # defaults + overrides
+    assert yaml.safe_load(capsys.readouterr().out)["seed"] == 5
+
+
+@pytest.mark.parametrize("command", ["config", "train"])
+def test_mistyped_override_is_a_command_line_error(command: str, tmp_path: Path, tiny_competition: Path,
+                                                   capsys) -> None:
+    argv = {"config": ["config", "--show", str(SMOKE)],
+            "train": ["train", "--data", str(tiny_competition), "--out", str(tmp_path / "run"), "--config", str(SMOKE)]}
+    assert main([*argv[command], "model.d_modle=4"]) == 2
+    err = capsys.readouterr().err
+    assert "command-line override" in err and "did you mean model.d_model?" in err and "smoke.yaml" not in err
+
+
+def test_plots_and_publish_refuse_a_folder_that_is_not_a_run(tmp_path: Path, capsys) -> None:
+    assert main(["plots", str(tmp_path / "nope")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    assert main(["plots", str(tmp_path)]) == 2
+    assert "nothing to draw" in capsys.readouterr().err
+    assert main(["publish", str(tmp_path), "--owner", "alice"]) == 2
+    assert "manifest not found" in capsys.readouterr().err
+    assert not (tmp_path / "dataset-metadata.json").exists()

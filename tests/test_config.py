@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from spread.config import Config, config_to_dict, load_config, save_config
+from spread.config import Config, config_keys, config_to_dict, describe_config, field_docs, load_config, save_config
 from spread.errors import ConfigError
 
 
@@ -64,3 +65,58 @@ def test_bad_files_name_the_file(tmp_path: Path) -> None:
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="listed.yaml"):
         load_config(listed)
+
+
+def test_a_mistyped_override_is_blamed_on_the_command_line_with_the_nearest_key() -> None:
+    smoke = Path(__file__).resolve().parents[1] / "configs/smoke.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(smoke, ["model.d_modle=4"])
+    message = str(info.value)
+    assert message.startswith("command-line override") and "smoke.yaml" not in message
+    assert "model.d_modle (did you mean model.d_model?)" in message
+    with pytest.raises(ConfigError, match=r"^command-line override: train\.epochs: expected int"):
+        load_config(smoke, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match=r"^command-line override: unknown config key\(s\): modle \(did you mean model\?\)"):
+        load_config(None, ["modle.d_model=4"])
+
+
+def test_unknown_file_keys_name_the_file_and_the_nearest_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 0.1\n  epocs: 3\n  zzz: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["train.epochs=2"])  # the file is wrong, whatever the overrides say
+    message = str(info.value)
+    assert message.startswith(f"{path}: unknown config key(s)")
+    assert "train.epocs (did you mean train.epochs?)" in message and "train.zzz," not in message
+    assert message.endswith("train.zzz")  # nothing close: no suggestion
+
+
+def test_every_key_is_listed_with_type_default_and_docstring() -> None:
+    keys = {key: (kind, default, doc) for key, kind, default, doc in config_keys()}
+    defaults = config_to_dict(Config())
+    flat = {f"{section}.{name}" if isinstance(values, dict) else section: value
+            for section, values in defaults.items()
+            for name, value in (values.items() if isinstance(values, dict) else [(None, values)])}
+    assert set(keys) == set(flat)
+    undocumented = sorted(key for key, (_, _, doc) in keys.items() if not doc)
+    assert not undocumented, f"fields without a docstring: {undocumented}"
+    assert keys["model.d_model"][:2] == ("int", Config().model.d_model)
+    assert keys["data.train_end"][0] == "int | None" and keys["train.betas"][0] == "tuple[float, float]"
+    assert keys["train.tensorboard"][2].startswith("Also write TensorBoard events")
+    text = describe_config()
+    assert "\nmodel: The gated Transformer's shape.\n" in text
+    line = next(line for line in text.splitlines() if line.split()[:1] == ["train.lr"])
+    assert line.split()[1:3] == ["float", "0.0001"] and line.endswith("Peak learning rate of AdamW.")
+
+
+def test_field_docs_reads_attribute_docstrings() -> None:
+    @dataclasses.dataclass
+    class Example:
+        plain: int = 1
+        """First line
+        and a second one."""
+        undocumented: str = "x"
+        listed: list[int] = dataclasses.field(default_factory=list)
+        """Listed."""
+
+    assert field_docs(Example) == {"plain": "First line and a second one.", "listed": "Listed."}
