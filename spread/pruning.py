@@ -16,10 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from spread.checkpoint import atomic_write
-
-GATE_FILE = "gate_weights.csv"
-PRUNED_FILE = "pruned_features.csv"
+from spread.runfolder import GATE_FILE, PRUNED_FILE, atomic_write
 
 
 def select_features(gate: np.ndarray, threshold: float, top_k: int = 0) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import sys
@@ -19,14 +18,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from spread.checkpoint import atomic_write
+from spread.runfolder import METRICS_FILE, TENSORBOARD_DIR, atomic_write
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-TENSORBOARD_DIR = "tensorboard"
-
 
 def is_terminal() -> bool:
     """True when stderr is attached to a terminal (progress bars), False in logs, CI and notebooks' captured output."""
@@ -42,22 +36,6 @@ def progress(iterable: Iterable, total: int, description: str, enabled: bool) ->
             return iter(iterable)
         return iter(tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True))
     return iter(iterable)
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write `data` as indented JSON atomically; non-finite floats become null."""
-    text = json.dumps(_finite_or_none(data), indent=1)
-    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(item) for item in value]
-    return value
 
 
 class RunLog:

@@ -12,7 +12,6 @@ import polars as pl
 import pytest
 import torch
 
-import spread.trainer as trainer
 from spread.checkpoint import build_model, load_checkpoint, verify_manifest
 from spread.config import load_config
 from spread.errors import ConfigError
@@ -21,11 +20,14 @@ from spread.model import GatedTransformer, ModelOutput
 from spread.pruning import gate_table, select_features
 from spread.runlog import summarize
 from spread.synth import generate
-from spread.trainer import (
-    EpochSampler, Runtime, StepContext, TrainConfig, build_optimizer, inference_dtype, learning_rate,
-    make_grad_scaler, predict_dataset, predictions, resolve_amp, train, train_step,
-)
-from spread.windows import prepare_fold
+import spread.fit as fit
+from spread.fit import Learner, train_step
+from spread.forecast import predict_dataset, predictions
+from spread.optim import build_optimizer, learning_rate
+from spread.runtime import Runtime, inference_dtype, make_grad_scaler, resolve_amp
+from spread.train_config import TrainConfig
+from spread.trainer import train
+from spread.windows import EpochSampler, prepare_fold
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 TINY = [
@@ -110,10 +112,25 @@ def test_predictions_from_the_heads() -> None:
     out = ModelOutput(reg=torch.tensor([[1.0, -1.0, float("nan")]]), score=torch.tensor([[0.0, 3.0, 1.0]]))
     scale = torch.tensor([0.5, 2.0, 1.0])
     reg = predictions(out, scale, TrainConfig(predict_with="reg"))
-    assert reg.tolist() == [[0.5, -2.0, 0.0]]  # unscaled to label units, NaN made finite
+    assert reg[0, :2].tolist() == [0.5, -2.0] and torch.isnan(reg[0, 2])  # unscaled to label units, NaN kept
     assert predictions(out, scale, TrainConfig(predict_with="score")).tolist() == [[0.0, 3.0, 1.0]]
-    blend = predictions(out, scale, TrainConfig(predict_with="blend", blend_weight=1.0))
+    finite = ModelOutput(reg=torch.tensor([[1.0, -1.0, 0.0]]), score=out.score)
+    blend = predictions(finite, scale, TrainConfig(predict_with="blend", blend_weight=1.0))
     assert torch.isfinite(blend).all() and blend[0, 0] > blend[0, 2] > blend[0, 1]
+
+
+def test_predict_dataset_scores_a_non_finite_output_as_zero() -> None:
+    class NaNHead(torch.nn.Module):
+        def forward(self, x: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> ModelOutput:
+            reg = x[:, -1, :2].clone()
+            reg[:, 1] = float("nan")
+            return ModelOutput(reg=reg, score=reg)
+
+    from spread.windows import WindowDataset
+
+    dataset = WindowDataset(torch.ones(6, 2), np.arange(6), np.zeros((6, 2)), np.arange(6), window=2, time_scale=1.0)
+    dates, pred = predict_dataset(NaNHead(), dataset, torch.ones(2), TrainConfig(predict_with="reg"), 4, "cpu")
+    assert dates.tolist() == list(range(6)) and pred[:, 0].tolist() == [1.0] * 6 and pred[:, 1].tolist() == [0.0] * 6
 
 
 def test_precision_choice_on_the_cpu() -> None:
@@ -132,11 +149,11 @@ def test_bf16_autocast_training_step_on_the_cpu() -> None:
     model = GatedTransformer(cfg.model, n_features=5, target_lags=lags)
     runtime = Runtime(torch.device("cpu"), amp_dtype=torch.bfloat16)
     before = model.input_proj.weight.detach().clone()
-    step = StepContext(model, model, build_optimizer(model, cfg.train), make_grad_scaler(runtime), runtime, cfg,
-                       torch.full((4,), 0.01), torch.tensor(lags), torch.Generator())
+    learner = Learner(model, model, build_optimizer(model, cfg.train), make_grad_scaler(runtime), runtime, cfg,
+                      torch.full((4,), 0.01), torch.tensor(lags), torch.Generator())
     batch = {"x": torch.randn(3, 8, 5), "t": torch.rand(3, 8), "valid": torch.ones(3, 8, dtype=torch.bool),
              "y": 0.01 * torch.randn(3, 4), "y_mask": torch.ones(3, 4, dtype=torch.bool)}
-    parts = train_step(step, batch, lr=1e-3, epoch_position=0.0)
+    parts = train_step(learner, batch, lr=1e-3, epoch_position=0.0)
     assert np.isfinite(parts["total"]) and model.input_proj.weight.dtype == torch.float32
     assert not torch.equal(model.input_proj.weight, before)
 
@@ -224,7 +241,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
     tiny_run: tuple[Path, dict], small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run, summary = tiny_run
-    real_save = trainer.save_checkpoint
+    real_save = fit.save_checkpoint
     saved_last = []
 
     def crash_after_first_epoch(path: Path, state: dict) -> None:
@@ -234,7 +251,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
             if len(saved_last) == 1:
                 raise KeyboardInterrupt("simulated crash after epoch 1 of fold0")
 
-    monkeypatch.setattr(trainer, "save_checkpoint", crash_after_first_epoch)
+    monkeypatch.setattr(fit, "save_checkpoint", crash_after_first_epoch)
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         train(load_config(None, TINY), small, resumed)
