@@ -12,8 +12,9 @@ arrays are converted to lists on save), which the restricted unpickler accepts. 
 `weights_only` argument (< 1.13) falls back to a plain `torch.load`; checkpoints are our own files either way.
 
 `manifest.json` lists every file of a run folder with its sha256 and byte size plus the checkpoints the predictor
-must load (see `spread.trainer.train`: the final-fit model when `train.final_fit`, otherwise the `best.pt` of every
-fold, whose predictions are averaged) and the prior used as the never-fail fallback.
+must load (see `spread.trainer.train`: the final-fit members when `train.final_fit`, otherwise the `best.pt` of every
+fold, whose predictions are averaged), what each of them was trained on (role, seed, epochs, training dates), and the
+prior used as the never-fail fallback. Checkpoints carry `role` ("fold" | "holdout" | "final") and `seed`.
 """
 
 from __future__ import annotations
@@ -137,8 +138,11 @@ def _run_files(run_dir: Path) -> list[Path]:
     return files
 
 
-def write_manifest(run_dir: str | Path, inference_checkpoints: list[str]) -> Path:
-    """Write `run_dir/manifest.json` listing every file with its sha256 and the checkpoints used for inference."""
+def write_manifest(run_dir: str | Path, inference_checkpoints: list[str], members: list[dict] | None = None) -> Path:
+    """Write `run_dir/manifest.json` listing every file with its sha256 and the checkpoints used for inference.
+
+    `members`: what each served checkpoint is (role, seed, epochs, training dates), listed as inference.members.
+    """
     run_dir = Path(run_dir)
     artifacts = {}
     for path in _run_files(run_dir):
@@ -153,6 +157,8 @@ def write_manifest(run_dir: str | Path, inference_checkpoints: list[str]) -> Pat
         "artifacts": artifacts,
         "inference": {"checkpoints": list(inference_checkpoints), "prior": PRIOR_FILE},
     }
+    if members is not None:
+        manifest["inference"]["members"] = members
     path = run_dir / MANIFEST_FILE
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
     return path

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset
 
 from spread.checkpoint import load_checkpoint, save_checkpoint
 from spread.competition import Competition
@@ -48,33 +48,13 @@ from spread.runtime import (
     to_device,
 )
 from spread.splits import Fold
-from spread.windows import FoldData, make_loader
+from spread.windows import FoldData, dataset_labels, make_loader, target_scale
 
 if TYPE_CHECKING:
     from spread.config import Config
     from spread.features import Panel
 
 log = logging.getLogger(__name__)
-
-
-def dataset_labels(dataset: Dataset) -> np.ndarray:
-    """(samples, N) float64 labels of a window dataset, in sample order (NaN where unknown)."""
-    return dataset.targets[torch.as_tensor(dataset.rows)].double().numpy()
-
-
-def target_scale(fold_data: FoldData, target_lags: np.ndarray) -> torch.Tensor:
-    """(N,) per-target scale: the std of the target's lag's training labels (as released at the fold's cutoff)."""
-    labels = dataset_labels(fold_data.train)  # (S, N), NaN where unknown
-    scale = np.ones(len(target_lags))
-    for lag in np.unique(target_lags):
-        columns = target_lags == lag
-        values = labels[:, columns]
-        values = values[np.isfinite(values)]
-        std = float(values.std()) if values.size > 1 else float("nan")
-        scale[columns] = std if math.isfinite(std) and std > 0 else 1.0
-    return torch.tensor(scale, dtype=torch.float32)
-
-
 
 
 @dataclass
@@ -97,15 +77,31 @@ class RunContext:
         return self.comp.target_lags
 
 
+ROLES = ("fold", "holdout", "final")
+"""What a fit is for (checkpoint key "role"): a walk-forward fold (its validation dates may select its epoch), the
+holdout (the public-leaderboard proxy: never selected on its own dates) or a served final-fit member."""
+
+
 @dataclass
 class FitJob:
-    """One model to fit: a fold (or the final fit), how long, and from where."""
+    """One model to fit: a fold (or the final fit), how long, with which seed, and from where."""
 
     name: str
     fold: Fold
     data: FoldData
     epochs: int
+    """Epochs to train (the most, when `selects`)."""
+    seed: int
+    """Seeds the initialisation, the shuffles and the pair sampling (`Config.seed`, or one of `train.seeds`)."""
+    role: str = "fold"
+    """One of ROLES; stored in the checkpoints."""
+    selects: bool = True
+    """True: validation picks best.pt and may stop the fit early (a walk-forward fold). False: a fixed-length fit
+    whose best.pt is its last epoch, validated (when `validate`) only to report (the holdout, the final fit)."""
     validate: bool = True
+    schedule_epochs: int = 0
+    """Epochs the LR schedule spans (0: `epochs`); a fixed-length fit follows the folds' schedule and stops early,
+    so that it is trained exactly as a walk-forward fold's first `epochs` epochs."""
     init_checkpoint: Path | None = None
     """Start from these weights (the pruned fine-tune) instead of a fresh initialisation."""
     keep: np.ndarray | None = None
@@ -127,6 +123,7 @@ class FitState:
     bad_validations: int = 0
     rows: list = field(default_factory=list)
     finished: bool = False
+    """No more epochs: the fit ended (its last epoch or early stopping)."""
 
 
 def fold_record(fold: Fold) -> dict:
@@ -211,7 +208,7 @@ class FitPlan:
 def train_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, plan: FitPlan) -> dict[str, float]:
     """One epoch of optimiser steps over a fresh shuffle; returns the mean loss parts (this rank's) and the LR."""
     cfg, runtime = ctx.cfg, ctx.runtime
-    loader = make_loader(job.data.train, cfg.data.batch_size // runtime.world_size, shuffle=True, seed=cfg.seed,
+    loader = make_loader(job.data.train, cfg.data.batch_size // runtime.world_size, shuffle=True, seed=job.seed,
                          num_workers=cfg.data.num_workers, epoch=state.epoch, rank=runtime.rank,
                          world_size=runtime.world_size, pin_memory=runtime.device.type == "cuda")
     sums: dict[str, float] = {}
@@ -229,10 +226,10 @@ def train_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState,
     return {f"train_{key}": value / n_steps for key, value in sums.items()} | {"lr": lr}
 
 
-def start_fit(ctx: RunContext, job: FitJob) -> tuple[Learner, FitState]:
+def start_fit(ctx: RunContext, job: FitJob, resume: bool) -> tuple[Learner, FitState]:
     """Model, optimiser and state of a fit: fresh (seeded), from `job.init_checkpoint`, or resumed from last.pt."""
     cfg, runtime = ctx.cfg, ctx.runtime
-    seed_everything(cfg.seed)
+    seed_everything(job.seed)
     raw_model = GatedTransformer(cfg.model, n_features=len(job.data.feature_names), target_lags=ctx.target_lags)
     if job.init_checkpoint is not None:
         raw_model.load_state_dict(load_checkpoint(job.init_checkpoint)["model"])
@@ -242,11 +239,11 @@ def start_fit(ctx: RunContext, job: FitJob) -> tuple[Learner, FitState]:
     optimizer = build_optimizer(raw_model, cfg.train)
     grad_scaler = make_grad_scaler(runtime)
     pair_generator = torch.Generator()
-    pair_generator.manual_seed(cfg.seed + 1)
+    pair_generator.manual_seed(job.seed + 1)
 
     state = FitState()
     last_path = ctx.run_dir / job.name / LAST
-    if ctx.resume and last_path.is_file():
+    if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path)
         raw_model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -289,6 +286,8 @@ def checkpoint_state(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPl
         "target_lags": ctx.target_lags.tolist(),
         "target_scale": learner.target_scale.tolist(),
         "fold": fold_record(job.fold),
+        "role": job.role,
+        "seed": job.seed,
         "epoch": state.epoch,
         "step": state.step,
         "best_score": state.best_score,
@@ -313,15 +312,19 @@ class EpochVerdict:
 def judge_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, row: dict) -> EpochVerdict:
     """Rank 0, after an epoch: validate when due, track the best score, decide on early stopping."""
     cfg = ctx.cfg.train
-    verdict = EpochVerdict(stop=state.epoch == job.epochs)
-    if not job.validate:  # the final fit: its latest epoch is its best
-        state.best_epoch, verdict.improved = state.epoch, True
-        return verdict
-    if state.epoch % cfg.eval_every and state.epoch != job.epochs:
-        return verdict
-    metrics = validate(ctx, job, learner.raw_model, learner.target_scale)
+    last = state.epoch == job.epochs
+    verdict = EpochVerdict(stop=last)
+    due = job.validate and (last or state.epoch % cfg.eval_every == 0)
+    metrics = validate(ctx, job, learner.raw_model, learner.target_scale) if due else {}
     row |= {f"val_{key}": value for key, value in metrics.items()}
-    score = metrics["score"] if math.isfinite(metrics["score"]) else -math.inf
+    score = metrics["score"] if metrics and math.isfinite(metrics["score"]) else -math.inf
+    if not job.selects:  # a fixed-length fit: its last epoch is its model, whatever the validation says
+        if last:
+            verdict.improved = True
+            state.best_score, state.best_epoch, state.best_metrics = score, state.epoch, metrics
+        return verdict
+    if not due:
+        return verdict
     verdict.improved = score > state.best_score or state.best_epoch == 0
     if verdict.improved:
         state.best_score, state.best_epoch, state.best_metrics, state.bad_validations = score, state.epoch, metrics, 0
@@ -337,38 +340,93 @@ def fit(ctx: RunContext, job: FitJob) -> dict:
     if len(job.data.train) == 0:
         raise ConfigError(f"{job.name}: no training sample (training dates {job.fold.train_dates})")
     runtime = ctx.runtime
-    learner, state = start_fit(ctx, job)
-    plan = FitPlan.make(ctx.cfg, len(job.data.train), job.epochs, runtime.world_size)
+    learner, state = start_fit(ctx, job, ctx.resume)
+    plan = FitPlan.make(ctx.cfg, len(job.data.train), job.schedule_epochs or job.epochs, runtime.world_size)
     if runtime.is_main and not state.finished:
-        log.info("%s: %d training / %d validation samples, %d features, %d parameters, %d epochs x %d steps",
-                 job.name, len(job.data.train), len(job.data.val), len(job.data.feature_names),
-                 learner.raw_model.num_parameters(), job.epochs, plan.steps_per_epoch)
+        log.info("%s: %d training / %d validation samples, %d features, %d parameters, %d epochs x %d steps "
+                 "(seed %d, %s)", job.name, len(job.data.train), len(job.data.val), len(job.data.feature_names),
+                 learner.raw_model.num_parameters(), job.epochs, plan.steps_per_epoch, job.seed,
+                 "best epoch chosen on its validation dates" if job.selects else "fixed length")
     while not state.finished and state.epoch < job.epochs:
-        started = time.perf_counter()
-        row = {"fold": job.name, "epoch": state.epoch + 1} | train_epoch(ctx, job, learner, state, plan)
-        state.epoch += 1
-        verdict = judge_epoch(ctx, job, learner, state, row) if runtime.is_main else None
-        verdict = broadcast_from_rank0(verdict, runtime)
+        verdict = run_epoch(ctx, job, learner, state, plan, judge_epoch)
         state.finished = verdict.stop
-        state.rows.append(row | {"step": state.step, "seconds": round(time.perf_counter() - started, 3)})
-        if runtime.is_main:
-            if verdict.improved:
-                state.best_gate = learner.raw_model.gate.values().detach().tolist()
-            ckpt = checkpoint_state(ctx, job, learner, plan, state)
-            if verdict.improved:
-                save_checkpoint(ctx.run_dir / job.name / BEST, ckpt)
-            ctx.runlog.log_epoch(job.name, state.rows[-1])
-            save_checkpoint(ctx.run_dir / job.name / LAST, ckpt)
-            log_epoch_line(job, state.rows[-1], state)
+        if runtime.is_main and verdict.stop and job.selects:
+            announce_stop(job, state)
+        save_epoch(ctx, job, learner, plan, state, verdict)
     return broadcast_from_rank0(fit_result(job, learner, state), runtime)
 
 
+def extend_fit(ctx: RunContext, job: FitJob, to_epoch: int) -> dict:
+    """Continue a finished fit from its last.pt to `to_epoch`, validating every epoch; best.pt stays as it is.
+
+    For the honest score of a walk-forward fold that stopped early, before the epoch count the other folds choose:
+    the same schedule and RNG stream continue, so the model at `to_epoch` is the one an uninterrupted fit of that
+    length gives. The rows carry `after_stop` = 1 in metrics.csv. Returns the validation metrics at `to_epoch`.
+    """
+    runtime = ctx.runtime
+    learner, state = start_fit(ctx, job, resume=True)
+    plan = FitPlan.make(ctx.cfg, len(job.data.train), job.schedule_epochs or job.epochs, runtime.world_size)
+    if runtime.is_main and state.epoch < to_epoch:
+        log.info("%s: stopped after epoch %d; training on to epoch %d for its honest score only", job.name,
+                 state.epoch, to_epoch)
+
+    def score_only(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, row: dict) -> EpochVerdict:
+        row |= {"after_stop": 1} | {f"val_{k}": v for k, v in validate(ctx, job, learner.raw_model,
+                                                                        learner.target_scale).items()}
+        return EpochVerdict(stop=True)
+
+    while state.epoch < to_epoch:
+        save_epoch(ctx, job, learner, plan, state, run_epoch(ctx, job, learner, state, plan, score_only))
+    row = next(row for row in state.rows if row["epoch"] == to_epoch)
+    return {key[4:]: value for key, value in row.items() if key.startswith("val_")}
+
+
+Judge = Callable[[RunContext, FitJob, Learner, FitState, dict], EpochVerdict]
+
+
+def run_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, plan: FitPlan,
+              judge: Judge) -> EpochVerdict:
+    """Train one epoch, let rank 0 `judge` it (validation into the row), broadcast the verdict, record the row."""
+    runtime = ctx.runtime
+    started = time.perf_counter()
+    row = {"fold": job.name, "epoch": state.epoch + 1} | train_epoch(ctx, job, learner, state, plan)
+    state.epoch += 1
+    verdict = judge(ctx, job, learner, state, row) if runtime.is_main else None
+    verdict = broadcast_from_rank0(verdict, runtime)
+    state.rows.append(row | {"step": state.step, "seconds": round(time.perf_counter() - started, 3)})
+    return verdict
+
+
+def save_epoch(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPlan, state: FitState,
+               verdict: EpochVerdict) -> None:
+    """Rank 0: best.pt when the epoch improved, the metrics.csv row, last.pt, and the epoch's log line."""
+    if not ctx.runtime.is_main:
+        return
+    if verdict.improved:
+        state.best_gate = learner.raw_model.gate.values().detach().tolist()
+    ckpt = checkpoint_state(ctx, job, learner, plan, state)
+    if verdict.improved:
+        save_checkpoint(ctx.run_dir / job.name / BEST, ckpt)
+    ctx.runlog.log_epoch(job.name, state.rows[-1])
+    save_checkpoint(ctx.run_dir / job.name / LAST, ckpt)
+    log_epoch_line(job, state.rows[-1], state)
+
+
+def announce_stop(job: FitJob, state: FitState) -> None:
+    """Log why a selecting fit ended and which epoch it keeps."""
+    why = "early stopping" if state.epoch < job.epochs else "last epoch"
+    log.info("%s: stopped after epoch %d (%s); best epoch %d, score %.4f (best.pt)", job.name, state.epoch, why,
+             state.best_epoch, state.best_score)
+
+
 def fit_result(job: FitJob, learner: Learner, state: FitState) -> dict:
+    """The fit as it ended (epochs trained on by `extend_fit` for an honest score do not count)."""
+    rows = [row for row in state.rows if not row.get("after_stop")]
     return {
         "best_epoch": state.best_epoch,
         "best_score": state.best_score if math.isfinite(state.best_score) else float("nan"),
-        "epochs_run": state.epoch,
-        "steps": state.step,
+        "epochs_run": len(rows),
+        "steps": rows[-1]["step"] if rows else 0,
         "n_features": int(learner.raw_model.gate.mask.sum()),
         "metrics": state.best_metrics,
         "feature_names": list(job.data.feature_names),

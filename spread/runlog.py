@@ -92,7 +92,8 @@ class RunLog:
             self.writer = None
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list) -> tuple[float, float]:
+    """Mean and population std of the finite numbers among `values` (NaN, NaN when there is none)."""
     finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not finite:
         return float("nan"), float("nan")
@@ -111,5 +112,5 @@ def summarize(folds: dict[str, dict]) -> dict:
         keys.update(dict.fromkeys(k for k, v in result.get("metrics", {}).items() if isinstance(v, (int, float))))
     mean, std = {}, {}
     for key in keys:
-        mean[key], std[key] = _mean_std([result.get("metrics", {}).get(key, float("nan")) for result in folds.values()])
+        mean[key], std[key] = mean_std([result.get("metrics", {}).get(key, float("nan")) for result in folds.values()])
     return {"folds": folds, "mean": mean, "std": std}

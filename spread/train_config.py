@@ -6,7 +6,7 @@ training loop (`spread.trainer`), the runtime (devices, processes) or torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from spread.errors import ConfigError
 
@@ -17,7 +17,17 @@ PREDICT_CHOICES = ("reg", "score", "blend")
 
 @dataclass
 class TrainConfig:
-    """Optimiser, schedule, precision, epochs, checkpoints, prediction head and pruning."""
+    """Optimiser, schedule, precision, epochs, checkpoints, prediction head, pruning and the served final fit.
+
+    Epoch rule. A walk-forward fold trains up to `epochs` epochs and keeps its best validation epoch (early
+    stopping on its own validation dates: its "best-epoch score" leans optimistic). A fit whose validation dates
+    must stay unseen - the holdout (the public-leaderboard proxy) and the final fit (the served model) - trains a
+    fixed number of epochs chosen only from the walk-forward folds: `final_fit_epochs` when set, else the median of
+    the walk-forward folds' best epochs (rounded half up), else (no walk-forward fold) `epochs`; it follows the
+    folds' LR schedule (over `epochs`) and stops there, so it is trained exactly as a fold's first epochs, and its
+    best.pt is its last epoch. Each walk-forward fold's "honest score" is its validation score at the epoch count
+    the same rule picks from the OTHER walk-forward folds (null with a single walk-forward fold).
+    """
 
     device: str = "auto"
     """"auto" (cuda:LOCAL_RANK when CUDA is available, else cpu), "cpu", "cuda" or "cuda:N"."""
@@ -35,7 +45,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW (beta1, beta2)."""
     epochs: int = 20
-    """Maximum epochs per fold (early stopping may end a fold sooner)."""
+    """Maximum epochs per walk-forward fold (early stopping may end a fold sooner); the LR schedule's length."""
     schedule: str = "cosine"
     """LR schedule per step: cosine (linear warm-up from 0, cosine decay to min_lr_frac * lr) | onecycle (warm-up
     from lr / 25, cosine decay to lr / 2.5e5; Smith & Topin 2019, without momentum cycling)."""
@@ -48,9 +58,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0 disables clipping)."""
     early_stopping_patience: int = 5
-    """Stop a fold after this many validations without a better score (0 disables early stopping)."""
+    """Stop a walk-forward fold after this many validations without a better score (0 disables early stopping)."""
     eval_every: int = 1
-    """Validate every this many epochs (and always after the last epoch)."""
+    """Validate every this many epochs (and always after the last epoch); honest scores need 1."""
     eval_batch_size: int = 64
     """Samples per batch when predicting the validation set."""
     max_steps_per_epoch: int = 0
@@ -64,14 +74,21 @@ class TrainConfig:
     blend_weight: float = 0.5
     """Weight of the regression head in the blend."""
     final_fit: bool = False
-    """After the folds, fit one model on every labelled date; inference then uses it alone (else the average of
-    the folds' best.pt)."""
+    """After the folds, fit the served model on every date labelled by data.train_end (or the last labelled date),
+    one member per seed of `seeds` (folders final-s<seed>/); inference then averages them (else the folds'
+    best.pt)."""
     final_fit_epochs: int = 0
-    """Epochs of the final fit; 0 = the mean over folds of the best epoch (at least 1)."""
+    """Epochs of the fixed-length fits (the holdout and the final fit); 0 = the epoch rule above. At most
+    `epochs`."""
+    seeds: list[int] = field(default_factory=list)
+    """Seeds of the final fit's members, a seed ensemble (e.g. [0, 1, 2]); empty = the run's `seed` alone."""
     tensorboard: bool = False
     """Also write TensorBoard events to RUN/tensorboard (needs the tensorboard package)."""
     progress: bool = True
-    """tqdm bars over batches when stderr is a terminal (plain log lines per epoch otherwise)."""
+    """Progress within an epoch: a tqdm bar (steps/s, ETA) when stderr is a terminal, else a plain log line every
+    `log_every_s` seconds (step, loss, steps/s, ETA)."""
+    log_every_s: float = 30.0
+    """Seconds between the plain progress lines of an epoch when stderr is not a terminal (0: none)."""
     prune_threshold: float = 0.05
     """Gate analysis: keep the features whose gate is at least this value ..."""
     prune_top_k: int = 0
@@ -101,8 +118,14 @@ class TrainConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}: expected >= 0, got {getattr(self, name)}")
-        if self.gate_lr_scale < 0:
-            raise ConfigError(f"train.gate_lr_scale: expected >= 0, got {self.gate_lr_scale}")
+        if self.gate_lr_scale < 0 or self.log_every_s < 0:
+            raise ConfigError(f"train.gate_lr_scale and train.log_every_s: expected >= 0, got {self.gate_lr_scale}, "
+                              f"{self.log_every_s}")
+        if self.final_fit_epochs > self.epochs:
+            raise ConfigError(f"train.final_fit_epochs: {self.final_fit_epochs} > train.epochs = {self.epochs} (the "
+                              "fixed-length fits follow the walk-forward folds' schedule)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"train.seeds: expected distinct seeds, got {self.seeds}")
         for name in ("warmup_frac", "min_lr_frac", "blend_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"train.{name}: expected a value in [0, 1], got {getattr(self, name)}")

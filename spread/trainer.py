@@ -5,11 +5,19 @@ One explicit recipe, readable top to bottom (torchtune style: the library is `sp
 
     train(cfg, data, run)
       load the competition, make the folds (split.fold_table is logged and saved as folds.csv), write prior.json
-      for each fold:          fit(fold)  -> RUN/<fold>/best.pt (best validation competition score), last.pt
+      for each walk-forward fold: fit(fold) -> RUN/<fold>/best.pt (best validation competition score), last.pt
         if finetune_pruned:   fit(fold with the gate mask frozen to the kept features) -> RUN/<fold>-pruned/
+      honest scores:          each fold's score at the epoch count the other folds choose (trained on if needed)
+      epoch count E:          from the walk-forward folds only (`epoch_count`; see TrainConfig's epoch rule)
+      holdout:                fit(E epochs, no selection) -> RUN/holdout/: the public-leaderboard estimate
+      if final_fit:           per seed of train.seeds, fit(every date labelled by the limit, E epochs)
+                              -> RUN/final-s<seed>/ (the served model)
       gate analysis:          gate_weights.csv (sorted), pruned_features.csv (threshold or top-k)
-      if final_fit:           fit(all labelled dates, no validation, epochs = mean best epoch) -> RUN/final/
-      summary.json, manifest.json (sha256 of every file; the checkpoints the predictor loads)
+      summary.json, manifest.json (sha256 of every file; the served checkpoints and what each was trained on)
+
+`data.train_end = T` means that nothing after T reaches a weight or a selection: every fit's cutoff is at most T
+(training labels released by T, features causal), screening and scaling see training rows only, and the fits
+whose validation dates lie after T (the holdout) select nothing on them.
 
 Determinism: on the CPU the same seed and data give bit-identical weights, and `resume` ends bit-identical to an
 uninterrupted run (see `spread.fit`). Multi-GPU: launched by torchrun the processes train one
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,13 +43,16 @@ from spread.checkpoint import data_fingerprint, load_checkpoint, write_manifest
 from spread.competition import Competition, load_competition
 from spread.errors import ArtifactError, ConfigError
 from spread.features import released
-from spread.fit import FitJob, RunContext, fit, oracle_score
+from spread.fit import FitJob, RunContext, extend_fit, fit, oracle_score
 from spread.prior import mean_rank_prior, write_prior
 from spread.pruning import gate_table, select_features, write_gate_analysis
-from spread.runfolder import BEST, CONFIG_FILE, FOLDS_FILE, PRIOR_FILE, SUMMARY_FILE, checkpoint_name, write_json
-from spread.runlog import RunLog, summarize
+from spread.runfolder import (
+    BEST, CONFIG_FILE, FOLDS_FILE, PRIOR_FILE, SUMMARY_FILE, checkpoint_name, remove_temporaries, write_json,
+)
+from spread.runlog import RunLog, mean_std, summarize
 from spread.runtime import Runtime, broadcast_from_rank0, deterministic_kernels, start_runtime
-from spread.splits import Fold, fold_table, lag_mapping, make_folds
+from spread.splits import HOLDOUT, Fold, fold_table, lag_mapping, make_folds
+from spread.train_config import TrainConfig
 from spread.windows import competition_panel, label_matrix, prepare_fold
 
 if TYPE_CHECKING:
@@ -124,14 +136,37 @@ def save_fold_table(ctx: RunContext, folds: list[Fold], n_features: dict[str, in
     table.write_csv(ctx.run_dir / FOLDS_FILE)
 
 
-def finetune_pruned(ctx: RunContext, name: str, fold_data: FoldData, fold: Fold) -> dict:
-    """Fine-tune a fold's best model with the low-gate features masked out; result of the pruned model."""
+def epoch_count(cfg: TrainConfig, best_epochs: list[int]) -> tuple[int, str]:
+    """Epochs of a fit whose validation dates must stay unseen (the holdout, the final fit), and the rule used.
+
+    `train.final_fit_epochs` when set; else the median of the walk-forward folds' best epochs (rounded half up);
+    with no walk-forward fold, `train.epochs`. Never anything measured on the fit's own validation dates.
+    """
+    if cfg.final_fit_epochs:
+        return cfg.final_fit_epochs, "train.final_fit_epochs"
+    if not best_epochs:
+        return cfg.epochs, "train.epochs (no walk-forward fold)"
+    return max(1, math.floor(statistics.median(best_epochs) + 0.5)), "median of the walk-forward folds' best epochs"
+
+
+def fit_job(ctx: RunContext, fold: Fold, **kwargs) -> FitJob:
+    """A FitJob on `fold` with its data prepared (screening and scaling on the fold's training rows only)."""
+    cfg = ctx.cfg
+    data = prepare_fold(ctx.comp, fold, cfg.features, cfg.screen, cfg.scaling, cfg.data, panel=ctx.panel)
+    return FitJob(fold.name, fold, data, schedule_epochs=cfg.train.epochs, **kwargs)
+
+
+def finetune_pruned(ctx: RunContext, job: FitJob) -> dict:
+    """Fine-tune a fit's best model with the low-gate features masked out; result of the pruned model.
+
+    The holdout's fine-tune is fixed-length like the holdout (its validation dates select nothing)."""
     cfg = ctx.cfg.train
-    best = load_checkpoint(ctx.run_dir / checkpoint_name(name, BEST))
-    keep = select_features(np.asarray(best["gate"], dtype=np.float64), cfg.prune_threshold, cfg.prune_top_k)
-    job = FitJob(f"{name}-pruned", fold, fold_data, cfg.finetune_epochs,
-                 init_checkpoint=ctx.run_dir / checkpoint_name(name, BEST), keep=keep)
-    return fit(ctx, job)
+    best_path = ctx.run_dir / checkpoint_name(job.name, BEST)
+    keep = select_features(np.asarray(load_checkpoint(best_path)["gate"], dtype=np.float64), cfg.prune_threshold,
+                           cfg.prune_top_k)
+    pruned = FitJob(f"{job.name}-pruned", job.fold, job.data, cfg.finetune_epochs, job.seed, role=job.role,
+                    selects=job.selects, init_checkpoint=best_path, keep=keep)
+    return fit(ctx, pruned)
 
 
 def train(cfg: "Config", data_dir: str | Path, out_dir: str | Path, resume: bool = False) -> dict:
@@ -161,6 +196,9 @@ def run(cfg: "Config", data_dir: Path, run_dir: Path, resume: bool, runtime: Run
     if runtime.is_main:
         check_run_folder(run_dir, cfg, resume)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            for path in remove_temporaries(run_dir):
+                log.info("removed %s (a temporary file left by an interrupted write)", path)
         save_config(cfg, run_dir / CONFIG_FILE)
     if cfg.data.batch_size % runtime.world_size:
         raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is not divisible by {runtime.world_size} processes")
@@ -180,64 +218,138 @@ def run(cfg: "Config", data_dir: Path, run_dir: Path, resume: bool, runtime: Run
         if runtime.is_main:
             save_fold_table(ctx, folds, None)
             write_prior(run_dir / PRIOR_FILE, comp.target_names, mean_rank_prior(released_labels(comp, limit)))
-        results, pruned, n_features = fit_folds(ctx, folds)
-        final = run_final_fit(ctx, results, limit) if cfg.train.final_fit else None
+        results, pruned, n_features, epoch_rule = fit_folds(ctx, folds)
+        final = run_final_fit(ctx, epoch_rule["epochs"], limit) if cfg.train.final_fit else None
         if not runtime.is_main:
             return {}
         save_fold_table(ctx, folds, n_features)
-        return write_reports(ctx, results, pruned, final, time.perf_counter() - started)
+        return write_reports(ctx, results, pruned, final, epoch_rule, time.perf_counter() - started)
     finally:
         ctx.runlog.close()
 
 
-def fit_folds(ctx: RunContext, folds: list[Fold]) -> tuple[dict, dict, dict]:
-    """Fit every fold (and its pruned fine-tune); results, pruned results and feature counts by fold name."""
+def fit_folds(ctx: RunContext, folds: list[Fold]) -> tuple[dict, dict, dict, dict]:
+    """Fit the walk-forward folds (selecting their best epochs), their honest scores, then the holdout.
+
+    Returns results and pruned results by fit name, feature counts by fold, and the epoch rule's record.
+    """
     cfg = ctx.cfg
-    results, pruned, n_features = {}, {}, {}
-    for fold in folds:
-        fold_data = prepare_fold(ctx.comp, fold, cfg.features, cfg.screen, cfg.scaling, cfg.data, panel=ctx.panel)
-        n_features[fold.name] = len(fold_data.feature_names)
-        job = FitJob(fold.name, fold, fold_data, cfg.train.epochs)
+    results, pruned, n_features, jobs = {}, {}, {}, {}
+    walk_forward = [fold for fold in folds if fold.name != HOLDOUT]
+    for fold in walk_forward:
+        job = jobs[fold.name] = fit_job(ctx, fold, epochs=cfg.train.epochs, seed=cfg.seed)
+        n_features[fold.name] = len(job.data.feature_names)
         results[fold.name] = fit(ctx, job) | {"oracle_score": oracle_score(ctx, job)}
         if cfg.train.finetune_pruned:
-            pruned[fold.name] = finetune_pruned(ctx, fold.name, fold_data, fold)
-    return results, pruned, n_features
+            pruned[fold.name] = finetune_pruned(ctx, job)
+    for name, honest in honest_scores(ctx, jobs, results).items():
+        results[name] |= honest
+    best_epochs = {name: results[name]["best_epoch"] for name in jobs if results[name]["best_epoch"]}
+    epochs, rule = epoch_count(cfg.train, list(best_epochs.values()))
+    epoch_rule = {"epochs": epochs, "rule": rule, "best_epochs": best_epochs}
+    if ctx.runtime.is_main:
+        log.info("fixed-length fits (holdout, final fit): %d epochs, %s %s", epochs, rule, best_epochs or "")
+    for fold in folds:
+        if fold.name == HOLDOUT:
+            job = fit_job(ctx, fold, epochs=epochs, seed=cfg.seed, role=HOLDOUT, selects=False)
+            n_features[fold.name] = len(job.data.feature_names)
+            results[fold.name] = fit(ctx, job) | {"oracle_score": oracle_score(ctx, job), "epochs": epochs}
+            if ctx.runtime.is_main:
+                log.info("holdout score %.4f: the true out-of-sample estimate of the public leaderboard (%d epochs "
+                         "from the walk-forward folds, labels released by %d)", results[fold.name]["best_score"],
+                         epochs, fold.train_cutoff)
+            if cfg.train.finetune_pruned:
+                pruned[fold.name] = finetune_pruned(ctx, job)
+    return results, pruned, n_features, epoch_rule
 
 
-def write_reports(ctx: RunContext, results: dict, pruned: dict, final: dict | None, seconds: float) -> dict:
+def honest_scores(ctx: RunContext, jobs: dict[str, FitJob], results: dict) -> dict[str, dict]:
+    """Per walk-forward fold: the epoch count the OTHER folds choose (`epoch_count`) and the fold's validation
+    score at that epoch (trained on past an early stop when needed; `spread.fit.extend_fit`).
+
+    Null with a single walk-forward fold (no other fold to choose from), or when that epoch was not validated
+    (train.eval_every > 1).
+    """
+    honest = {}
+    for name, job in jobs.items():
+        others = [results[other]["best_epoch"] for other in jobs if other != name and results[other]["best_epoch"]]
+        if not others:
+            honest[name] = {"best_epoch_score": results[name]["best_score"], "honest_epochs": None,
+                            "honest_score": None}
+            continue
+        epochs, _ = epoch_count(ctx.cfg.train, others)
+        metrics = broadcast_from_rank0(extend_fit(ctx, job, epochs), ctx.runtime)
+        honest[name] = {"best_epoch_score": results[name]["best_score"], "honest_epochs": epochs,
+                        "honest_score": metrics.get("score")}
+        if ctx.runtime.is_main:
+            log.info("%s: best-epoch score %.4f (epoch %d, chosen on its own dates), honest score %s (epoch %d, "
+                     "chosen by the other folds)", name, results[name]["best_score"], results[name]["best_epoch"],
+                     _fmt(metrics.get("score")), epochs)
+    return honest
+
+
+def _fmt(value: float | None) -> str:
+    return "null" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def run_final_fit(ctx: RunContext, epochs: int, limit: int) -> dict:
+    """The served model: one fit per seed of `train.seeds` on every labelled date known at `limit`, `epochs` long."""
+    cfg = ctx.cfg
+    fold = final_fold(ctx.comp, limit)
+    members = {}
+    for seed in cfg.train.seeds or [cfg.seed]:
+        job = fit_job(ctx, fold, epochs=epochs, seed=seed, role=FINAL_FOLD, selects=False, validate=False)
+        job.name = final_name(seed)
+        members[job.name] = fit(ctx, job) | {"seed": seed, "checkpoint": checkpoint_name(job.name),
+                                             "train_dates": list(fold.train_dates), "cutoff": fold.train_cutoff}
+    return {"epochs": epochs, "seeds": [m["seed"] for m in members.values()], "members": members}
+
+
+def final_name(seed: int) -> str:
+    """The run folder's sub-folder of the final-fit member with this seed."""
+    return f"{FINAL_FOLD}-s{seed}"
+
+
+def served_members(results: dict, final: dict | None, ctx: RunContext) -> list[dict]:
+    """What inference serves (manifest.json): the final-fit members, else every fold's best.pt."""
+    if final is not None:
+        return [{"checkpoint": m["checkpoint"], "role": FINAL_FOLD, "seed": m["seed"], "epochs": final["epochs"],
+                 "train_dates": m["train_dates"], "cutoff": m["cutoff"]} for m in final["members"].values()]
+    members = []
+    for name in results:
+        record = load_checkpoint(ctx.run_dir / checkpoint_name(name))
+        members.append({"checkpoint": checkpoint_name(name), "role": record["role"], "seed": record["seed"],
+                        "epochs": record["epoch"], "train_dates": record["fold"]["train_dates"],
+                        "cutoff": record["fold"]["cutoff"]})
+    return members
+
+
+def write_reports(ctx: RunContext, results: dict, pruned: dict, final: dict | None, epoch_rule: dict,
+                  seconds: float) -> dict:
     """Gate analysis, summary.json and manifest.json (rank 0); returns the summary."""
     cfg, run_dir = ctx.cfg, ctx.run_dir
-    fold_gates = {name: (r["feature_names"], np.asarray(r["gate"])) for name, r in results.items()}
-    if final is not None:
-        fold_gates[FINAL_FOLD] = (final["feature_names"], np.asarray(final["gate"]))
-    kept = write_gate_analysis(run_dir, gate_table(fold_gates), cfg.train.prune_threshold, cfg.train.prune_top_k)
-    inference = [checkpoint_name(FINAL_FOLD)] if final is not None else [checkpoint_name(name) for name in results]
-    summary = build_summary(ctx, results, pruned, final, kept, inference, seconds)
+    fits = results | ({} if final is None else final["members"])
+    fold_gates = {name: (r["feature_names"], np.asarray(r["gate"])) for name, r in fits.items()}
+    gates = gate_table(fold_gates)
+    kept = write_gate_analysis(run_dir, gates, cfg.train.prune_threshold, cfg.train.prune_top_k)
+    members = served_members(results, final, ctx)
+    summary = build_summary(ctx, results, pruned, final, epoch_rule, [m["checkpoint"] for m in members], seconds)
+    summary["kept_features"], summary["pruned_features"] = len(kept), gates.height - len(kept)  # pruned_features.csv
     write_json(run_dir / SUMMARY_FILE, summary)
     ctx.runlog.close()  # TensorBoard files complete before they are hashed
-    write_manifest(run_dir, inference)
+    write_manifest(run_dir, [m["checkpoint"] for m in members], members)
     log.info("mean validation score %.4f +- %.4f over %d fold(s); run folder %s",
              summary["mean"].get("score", float("nan")), summary["std"].get("score", float("nan")), len(results),
              run_dir)
     return summary
 
 
-def run_final_fit(ctx: RunContext, results: dict, limit: int) -> dict:
-    """Fit on every labelled date known at `limit`, for the mean best epoch of the folds (or final_fit_epochs)."""
-    cfg = ctx.cfg
-    best_epochs = [r["best_epoch"] for r in results.values() if r["best_epoch"]]
-    epochs = cfg.train.final_fit_epochs or max(1, round(sum(best_epochs) / max(len(best_epochs), 1)))
-    fold = final_fold(ctx.comp, limit)
-    fold_data = prepare_fold(ctx.comp, fold, cfg.features, cfg.screen, cfg.scaling, cfg.data, panel=ctx.panel)
-    result = fit(ctx, FitJob(FINAL_FOLD, fold, fold_data, epochs, validate=False))
-    return result | {"epochs": epochs, "checkpoint": checkpoint_name(FINAL_FOLD)}
-
-
 def build_summary(
-    ctx: RunContext, results: dict, pruned: dict, final: dict | None, kept: list[str], inference: list[str],
+    ctx: RunContext, results: dict, pruned: dict, final: dict | None, epoch_rule: dict, inference: list[str],
     seconds: float,
 ) -> dict:
-    """summary.json: per-fold results and mean +- std of every metric (at each fold's best epoch)."""
+    """summary.json: per-fold results, mean +- std of every metric (each fold's reported epoch), the walk-forward
+    folds' best-epoch and honest scores, the holdout's public-leaderboard estimate, the final fit, run facts."""
     folds = {}
     for name, result in results.items():
         entry = {k: v for k, v in result.items() if k not in ("feature_names", "gate")}
@@ -245,6 +357,20 @@ def build_summary(
             entry["pruned"] = {k: pruned[name][k] for k in ("best_epoch", "best_score", "n_features", "metrics")}
         folds[name] = entry
     summary = summarize(folds)
+    walk_forward = [r for name, r in results.items() if name != HOLDOUT]
+    for key in ("best_epoch_score", "honest_score"):
+        summary["mean"][key], summary["std"][key] = mean_std([r.get(key) for r in walk_forward])
+    summary["honest_score_note"] = (
+        "honest_score: a walk-forward fold's validation score at the epoch count chosen from the other walk-forward "
+        "folds (train.final_fit_epochs or the median of their best epochs); best_epoch_score is chosen on the "
+        "fold's own validation dates and leans optimistic. Null with a single walk-forward fold.")
+    summary["epoch_rule"] = epoch_rule
+    holdout = results.get(HOLDOUT)
+    summary["public_leaderboard_estimate"] = None if holdout is None else {
+        "score": holdout["best_score"], "fold": HOLDOUT, "epochs": holdout["epochs"],
+        "note": "the true out-of-sample estimate of the public leaderboard: the holdout validates on the test's "
+                "scored dates, trains on labels released before them, and its epoch count comes from the "
+                "walk-forward folds only"}
     oracle = [r["oracle_score"] for r in results.values() if math.isfinite(r["oracle_score"])]
     if oracle:
         summary["mean"]["oracle_score"] = sum(oracle) / len(oracle)
@@ -253,9 +379,10 @@ def build_summary(
         pruned_summary = summarize({name: {"metrics": p["metrics"]} for name, p in pruned.items()})
         summary["pruned_mean"], summary["pruned_std"] = pruned_summary["mean"], pruned_summary["std"]
     summary["final_fit"] = None if final is None else {
-        k: final[k] for k in ("epochs", "steps", "n_features", "checkpoint")
+        "epochs": final["epochs"], "seeds": final["seeds"],
+        "members": {name: {k: m[k] for k in ("seed", "steps", "n_features", "checkpoint", "train_dates")}
+                    for name, m in final["members"].items()},
     }
-    summary["pruned_features"] = len(kept)
     summary["inference_checkpoints"] = inference
     summary["run"] = {
         "device": str(ctx.runtime.device), "precision": ctx.runtime.precision,

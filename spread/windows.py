@@ -239,6 +239,26 @@ class FoldData:
     """Model input columns, in order (= scaler.names = screen.keep)."""
 
 
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """(samples, N) float64 labels of a window dataset, in sample order (NaN where unknown)."""
+    return dataset.targets[torch.as_tensor(dataset.rows)].double().numpy()
+
+
+def target_scale(fold_data: FoldData, target_lags: np.ndarray) -> torch.Tensor:
+    """(N,) per-target scale: the std of the target's lag's training labels (as released at the fold's cutoff)."""
+    labels = dataset_labels(fold_data.train)  # (S, N), NaN where unknown
+    scale = np.ones(len(target_lags))
+    for lag in np.unique(target_lags):
+        columns = target_lags == lag
+        values = labels[:, columns]
+        values = values[np.isfinite(values)]
+        std = float(values.std()) if values.size > 1 else float("nan")
+        scale[columns] = std if math.isfinite(std) and std > 0 else 1.0
+    return torch.tensor(scale, dtype=torch.float32)
+
+
+
+
 def competition_panel(comp: Competition, feature_cfg: FeatureConfig) -> Panel:
     """The feature panel of a whole competition (revealed labels from its train labels, release rule applied)."""
     return build_panel(comp.train, comp.labels, comp.pairs, feature_cfg)

@@ -11,36 +11,26 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import TINY_RUN
 
+import spread.fit as fit
 from spread.checkpoint import build_model, load_checkpoint, verify_manifest
 from spread.config import load_config
 from spread.errors import ConfigError
 from spread.metrics import rank_correlation_sharpe
 from spread.model import GatedTransformer, ModelOutput
 from spread.pruning import gate_table, select_features
-from spread.runlog import summarize
-from spread.synth import generate
-import spread.fit as fit
 from spread.fit import Learner, train_step
 from spread.forecast import predict_dataset, predictions
 from spread.optim import build_optimizer, learning_rate
+from spread.runlog import summarize
 from spread.runtime import Runtime, inference_dtype, make_grad_scaler, resolve_amp
 from spread.train_config import TrainConfig
 from spread.trainer import train
 from spread.windows import EpochSampler, prepare_fold
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-TINY = [
-    "data.window=8", "data.batch_size=16", "features.return_horizons=[1, 5]", "screen.min_abs_ic=0.0",
-    "split.n_folds=1", "split.val_size=20", "split.step=20", "split.min_train=60",
-    "model.d_model=8", "model.n_layers=1", "model.n_heads=2", "model.mlp_ratio=1", "model.time2vec_dim=2",
-    "model.dropout=0.1", "train.epochs=2", "train.max_steps_per_epoch=3", "train.lr=0.001",
-]
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(tmp_path_factory.mktemp("data") / "small", seed=0, preset="small")
+TINY = TINY_RUN
 
 
 @pytest.fixture(scope="module")
@@ -186,12 +176,17 @@ def test_run_folder_contents(tiny_run: tuple[Path, dict], small: Path) -> None:
                  "holdout/best.pt", "holdout/last.pt"]:
         assert (run / name).is_file(), name
     metrics = pl.read_csv(run / "metrics.csv")
-    assert metrics.select("fold", "epoch").rows() == [("fold0", 1), ("fold0", 2), ("holdout", 1), ("holdout", 2)]
+    epochs = summary["folds"]["fold0"]["best_epoch"]  # the holdout's epoch count: the walk-forward fold's choice
+    holdout_rows = [("holdout", epoch) for epoch in range(1, epochs + 1)]
+    assert metrics.select("fold", "epoch").rows() == [("fold0", 1), ("fold0", 2), *holdout_rows]
     assert {"val_score", "val_ic_lag1", "val_icir_lag4", "val_topk_precision", "val_q1_q5_spread",
             "val_gate_mean", "train_total", "lr"} <= set(metrics.columns)
     assert json.loads((run / "summary.json").read_text())["mean"]["score"] == pytest.approx(summary["mean"]["score"])
     assert set(summary["folds"]) == {"fold0", "holdout"} and "score" in summary["std"]
-    assert summary["folds"]["holdout"]["best_epoch"] in (1, 2) and np.isfinite(summary["mean"]["oracle_score"])
+    assert summary["folds"]["holdout"]["best_epoch"] == summary["epoch_rule"]["epochs"] == epochs
+    assert summary["public_leaderboard_estimate"]["score"] == summary["folds"]["holdout"]["best_score"]
+    assert summary["folds"]["fold0"]["honest_score"] is None  # a single walk-forward fold: no other to choose from
+    assert np.isfinite(summary["mean"]["oracle_score"])
     gates = pl.read_csv(run / "gate_weights.csv")["mean"].to_list()
     assert gates == sorted(gates, reverse=True)
     manifest = verify_manifest(run)
@@ -301,24 +296,24 @@ def test_leak_noise_after_train_end_plus_5_changes_nothing(small: Path, tmp_path
     cfg = load_config(None, overrides)
     clean_summary = train(cfg, small, tmp_path / "clean")
     train(cfg, noisy, tmp_path / "noisy_run")
-    checkpoints = ["fold0/best.pt", "fold0/last.pt", "fold0-pruned/best.pt", "final/best.pt", "final/last.pt"]
+    checkpoints = ["fold0/best.pt", "fold0/last.pt", "fold0-pruned/best.pt", "final-s0/best.pt", "final-s0/last.pt"]
     assert_same_weights(tmp_path / "clean", tmp_path / "noisy_run", checkpoints)
     assert (tmp_path / "clean/prior.json").read_text() == (tmp_path / "noisy_run/prior.json").read_text()
 
     # noise that starts inside the training data does change the weights (so the comparison above can fail)
     early = noisy_copy(small, tmp_path / "early", after=end - 10)
     train(load_config(None, overrides[:-3]), early, tmp_path / "early_run")
-    assert not torch.equal(weights(tmp_path / "clean/final/last.pt")["input_proj.weight"],
-                           weights(tmp_path / "early_run/final/last.pt")["input_proj.weight"])
+    assert not torch.equal(weights(tmp_path / "clean/final-s0/last.pt")["input_proj.weight"],
+                           weights(tmp_path / "early_run/final-s0/last.pt")["input_proj.weight"])
 
     # pruning and the final fit, on the clean run
     pruned = load_checkpoint(tmp_path / "clean/fold0-pruned/best.pt")
     assert int(pruned["gate_mask"].sum()) == 20 and len(pruned["feature_names"]) > 20
     assert "pruned_mean" in clean_summary and clean_summary["folds"]["fold0"]["pruned"]["n_features"] == 20
     assert clean_summary["final_fit"]["epochs"] == clean_summary["folds"]["fold0"]["best_epoch"]
-    final = load_checkpoint(tmp_path / "clean/final/best.pt")
+    final = load_checkpoint(tmp_path / "clean/final-s0/best.pt")
     assert final["fold"]["cutoff"] == end
-    assert verify_manifest(tmp_path / "clean")["inference"]["checkpoints"] == ["final/best.pt"]
+    assert verify_manifest(tmp_path / "clean")["inference"]["checkpoints"] == ["final-s0/best.pt"]
 
 
 def test_smoke_config_beats_random_on_the_small_preset(small: Path, tmp_path: Path) -> None:
