@@ -1,6 +1,6 @@
 """Training-step speed and memory of the gated Transformer, as the trainer runs it.
 
-Times `spread.trainer.train_step` (autocast forward, fp32 losses, scaled backward, clipping, AdamW) on random
+Times `spread.fit.train_step` (autocast forward, fp32 losses, scaled backward, clipping, AdamW) on random
 batches shaped like the MITSUI data: F input features, N = lags x targets-per-lag targets (with ~15% unknown
 labels), windows of `data.window` rows, `data.batch_size` samples, on the device and precision the trainer would
 choose for the config. Reports the median milliseconds per step, samples per second, the peak memory, and the
@@ -27,9 +27,9 @@ sys.path.insert(0, str(REPO))
 
 from spread.config import load_config  # noqa: E402
 from spread.model import GatedTransformer  # noqa: E402
-from spread.trainer import (  # noqa: E402
-    Runtime, StepContext, build_optimizer, make_grad_scaler, resolve_amp, resolve_device, train_step,
-)
+from spread.fit import Learner, train_step  # noqa: E402
+from spread.optim import build_optimizer  # noqa: E402
+from spread.runtime import Runtime, make_grad_scaler, resolve_amp, resolve_device  # noqa: E402
 
 DEFAULT_CONFIGS = [REPO / "configs" / "smoke.yaml", REPO / "configs" / "default.yaml"]
 
@@ -64,15 +64,15 @@ def bench(config: Path, overrides: list[str], n_features: int, per_lag: int, ste
     optimizer = build_optimizer(model, cfg.train)
     pairs = torch.Generator()
     pairs.manual_seed(0)
-    step = StepContext(model, model, optimizer, make_grad_scaler(runtime), runtime, cfg,
-                       torch.full((len(lags),), 0.02, device=device), torch.tensor(lags, device=device), pairs)
+    learner = Learner(model, model, optimizer, make_grad_scaler(runtime), runtime, cfg,
+                      torch.full((len(lags),), 0.02, device=device), torch.tensor(lags, device=device), pairs)
     batch = random_batch(cfg.data.batch_size, cfg.data.window, n_features, len(lags), pairs)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     timings = []
     for index in range(warmup + steps):
         started = time.perf_counter()
-        train_step(step, batch, cfg.train.lr, epoch_position=5.0)  # past the gate warm-up: every term active
+        train_step(learner, batch, cfg.train.lr, epoch_position=5.0)  # past the gate warm-up: every term active
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if index >= warmup:

@@ -12,8 +12,9 @@ arrays are converted to lists on save), which the restricted unpickler accepts. 
 `weights_only` argument (< 1.13) falls back to a plain `torch.load`; checkpoints are our own files either way.
 
 `manifest.json` lists every file of a run folder with its sha256 and byte size plus the checkpoints the predictor
-must load (see `spread.trainer.train`: the final-fit model when `train.final_fit`, otherwise the `best.pt` of every
-fold, whose predictions are averaged) and the prior used as the never-fail fallback.
+must load (see `spread.trainer.train`: the final-fit members when `train.final_fit`, otherwise the `best.pt` of every
+fold, whose predictions are averaged), what each of them was trained on (role, seed, epochs, training dates), and the
+prior used as the never-fail fallback. Checkpoints carry `role` ("fold" | "holdout" | "final") and `seed`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import pickle
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +31,12 @@ import numpy as np
 import torch
 
 from spread.errors import ArtifactError, ConfigError
+from spread.runfolder import MANIFEST_FILE, PRIOR_FILE, atomic_write, is_temporary
 
 if TYPE_CHECKING:
     from spread.competition import Competition
     from spread.model import GatedTransformer
 
-MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 REQUIRED_KEYS = ("model", "config", "feature_names", "target_names", "target_lags", "target_scale", "gate_mask")
 FINGERPRINT_FILES = ("train.csv", "train_labels.csv", "target_pairs.csv")
@@ -60,18 +59,6 @@ def to_cpu_plain(value: Any) -> Any:
         items = [to_cpu_plain(item) for item in value]
         return tuple(items) if isinstance(value, tuple) else items
     return value
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call `write(tmp_path)`, then move the temporary file over `path` in one step (readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -146,18 +133,21 @@ def _run_files(run_dir: Path) -> list[Path]:
     """Every regular file under the run folder except the manifest and temporary files, sorted."""
     files = []
     for path in sorted(run_dir.rglob("*")):
-        if path.is_file() and path.name != MANIFEST_FILE and ".tmp" not in path.name:
+        if path.is_file() and path.name != MANIFEST_FILE and not is_temporary(path):
             files.append(path)
     return files
 
 
-def write_manifest(run_dir: str | Path, inference_checkpoints: list[str]) -> Path:
-    """Write `run_dir/manifest.json` listing every file with its sha256 and the checkpoints used for inference."""
+def write_manifest(run_dir: str | Path, inference_checkpoints: list[str], members: list[dict] | None = None) -> Path:
+    """Write `run_dir/manifest.json` listing every file with its sha256 and the checkpoints used for inference.
+
+    `members`: what each served checkpoint is (role, seed, epochs, training dates), listed as inference.members.
+    """
     run_dir = Path(run_dir)
     artifacts = {}
     for path in _run_files(run_dir):
         artifacts[path.relative_to(run_dir).as_posix()] = {"sha256": _sha256_file(path), "bytes": path.stat().st_size}
-    missing = [name for name in [*inference_checkpoints, "prior.json"] if name not in artifacts]
+    missing = [name for name in [*inference_checkpoints, PRIOR_FILE] if name not in artifacts]
     if missing:
         raise ArtifactError(f"{run_dir}: manifest would name missing file(s) {missing}")
     manifest = {
@@ -165,8 +155,10 @@ def write_manifest(run_dir: str | Path, inference_checkpoints: list[str]) -> Pat
         "torch": torch.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "artifacts": artifacts,
-        "inference": {"checkpoints": list(inference_checkpoints), "prior": "prior.json"},
+        "inference": {"checkpoints": list(inference_checkpoints), "prior": PRIOR_FILE},
     }
+    if members is not None:
+        manifest["inference"]["members"] = members
     path = run_dir / MANIFEST_FILE
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
     return path
@@ -198,7 +190,7 @@ def verify_manifest(run_dir: str | Path) -> dict:
             raise ArtifactError(f"{path}: listed in {MANIFEST_FILE} but missing")
         if _sha256_file(path) != entry.get("sha256"):
             raise ArtifactError(f"{path}: sha256 differs from {MANIFEST_FILE} (file altered or corrupt)")
-    for name in [*manifest["inference"]["checkpoints"], manifest["inference"].get("prior", "prior.json")]:
+    for name in [*manifest["inference"]["checkpoints"], manifest["inference"].get("prior", PRIOR_FILE)]:
         if name not in manifest["artifacts"]:
             raise ArtifactError(f"{run_dir / MANIFEST_FILE}: inference file {name!r} is not a listed artefact")
     return manifest

@@ -32,7 +32,7 @@ from spread.model import ModelConfig
 from spread.scaling import ScalingConfig
 from spread.screening import ScreenConfig
 from spread.splits import SplitConfig
-from spread.trainer import TrainConfig
+from spread.train_config import TrainConfig
 from spread.windows import DataConfig
 
 

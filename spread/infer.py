@@ -245,12 +245,9 @@ def model_inputs(members: Sequence[Member], history: History) -> tuple[list[str]
 
 def run_member(member: Member, batch: dict[str, torch.Tensor], device: torch.device) -> np.ndarray:
     """(B, N) float64 submitted predictions of one member for a window batch, exactly as the trainer scores."""
-    from spread.trainer import Runtime, autocast, inference_dtype, predictions
+    from spread.forecast import predict_batch
 
-    runtime = Runtime(device=device, amp_dtype=inference_dtype(member.cfg.train, device))  # as predict_dataset
-    with torch.inference_mode(), autocast(runtime):
-        out = member.model(batch["x"].to(device), batch["t"].to(device), batch["valid"].to(device))
-    return predictions(out, member.target_scale, member.cfg.train).cpu().numpy().astype(np.float64)
+    return predict_batch(member.model, batch, member.target_scale, member.cfg.train, device)
 
 
 # ----------------------------------------------------------------------------------------------------------------

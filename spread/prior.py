@@ -15,8 +15,6 @@ import numpy as np
 
 from spread.errors import ArtifactError
 from spread.metrics import average_ranks
-
-PRIOR_FILE = "prior.json"
 UNSEEN = 0.5
 """Prior of a target that never had a label: the middle rank."""
 

@@ -16,10 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from spread.checkpoint import atomic_write
-
-GATE_FILE = "gate_weights.csv"
-PRUNED_FILE = "pruned_features.csv"
+from spread.runfolder import GATE_FILE, PRUNED_FILE, atomic_write
 
 
 def select_features(gate: np.ndarray, threshold: float, top_k: int = 0) -> np.ndarray:
@@ -67,11 +64,14 @@ def gate_table(fold_gates: dict[str, tuple[list[str], np.ndarray]]) -> pl.DataFr
 
 
 def write_gate_analysis(run_dir: str | Path, table: pl.DataFrame, threshold: float, top_k: int) -> list[str]:
-    """Write gate_weights.csv and pruned_features.csv (the features kept by the mean gate); return the kept names."""
+    """Write gate_weights.csv and pruned_features.csv; return the names the mean gate keeps.
+
+    pruned_features.csv is the pruning decision: every feature (gate order) with its mean gate and `kept`
+    (true: kept by train.prune_threshold / train.prune_top_k; false: pruned).
+    """
     run_dir = Path(run_dir)
     mean = table["mean"].fill_null(float("nan")).to_numpy()
-    keep = select_features(mean, threshold, top_k)
-    kept = table.filter(pl.Series(keep)).select("feature", "mean")
+    decision = table.select("feature", "mean").with_columns(pl.Series("kept", select_features(mean, threshold, top_k)))
     atomic_write(run_dir / GATE_FILE, lambda tmp: table.write_csv(tmp))
-    atomic_write(run_dir / PRUNED_FILE, lambda tmp: kept.write_csv(tmp))
-    return kept["feature"].to_list()
+    atomic_write(run_dir / PRUNED_FILE, lambda tmp: decision.write_csv(tmp))
+    return decision.filter(pl.col("kept"))["feature"].to_list()

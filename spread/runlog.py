@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import sys
@@ -19,14 +18,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from spread.checkpoint import atomic_write
+from spread.runfolder import METRICS_FILE, TENSORBOARD_DIR, atomic_write
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
-TENSORBOARD_DIR = "tensorboard"
-
 
 def is_terminal() -> bool:
     """True when stderr is attached to a terminal (progress bars), False in logs, CI and notebooks' captured output."""
@@ -42,22 +36,6 @@ def progress(iterable: Iterable, total: int, description: str, enabled: bool) ->
             return iter(iterable)
         return iter(tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True))
     return iter(iterable)
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write `data` as indented JSON atomically; non-finite floats become null."""
-    text = json.dumps(_finite_or_none(data), indent=1)
-    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(item) for item in value]
-    return value
 
 
 class RunLog:
@@ -114,7 +92,8 @@ class RunLog:
             self.writer = None
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list) -> tuple[float, float]:
+    """Mean and population std of the finite numbers among `values` (NaN, NaN when there is none)."""
     finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not finite:
         return float("nan"), float("nan")
@@ -133,5 +112,5 @@ def summarize(folds: dict[str, dict]) -> dict:
         keys.update(dict.fromkeys(k for k, v in result.get("metrics", {}).items() if isinstance(v, (int, float))))
     mean, std = {}, {}
     for key in keys:
-        mean[key], std[key] = _mean_std([result.get("metrics", {}).get(key, float("nan")) for result in folds.values()])
+        mean[key], std[key] = mean_std([result.get("metrics", {}).get(key, float("nan")) for result in folds.values()])
     return {"folds": folds, "mean": mean, "std": std}

@@ -27,6 +27,8 @@ from spread.errors import ConfigError, DataError
 from spread.targets import release_date
 
 SCHEMES = ("expanding", "sliding")
+HOLDOUT = "holdout"
+"""The name of the competition-like holdout fold."""
 
 
 @dataclass
@@ -139,7 +141,7 @@ def make_folds(
     if cfg.holdout:
         val_dates = holdout_dates(first, last, max_lag, cfg, scored_dates, train_end)
         cutoff = min(val_dates[0] - 1 - cfg.embargo, limit)
-        holdout.append(purged_fold("holdout", val_dates, cutoff, max_lag, first, cfg))
+        holdout.append(purged_fold(HOLDOUT, val_dates, cutoff, max_lag, first, cfg))
         limit = cutoff
     last_val = limit - max_lag - 1  # walk-forward validation labels must be released by `limit`
     walk_forward = []

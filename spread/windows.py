@@ -14,13 +14,14 @@ last L + lookback raw rows, select and scale with the stored statistics, slice t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from spread.competition import Competition
 from spread.errors import ArtifactError, ConfigError, DataError
@@ -149,15 +150,51 @@ class WindowDataset(Dataset):
         return sample
 
 
+class EpochSampler(Sampler[int]):
+    """This rank's share of a permutation drawn from (seed, epoch): positions rank, rank + W, rank + 2W, ...
+
+    The permutation is padded (by repeating its start) to a multiple of the world size, so every rank runs the
+    same number of steps; with the per-rank batch = global batch / W, the ranks' k-th batches together are the
+    single-process k-th batch (DistributedSampler interleaving).
+    """
+
+    def __init__(self, n_samples: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n_samples, self.rank, self.world_size = n_samples, rank, world_size
+        generator = torch.Generator()
+        generator.manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n_samples, generator=generator).tolist()
+        padded = math.ceil(n_samples / world_size) * world_size
+        order += order[: padded - n_samples]
+        self.indices = order[rank::world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def make_loader(
-    ds: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0, drop_last: bool = False
+    ds: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """A DataLoader whose shuffling order depends only on `seed`."""
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+    """The one DataLoader of the project (training, validation, tests, bench).
+
+    shuffle: this rank's share of the permutation drawn from (seed, epoch) (`EpochSampler`), so the order depends
+    only on those; else the samples in order (one process).
+    """
+    sampler = EpochSampler(len(ds), seed, epoch, rank, world_size) if shuffle else None
     return DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers,
-        drop_last=drop_last, persistent_workers=num_workers > 0,
+        ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=drop_last,
+        pin_memory=pin_memory, persistent_workers=num_workers > 0,
     )
 
 
@@ -200,6 +237,26 @@ class FoldData:
     """Kept and dropped features with reasons."""
     feature_names: list[str]
     """Model input columns, in order (= scaler.names = screen.keep)."""
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """(samples, N) float64 labels of a window dataset, in sample order (NaN where unknown)."""
+    return dataset.targets[torch.as_tensor(dataset.rows)].double().numpy()
+
+
+def target_scale(fold_data: FoldData, target_lags: np.ndarray) -> torch.Tensor:
+    """(N,) per-target scale: the std of the target's lag's training labels (as released at the fold's cutoff)."""
+    labels = dataset_labels(fold_data.train)  # (S, N), NaN where unknown
+    scale = np.ones(len(target_lags))
+    for lag in np.unique(target_lags):
+        columns = target_lags == lag
+        values = labels[:, columns]
+        values = values[np.isfinite(values)]
+        std = float(values.std()) if values.size > 1 else float("nan")
+        scale[columns] = std if math.isfinite(std) and std > 0 else 1.0
+    return torch.tensor(scale, dtype=torch.float32)
+
+
 
 
 def competition_panel(comp: Competition, feature_cfg: FeatureConfig) -> Panel:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny hand-written competition folder that depends on nothing but the targets formula."""
+"""Shared fixtures: a tiny hand-written competition folder that depends on nothing but the targets formula, the
+`small` synthetic preset, and the tiny-model overrides of whole training runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,23 @@ import pytest
 import torch
 
 from spread.targets import compute_targets
+
+TINY_RUN = [
+    "data.window=8", "data.batch_size=16", "features.return_horizons=[1, 5]", "screen.min_abs_ic=0.0",
+    "split.n_folds=1", "split.val_size=20", "split.step=20", "split.min_train=60",
+    "model.d_model=8", "model.n_layers=1", "model.n_heads=2", "model.mlp_ratio=1", "model.time2vec_dim=2",
+    "model.dropout=0.1", "train.epochs=2", "train.max_steps_per_epoch=3", "train.lr=0.001",
+]
+"""Overrides for a whole training run in seconds on the `small` preset (one walk-forward fold + the holdout)."""
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `small` synthetic preset (seed 0): 320 dates, 48 targets, test dates 280..319 (scored 280..304)."""
+    from spread.synth import generate
+
+    return generate(tmp_path_factory.mktemp("data") / "small", seed=0, preset="small")
+
 
 @pytest.fixture(scope="module")
 def single_thread():

@@ -16,7 +16,8 @@ from spread.checkpoint import load_checkpoint, verify_manifest
 from spread.config import config_from_dict, load_config
 from spread.model import GatedTransformer
 from spread.synth import generate
-from spread.trainer import seed_everything, train
+from spread.runtime import seed_everything
+from spread.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 # Full batches only (max_steps_per_epoch), no dropout: the two ranks' half batches together are exactly the

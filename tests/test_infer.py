@@ -20,7 +20,7 @@ from spread.model import GatedTransformer
 from spread.prior import mean_rank_prior, write_prior
 from spread.scaling import Scaler
 from spread.synth import generate
-from spread.trainer import predict_dataset
+from spread.forecast import predict_dataset
 from spread.windows import WindowDataset, competition_panel, scaled_source
 
 TINY = {

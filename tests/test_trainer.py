@@ -11,34 +11,26 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import TINY_RUN
 
-import spread.trainer as trainer
+import spread.fit as fit
 from spread.checkpoint import build_model, load_checkpoint, verify_manifest
 from spread.config import load_config
 from spread.errors import ConfigError
 from spread.metrics import rank_correlation_sharpe
 from spread.model import GatedTransformer, ModelOutput
 from spread.pruning import gate_table, select_features
+from spread.fit import Learner, train_step
+from spread.forecast import predict_dataset, predictions
+from spread.optim import build_optimizer, learning_rate
 from spread.runlog import summarize
-from spread.synth import generate
-from spread.trainer import (
-    EpochSampler, Runtime, StepContext, TrainConfig, build_optimizer, inference_dtype, learning_rate,
-    make_grad_scaler, predict_dataset, predictions, resolve_amp, train, train_step,
-)
-from spread.windows import prepare_fold
+from spread.runtime import Runtime, inference_dtype, make_grad_scaler, resolve_amp
+from spread.train_config import TrainConfig
+from spread.trainer import train
+from spread.windows import EpochSampler, prepare_fold
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-TINY = [
-    "data.window=8", "data.batch_size=16", "features.return_horizons=[1, 5]", "screen.min_abs_ic=0.0",
-    "split.n_folds=1", "split.val_size=20", "split.step=20", "split.min_train=60",
-    "model.d_model=8", "model.n_layers=1", "model.n_heads=2", "model.mlp_ratio=1", "model.time2vec_dim=2",
-    "model.dropout=0.1", "train.epochs=2", "train.max_steps_per_epoch=3", "train.lr=0.001",
-]
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(tmp_path_factory.mktemp("data") / "small", seed=0, preset="small")
+TINY = TINY_RUN
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +102,25 @@ def test_predictions_from_the_heads() -> None:
     out = ModelOutput(reg=torch.tensor([[1.0, -1.0, float("nan")]]), score=torch.tensor([[0.0, 3.0, 1.0]]))
     scale = torch.tensor([0.5, 2.0, 1.0])
     reg = predictions(out, scale, TrainConfig(predict_with="reg"))
-    assert reg.tolist() == [[0.5, -2.0, 0.0]]  # unscaled to label units, NaN made finite
+    assert reg[0, :2].tolist() == [0.5, -2.0] and torch.isnan(reg[0, 2])  # unscaled to label units, NaN kept
     assert predictions(out, scale, TrainConfig(predict_with="score")).tolist() == [[0.0, 3.0, 1.0]]
-    blend = predictions(out, scale, TrainConfig(predict_with="blend", blend_weight=1.0))
+    finite = ModelOutput(reg=torch.tensor([[1.0, -1.0, 0.0]]), score=out.score)
+    blend = predictions(finite, scale, TrainConfig(predict_with="blend", blend_weight=1.0))
     assert torch.isfinite(blend).all() and blend[0, 0] > blend[0, 2] > blend[0, 1]
+
+
+def test_predict_dataset_scores_a_non_finite_output_as_zero() -> None:
+    class NaNHead(torch.nn.Module):
+        def forward(self, x: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> ModelOutput:
+            reg = x[:, -1, :2].clone()
+            reg[:, 1] = float("nan")
+            return ModelOutput(reg=reg, score=reg)
+
+    from spread.windows import WindowDataset
+
+    dataset = WindowDataset(torch.ones(6, 2), np.arange(6), np.zeros((6, 2)), np.arange(6), window=2, time_scale=1.0)
+    dates, pred = predict_dataset(NaNHead(), dataset, torch.ones(2), TrainConfig(predict_with="reg"), 4, "cpu")
+    assert dates.tolist() == list(range(6)) and pred[:, 0].tolist() == [1.0] * 6 and pred[:, 1].tolist() == [0.0] * 6
 
 
 def test_precision_choice_on_the_cpu() -> None:
@@ -132,11 +139,11 @@ def test_bf16_autocast_training_step_on_the_cpu() -> None:
     model = GatedTransformer(cfg.model, n_features=5, target_lags=lags)
     runtime = Runtime(torch.device("cpu"), amp_dtype=torch.bfloat16)
     before = model.input_proj.weight.detach().clone()
-    step = StepContext(model, model, build_optimizer(model, cfg.train), make_grad_scaler(runtime), runtime, cfg,
-                       torch.full((4,), 0.01), torch.tensor(lags), torch.Generator())
+    learner = Learner(model, model, build_optimizer(model, cfg.train), make_grad_scaler(runtime), runtime, cfg,
+                      torch.full((4,), 0.01), torch.tensor(lags), torch.Generator())
     batch = {"x": torch.randn(3, 8, 5), "t": torch.rand(3, 8), "valid": torch.ones(3, 8, dtype=torch.bool),
              "y": 0.01 * torch.randn(3, 4), "y_mask": torch.ones(3, 4, dtype=torch.bool)}
-    parts = train_step(step, batch, lr=1e-3, epoch_position=0.0)
+    parts = train_step(learner, batch, lr=1e-3, epoch_position=0.0)
     assert np.isfinite(parts["total"]) and model.input_proj.weight.dtype == torch.float32
     assert not torch.equal(model.input_proj.weight, before)
 
@@ -169,12 +176,17 @@ def test_run_folder_contents(tiny_run: tuple[Path, dict], small: Path) -> None:
                  "holdout/best.pt", "holdout/last.pt"]:
         assert (run / name).is_file(), name
     metrics = pl.read_csv(run / "metrics.csv")
-    assert metrics.select("fold", "epoch").rows() == [("fold0", 1), ("fold0", 2), ("holdout", 1), ("holdout", 2)]
+    epochs = summary["folds"]["fold0"]["best_epoch"]  # the holdout's epoch count: the walk-forward fold's choice
+    holdout_rows = [("holdout", epoch) for epoch in range(1, epochs + 1)]
+    assert metrics.select("fold", "epoch").rows() == [("fold0", 1), ("fold0", 2), *holdout_rows]
     assert {"val_score", "val_ic_lag1", "val_icir_lag4", "val_topk_precision", "val_q1_q5_spread",
             "val_gate_mean", "train_total", "lr"} <= set(metrics.columns)
     assert json.loads((run / "summary.json").read_text())["mean"]["score"] == pytest.approx(summary["mean"]["score"])
     assert set(summary["folds"]) == {"fold0", "holdout"} and "score" in summary["std"]
-    assert summary["folds"]["holdout"]["best_epoch"] in (1, 2) and np.isfinite(summary["mean"]["oracle_score"])
+    assert summary["folds"]["holdout"]["best_epoch"] == summary["epoch_rule"]["epochs"] == epochs
+    assert summary["public_leaderboard_estimate"]["score"] == summary["folds"]["holdout"]["best_score"]
+    assert summary["folds"]["fold0"]["honest_score"] is None  # a single walk-forward fold: no other to choose from
+    assert np.isfinite(summary["mean"]["oracle_score"])
     gates = pl.read_csv(run / "gate_weights.csv")["mean"].to_list()
     assert gates == sorted(gates, reverse=True)
     manifest = verify_manifest(run)
@@ -224,7 +236,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
     tiny_run: tuple[Path, dict], small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run, summary = tiny_run
-    real_save = trainer.save_checkpoint
+    real_save = fit.save_checkpoint
     saved_last = []
 
     def crash_after_first_epoch(path: Path, state: dict) -> None:
@@ -234,7 +246,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
             if len(saved_last) == 1:
                 raise KeyboardInterrupt("simulated crash after epoch 1 of fold0")
 
-    monkeypatch.setattr(trainer, "save_checkpoint", crash_after_first_epoch)
+    monkeypatch.setattr(fit, "save_checkpoint", crash_after_first_epoch)
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         train(load_config(None, TINY), small, resumed)
@@ -284,24 +296,24 @@ def test_leak_noise_after_train_end_plus_5_changes_nothing(small: Path, tmp_path
     cfg = load_config(None, overrides)
     clean_summary = train(cfg, small, tmp_path / "clean")
     train(cfg, noisy, tmp_path / "noisy_run")
-    checkpoints = ["fold0/best.pt", "fold0/last.pt", "fold0-pruned/best.pt", "final/best.pt", "final/last.pt"]
+    checkpoints = ["fold0/best.pt", "fold0/last.pt", "fold0-pruned/best.pt", "final-s0/best.pt", "final-s0/last.pt"]
     assert_same_weights(tmp_path / "clean", tmp_path / "noisy_run", checkpoints)
     assert (tmp_path / "clean/prior.json").read_text() == (tmp_path / "noisy_run/prior.json").read_text()
 
     # noise that starts inside the training data does change the weights (so the comparison above can fail)
     early = noisy_copy(small, tmp_path / "early", after=end - 10)
     train(load_config(None, overrides[:-3]), early, tmp_path / "early_run")
-    assert not torch.equal(weights(tmp_path / "clean/final/last.pt")["input_proj.weight"],
-                           weights(tmp_path / "early_run/final/last.pt")["input_proj.weight"])
+    assert not torch.equal(weights(tmp_path / "clean/final-s0/last.pt")["input_proj.weight"],
+                           weights(tmp_path / "early_run/final-s0/last.pt")["input_proj.weight"])
 
     # pruning and the final fit, on the clean run
     pruned = load_checkpoint(tmp_path / "clean/fold0-pruned/best.pt")
     assert int(pruned["gate_mask"].sum()) == 20 and len(pruned["feature_names"]) > 20
     assert "pruned_mean" in clean_summary and clean_summary["folds"]["fold0"]["pruned"]["n_features"] == 20
     assert clean_summary["final_fit"]["epochs"] == clean_summary["folds"]["fold0"]["best_epoch"]
-    final = load_checkpoint(tmp_path / "clean/final/best.pt")
+    final = load_checkpoint(tmp_path / "clean/final-s0/best.pt")
     assert final["fold"]["cutoff"] == end
-    assert verify_manifest(tmp_path / "clean")["inference"]["checkpoints"] == ["final/best.pt"]
+    assert verify_manifest(tmp_path / "clean")["inference"]["checkpoints"] == ["final-s0/best.pt"]
 
 
 def test_smoke_config_beats_random_on_the_small_preset(small: Path, tmp_path: Path) -> None:

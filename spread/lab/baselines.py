@@ -39,7 +39,8 @@ from spread.features import Panel, released, revealed_label_features
 from spread.layout import ORACLE_FILE
 from spread.metrics import average_ranks, validation_metrics
 from spread.prior import mean_rank_prior
-from spread.runlog import SUMMARY_FILE, RunLog, summarize, write_json
+from spread.runfolder import SUMMARY_FILE, write_json
+from spread.runlog import RunLog, summarize
 from spread.splits import Fold, fold_table, lag_mapping, make_folds
 from spread.trainer import load_oracle
 from spread.windows import competition_panel, label_matrix, prepare_fold

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from spread.config import Config, config_from_dict, config_to_dict, save_config
 from spread.errors import ConfigError, DataError, SpreadError
-from spread.runlog import write_json
+from spread.runfolder import write_json
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,91 @@
+"""The run folder's layout: every file name a run writes, and the atomic writes that make its files whole.
+
+The counterpart of the competition writer (`spread.layout`): one place owns the names, so the trainer, the run
+log, the gate analysis, checkpoints and the manifest agree on them.
+
+    RUN/config.yaml            the resolved config (a resumed run must match it)
+    RUN/folds.csv              one row per fold: date ranges, embargo, cutoff, label releases, feature count
+    RUN/metrics.csv            one row per fit per epoch (train loss parts, LR, validation metrics)
+    RUN/summary.json           per-fold scores, mean/std, holdout estimate, final fit, run facts
+    RUN/prior.json             the never-fail fallback prediction (`spread.prior`)
+    RUN/gate_weights.csv       every feature's gate per fit and the mean, sorted
+    RUN/pruned_features.csv    the features the gate analysis keeps (the others are the pruned ones)
+    RUN/manifest.json          sha256 of every file; the served checkpoints and what each was trained on
+    RUN/tensorboard/           TensorBoard events (train.tensorboard)
+    RUN/<fit>/best.pt|last.pt  per fit: the model it reports (best.pt) and its resume point (last.pt)
+
+`atomic_write` writes through a temporary `.NAME.tmpPID` beside the target and renames it over the target in
+one step, so a reader never sees half a file; a killed process can leave the temporary behind, and
+`remove_temporaries` deletes those when a run is resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "config.yaml"
+FOLDS_FILE = "folds.csv"
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+PRIOR_FILE = "prior.json"
+MANIFEST_FILE = "manifest.json"
+GATE_FILE = "gate_weights.csv"
+PRUNED_FILE = "pruned_features.csv"
+TENSORBOARD_DIR = "tensorboard"
+BEST = "best.pt"
+"""The model a fit reports and serves (best validation epoch, or the epoch-count model of a fixed-length fit)."""
+LAST = "last.pt"
+"""The state after a fit's latest completed epoch: its resume point."""
+TEMP_MARK = ".tmp"
+"""Part of every temporary file name of `atomic_write` (`.NAME.tmpPID`)."""
+
+
+def checkpoint_name(fit: str, which: str = BEST) -> str:
+    """The run-relative path of a fit's checkpoint, e.g. "fold0/best.pt" (as listed in manifest.json)."""
+    return f"{fit}/{which}"
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write(tmp_path)`, then move the temporary file over `path` in one step (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def is_temporary(path: Path) -> bool:
+    """True for a leftover of `atomic_write` (a hidden name holding ".tmp")."""
+    return path.name.startswith(".") and TEMP_MARK in path.name
+
+
+def remove_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporaries a killed run left in `run_dir` (any depth); returns what was removed."""
+    removed = [path for path in sorted(run_dir.rglob(".*")) if path.is_file() and is_temporary(path)]
+    for path in removed:
+        path.unlink()
+    return removed
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write `data` as indented JSON atomically; non-finite floats become null."""
+    text = json.dumps(_finite_or_none(data), indent=1)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value

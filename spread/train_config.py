@@ -1,0 +1,131 @@
+"""The `train` section of the config: optimiser, schedule, precision, epochs, prediction head, pruning, final fit.
+
+A leaf module (stdlib and `spread.errors` only), so that `spread.config` composes it without importing the
+training loop (`spread.trainer`), the runtime (devices, processes) or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spread.errors import ConfigError
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+SCHEDULES = ("cosine", "onecycle")
+PREDICT_CHOICES = ("reg", "score", "blend")
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule, precision, epochs, checkpoints, prediction head, pruning and the served final fit.
+
+    Epoch rule. A walk-forward fold trains up to `epochs` epochs and keeps its best validation epoch (early
+    stopping on its own validation dates: its "best-epoch score" leans optimistic). A fit whose validation dates
+    must stay unseen - the holdout (the public-leaderboard proxy) and the final fit (the served model) - trains a
+    fixed number of epochs chosen only from the walk-forward folds: `final_fit_epochs` when set, else the median of
+    the walk-forward folds' best epochs (rounded half up), else (no walk-forward fold) `epochs`; it follows the
+    folds' LR schedule (over `epochs`) and stops there, so it is trained exactly as a fold's first epochs, and its
+    best.pt is its last epoch. Each walk-forward fold's "honest score" is its validation score at the epoch count
+    the same rule picks from the OTHER walk-forward folds (null with a single walk-forward fold).
+    """
+
+    device: str = "auto"
+    """"auto" (cuda:LOCAL_RANK when CUDA is available, else cpu), "cpu", "cuda" or "cuda:N"."""
+    amp: str = "auto"
+    """Mixed precision: auto (bf16 on GPUs of compute capability >= 8, fp16 + GradScaler on older GPUs, off on
+    the CPU) | bf16 | fp16 (CUDA only) | off."""
+    lr: float = 1e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay, applied to matrices only (not to biases, norms, gates, Time2Vec)."""
+    gate_lr_scale: float = 1.0
+    """LR multiplier of the feature-gate logits. Adam moves a parameter by about lr per step whatever its
+    gradient, so at lr 1e-4 a gate starting at sigmoid(3) cannot close within a few thousand steps; a larger
+    multiplier lets the L1 penalty actually prune."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW (beta1, beta2)."""
+    epochs: int = 20
+    """Maximum epochs per walk-forward fold (early stopping may end a fold sooner); the LR schedule's length."""
+    schedule: str = "cosine"
+    """LR schedule per step: cosine (linear warm-up from 0, cosine decay to min_lr_frac * lr) | onecycle (warm-up
+    from lr / 25, cosine decay to lr / 2.5e5; Smith & Topin 2019, without momentum cycling)."""
+    warmup_steps: int = 0
+    """Warm-up steps; 0 = use warmup_frac."""
+    warmup_frac: float = 0.05
+    """Warm-up as a share of the fold's total steps (when warmup_steps is 0)."""
+    min_lr_frac: float = 0.05
+    """Cosine schedule: the final LR as a share of lr."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables clipping)."""
+    early_stopping_patience: int = 5
+    """Stop a walk-forward fold after this many validations without a better score (0 disables early stopping)."""
+    eval_every: int = 1
+    """Validate every this many epochs (and always after the last epoch); honest scores need 1."""
+    eval_batch_size: int = 64
+    """Samples per batch when predicting the validation set."""
+    max_steps_per_epoch: int = 0
+    """Cap on optimiser steps per epoch, each epoch drawing a fresh shuffled subset (0 = the whole training set)."""
+    deterministic: bool = True
+    """On CUDA: torch.use_deterministic_algorithms (warn only) and no cuDNN autotuning. The CPU path is always
+    deterministic (same seed and data give bit-identical weights)."""
+    predict_with: str = "blend"
+    """How the submitted prediction is made from the two heads: reg (regression forecast, unscaled) | score
+    (ranking logits) | blend (blend_weight * z(reg) + (1 - blend_weight) * z(score), z = per-date z-score)."""
+    blend_weight: float = 0.5
+    """Weight of the regression head in the blend."""
+    final_fit: bool = False
+    """After the folds, fit the served model on every date labelled by data.train_end (or the last labelled date),
+    one member per seed of `seeds` (folders final-s<seed>/); inference then averages them (else the folds'
+    best.pt)."""
+    final_fit_epochs: int = 0
+    """Epochs of the fixed-length fits (the holdout and the final fit); 0 = the epoch rule above. At most
+    `epochs`."""
+    seeds: list[int] = field(default_factory=list)
+    """Seeds of the final fit's members, a seed ensemble (e.g. [0, 1, 2]); empty = the run's `seed` alone."""
+    tensorboard: bool = False
+    """Also write TensorBoard events to RUN/tensorboard (needs the tensorboard package)."""
+    progress: bool = True
+    """Progress within an epoch: a tqdm bar (steps/s, ETA) when stderr is a terminal, else a plain log line every
+    `log_every_s` seconds (step, loss, steps/s, ETA)."""
+    log_every_s: float = 30.0
+    """Seconds between the plain progress lines of an epoch when stderr is not a terminal (0: none)."""
+    prune_threshold: float = 0.05
+    """Gate analysis: keep the features whose gate is at least this value ..."""
+    prune_top_k: int = 0
+    """... or, when > 0, the top_k features with the largest gates."""
+    finetune_pruned: bool = False
+    """Fine-tune each fold's best model with the pruned features masked out, and report its score beside."""
+    finetune_epochs: int = 3
+    """Epochs of the pruned fine-tune."""
+
+    def __post_init__(self) -> None:
+        choices = {"amp": AMP_CHOICES, "schedule": SCHEDULES, "predict_with": PREDICT_CHOICES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"train.{name}: expected one of {'|'.join(allowed)}, got {getattr(self, name)!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"train.device: expected auto|cpu|cuda|cuda:N, got {self.device!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("train.lr must be > 0, train.weight_decay and train.grad_clip >= 0")
+        if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ConfigError(f"train.betas: expected two values in [0, 1), got {self.betas}")
+        positive = ("epochs", "eval_every", "eval_batch_size", "finetune_epochs")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}: expected >= 1, got {getattr(self, name)}")
+        non_negative = ("warmup_steps", "early_stopping_patience", "max_steps_per_epoch", "final_fit_epochs",
+                        "prune_top_k")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}: expected >= 0, got {getattr(self, name)}")
+        if self.gate_lr_scale < 0 or self.log_every_s < 0:
+            raise ConfigError(f"train.gate_lr_scale and train.log_every_s: expected >= 0, got {self.gate_lr_scale}, "
+                              f"{self.log_every_s}")
+        if self.final_fit_epochs > self.epochs:
+            raise ConfigError(f"train.final_fit_epochs: {self.final_fit_epochs} > train.epochs = {self.epochs} (the "
+                              "fixed-length fits follow the walk-forward folds' schedule)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"train.seeds: expected distinct seeds, got {self.seeds}")
+        for name in ("warmup_frac", "min_lr_frac", "blend_weight"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"train.{name}: expected a value in [0, 1], got {getattr(self, name)}")
