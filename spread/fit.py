@@ -42,7 +42,7 @@ from spread.metrics import validation_metrics
 from spread.model import GatedTransformer, ModelOutput
 from spread.optim import build_optimizer, learning_rate, warmup_steps
 from spread.runfolder import BEST, LAST
-from spread.runlog import RunLog, progress
+from spread.runlog import ProgressLines, RunLog, is_terminal, progress
 from spread.runtime import (
     Runtime, autocast, broadcast_from_rank0, make_grad_scaler, restore_rng_state, rng_state, seed_everything,
     to_device,
@@ -71,6 +71,9 @@ class RunContext:
     resume: bool
     oracle: np.ndarray | None = None
     """(dates, N) oracle predictions of a synthetic folder (rows = train date_ids), else None."""
+    earlier_seconds: dict[str, float] = field(default_factory=dict)
+    """Per fit resumed from an earlier session: the seconds of its epochs run then (so run.seconds is the whole
+    run's)."""
 
     @property
     def target_lags(self) -> np.ndarray:
@@ -140,14 +143,6 @@ def validate(ctx: RunContext, job: FitJob, model: GatedTransformer, scale: torch
     return validation_metrics(dataset_labels(val), pred, ctx.target_lags, gate=gate)  # rows ascend: date order
 
 
-def oracle_score(ctx: RunContext, job: FitJob) -> float:
-    """The synthetic oracle's competition score on the job's validation dates (NaN without an oracle)."""
-    val = job.data.val
-    if ctx.oracle is None or len(val) == 0:
-        return float("nan")
-    return validation_metrics(dataset_labels(val), ctx.oracle[val.rows], ctx.target_lags)["score"]
-
-
 @dataclass
 class Learner:
     """What every optimiser step of a fit needs besides the batch (the step counter is `FitState.step`)."""
@@ -205,8 +200,17 @@ class FitPlan:
         return cls(steps, steps * epochs)
 
 
-def train_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, plan: FitPlan) -> dict[str, float]:
-    """One epoch of optimiser steps over a fresh shuffle; returns the mean loss parts (this rank's) and the LR."""
+def progress_lines(ctx: RunContext, job: FitJob, plan: FitPlan) -> ProgressLines:
+    """The plain progress lines of a fit: on rank 0 with train.progress, when stderr is not a terminal."""
+    shown = ctx.cfg.train.progress and ctx.runtime.is_main and not is_terminal()
+    return ProgressLines(job.name, ctx.cfg.train.log_every_s if shown else 0.0, job.epochs * plan.steps_per_epoch)
+
+
+def train_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, plan: FitPlan,
+                lines: ProgressLines) -> dict[str, float]:
+    """One epoch of optimiser steps over a fresh shuffle; returns the mean loss parts (this rank's) and the LR.
+
+    Progress: a tqdm bar when stderr is a terminal, else `lines` (plain log lines every train.log_every_s)."""
     cfg, runtime = ctx.cfg, ctx.runtime
     loader = make_loader(job.data.train, cfg.data.batch_size // runtime.world_size, shuffle=True, seed=job.seed,
                          num_workers=cfg.data.num_workers, epoch=state.epoch, rank=runtime.rank,
@@ -223,11 +227,13 @@ def train_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState,
         state.step += 1
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
+        lines.update(state.step, state.epoch + 1, sums.get("total", float("nan")) / (batch_index + 1))
     return {f"train_{key}": value / n_steps for key, value in sums.items()} | {"lr": lr}
 
 
-def start_fit(ctx: RunContext, job: FitJob, resume: bool) -> tuple[Learner, FitState]:
-    """Model, optimiser and state of a fit: fresh (seeded), from `job.init_checkpoint`, or resumed from last.pt."""
+def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = False) -> tuple[Learner, FitState]:
+    """Model, optimiser and state of a fit: fresh (seeded), from `job.init_checkpoint`, or resumed from last.pt
+    (`continued`: by `extend_fit`, within this session)."""
     cfg, runtime = ctx.cfg, ctx.runtime
     seed_everything(job.seed)
     raw_model = GatedTransformer(cfg.model, n_features=len(job.data.feature_names), target_lags=ctx.target_lags)
@@ -251,7 +257,9 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool) -> tuple[Learner, FitS
         state = FitState(**ckpt["state"])
         restore_rng_state(ckpt["rng_state"], pair_generator)
         ctx.runlog.restore(job.name, state.rows)
-        if runtime.is_main:
+        if not continued:
+            ctx.earlier_seconds[job.name] = sum(row.get("seconds", 0.0) for row in state.rows)
+        if runtime.is_main and not continued:
             log.info("%s: resumed after epoch %d (step %d)%s", job.name, state.epoch, state.step,
                      ", already finished" if state.finished else "")
 
@@ -347,8 +355,9 @@ def fit(ctx: RunContext, job: FitJob) -> dict:
                  "(seed %d, %s)", job.name, len(job.data.train), len(job.data.val), len(job.data.feature_names),
                  learner.raw_model.num_parameters(), job.epochs, plan.steps_per_epoch, job.seed,
                  "best epoch chosen on its validation dates" if job.selects else "fixed length")
+    lines = progress_lines(ctx, job, plan)
     while not state.finished and state.epoch < job.epochs:
-        verdict = run_epoch(ctx, job, learner, state, plan, judge_epoch)
+        verdict = run_epoch(ctx, job, learner, state, plan, judge_epoch, lines)
         state.finished = verdict.stop
         if runtime.is_main and verdict.stop and job.selects:
             announce_stop(job, state)
@@ -364,7 +373,7 @@ def extend_fit(ctx: RunContext, job: FitJob, to_epoch: int) -> dict:
     length gives. The rows carry `after_stop` = 1 in metrics.csv. Returns the validation metrics at `to_epoch`.
     """
     runtime = ctx.runtime
-    learner, state = start_fit(ctx, job, resume=True)
+    learner, state = start_fit(ctx, job, resume=True, continued=True)
     plan = FitPlan.make(ctx.cfg, len(job.data.train), job.schedule_epochs or job.epochs, runtime.world_size)
     if runtime.is_main and state.epoch < to_epoch:
         log.info("%s: stopped after epoch %d; training on to epoch %d for its honest score only", job.name,
@@ -375,8 +384,9 @@ def extend_fit(ctx: RunContext, job: FitJob, to_epoch: int) -> dict:
                                                                         learner.target_scale).items()}
         return EpochVerdict(stop=True)
 
+    lines = progress_lines(ctx, job, plan)
     while state.epoch < to_epoch:
-        save_epoch(ctx, job, learner, plan, state, run_epoch(ctx, job, learner, state, plan, score_only))
+        save_epoch(ctx, job, learner, plan, state, run_epoch(ctx, job, learner, state, plan, score_only, lines))
     row = next(row for row in state.rows if row["epoch"] == to_epoch)
     return {key[4:]: value for key, value in row.items() if key.startswith("val_")}
 
@@ -384,12 +394,12 @@ def extend_fit(ctx: RunContext, job: FitJob, to_epoch: int) -> dict:
 Judge = Callable[[RunContext, FitJob, Learner, FitState, dict], EpochVerdict]
 
 
-def run_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, plan: FitPlan,
-              judge: Judge) -> EpochVerdict:
+def run_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, plan: FitPlan, judge: Judge,
+              lines: ProgressLines) -> EpochVerdict:
     """Train one epoch, let rank 0 `judge` it (validation into the row), broadcast the verdict, record the row."""
     runtime = ctx.runtime
     started = time.perf_counter()
-    row = {"fold": job.name, "epoch": state.epoch + 1} | train_epoch(ctx, job, learner, state, plan)
+    row = {"fold": job.name, "epoch": state.epoch + 1} | train_epoch(ctx, job, learner, state, plan, lines)
     state.epoch += 1
     verdict = judge(ctx, job, learner, state, row) if runtime.is_main else None
     verdict = broadcast_from_rank0(verdict, runtime)
