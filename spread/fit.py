@@ -5,8 +5,11 @@
         lr = schedule(step); autocast forward; loss = total_loss(out, y / target_scale, ...); scaled backward;
         clip; step
       validate on rank 0: predictions -> spread.metrics.validation_metrics (competition score, IC, ICIR per lag,
-      top-k, Q1-Q5, gate sparsity); keep best.pt on the score (not the loss); early stopping on the score
+      top-k, Q1-Q5, gate sparsity); a selecting fit (a walk-forward fold) keeps best.pt on the score (not the
+      loss) and stops early on it; a fixed-length fit (the holdout, the final fit) keeps its last epoch
       write the metrics.csv row and last.pt (resume point)
+
+`extend_fit` trains a finished fold on past its early stop, for its honest score only (best.pt stays).
 
 Targets are scaled per lag by the std of that lag's training labels (so one Huber delta suits every horizon); the
 scale is stored in the checkpoint and `spread.forecast.predictions` undoes it. A `Learner` holds what every
@@ -81,8 +84,7 @@ class RunContext:
 
 
 ROLES = ("fold", "holdout", "final")
-"""What a fit is for (checkpoint key "role"): a walk-forward fold (its validation dates may select its epoch), the
-holdout (the public-leaderboard proxy: never selected on its own dates) or a served final-fit member."""
+"""A fit's checkpoint key "role": a walk-forward fold, the holdout (never selected on its own dates), a final fit."""
 
 
 @dataclass
@@ -102,6 +104,7 @@ class FitJob:
     """True: validation picks best.pt and may stop the fit early (a walk-forward fold). False: a fixed-length fit
     whose best.pt is its last epoch, validated (when `validate`) only to report (the holdout, the final fit)."""
     validate: bool = True
+    """Validate after the epochs (`train.eval_every`); False for the final fit, which has no validation dates."""
     schedule_epochs: int = 0
     """Epochs the LR schedule spans (0: `epochs`); a fixed-length fit follows the folds' schedule and stops early,
     so that it is trained exactly as a walk-forward fold's first `epochs` epochs."""
@@ -127,11 +130,6 @@ class FitState:
     rows: list = field(default_factory=list)
     finished: bool = False
     """No more epochs: the fit ended (its last epoch or early stopping)."""
-
-
-def fold_record(fold: Fold) -> dict:
-    return {"name": fold.name, "train_dates": list(fold.train_dates), "val_dates": list(fold.val_dates),
-            "embargo": fold.embargo, "cutoff": fold.train_cutoff}
 
 
 def validate(ctx: RunContext, job: FitJob, model: GatedTransformer, scale: torch.Tensor) -> dict:
@@ -293,7 +291,7 @@ def checkpoint_state(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPl
         "target_names": ctx.comp.target_names,
         "target_lags": ctx.target_lags.tolist(),
         "target_scale": learner.target_scale.tolist(),
-        "fold": fold_record(job.fold),
+        "fold": job.fold.record(),
         "role": job.role,
         "seed": job.seed,
         "epoch": state.epoch,

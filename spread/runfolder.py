@@ -10,10 +10,11 @@ log, the gate analysis, checkpoints and the manifest agree on them.
     RUN/summary.json           per-fold scores, mean/std, holdout estimate, final fit, run facts
     RUN/prior.json             the never-fail fallback prediction (`spread.prior`)
     RUN/gate_weights.csv       every feature's gate per fit and the mean, sorted
-    RUN/pruned_features.csv    the features the gate analysis keeps (the others are the pruned ones)
+    RUN/pruned_features.csv    the pruning decision: every feature, its mean gate, kept (true) or pruned (false)
     RUN/manifest.json          sha256 of every file; the served checkpoints and what each was trained on
     RUN/tensorboard/           TensorBoard events (train.tensorboard)
-    RUN/<fit>/best.pt|last.pt  per fit: the model it reports (best.pt) and its resume point (last.pt)
+    RUN/<fit>/best.pt|last.pt  per fit (fold0.., holdout, <fold>-pruned, final-s<seed>): the model it reports
+                               (best.pt) and its resume point (last.pt)
 
 `atomic_write` writes through a temporary `.NAME.tmpPID` beside the target and renames it over the target in
 one step, so a reader never sees half a file; a killed process can leave the temporary behind, and

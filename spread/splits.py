@@ -83,6 +83,11 @@ class Fold:
     def train_cutoff(self) -> int:
         return self.val_dates[0] - 1 if self.cutoff is None else self.cutoff
 
+    def record(self) -> dict:
+        """The fold as plain values (a checkpoint's "fold")."""
+        return {"name": self.name, "train_dates": list(self.train_dates), "val_dates": list(self.val_dates),
+                "embargo": self.embargo, "cutoff": self.train_cutoff}
+
 
 def purged_fold(
     name: str, val_dates: tuple[int, int], cutoff: int, max_lag: int, first_date: int, cfg: SplitConfig

@@ -63,8 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINAL_FOLD = "final"
-RESUME_MAY_CHANGE = ("train.device", "train.amp", "train.tensorboard", "train.progress", "train.eval_batch_size",
-                     "data.num_workers")
+RESUME_MAY_CHANGE = ("train.device", "train.amp", "train.tensorboard", "train.progress", "train.log_every_s",
+                     "train.eval_batch_size", "data.num_workers")
 """Config fields that may differ when a run is resumed (they do not change what is computed on the CPU)."""
 
 
