@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_score)
 
     p = commands.add_parser("train", help="walk-forward training, checkpoints and run logs")
-    p.add_argument("--data", required=True, type=Path, help="competition folder")
+    p.add_argument("--data", type=Path, help="competition folder (with --resume: default the run's own)")
     p.add_argument("--out", type=Path, help="run folder to create")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last.pt checkpoints")
     _add_config(p)

@@ -5,8 +5,11 @@
         lr = schedule(step); autocast forward; loss = total_loss(out, y / target_scale, ...); scaled backward;
         clip; step
       validate on rank 0: predictions -> spread.metrics.validation_metrics (competition score, IC, ICIR per lag,
-      top-k, Q1-Q5, gate sparsity); keep best.pt on the score (not the loss); early stopping on the score
+      top-k, Q1-Q5, gate sparsity); a selecting fit (a walk-forward fold) keeps best.pt on the score (not the
+      loss) and stops early on it; a fixed-length fit (the holdout, the final fit) keeps its last epoch
       write the metrics.csv row and last.pt (resume point)
+
+`extend_fit` trains a finished fold on past its early stop, for its honest score only (best.pt stays).
 
 Targets are scaled per lag by the std of that lag's training labels (so one Huber delta suits every horizon); the
 scale is stored in the checkpoint and `spread.forecast.predictions` undoes it. A `Learner` holds what every
@@ -42,7 +45,7 @@ from spread.metrics import validation_metrics
 from spread.model import GatedTransformer, ModelOutput
 from spread.optim import build_optimizer, learning_rate, warmup_steps
 from spread.runfolder import BEST, LAST
-from spread.runlog import RunLog, progress
+from spread.runlog import ProgressLines, RunLog, is_terminal, progress
 from spread.runtime import (
     Runtime, autocast, broadcast_from_rank0, make_grad_scaler, restore_rng_state, rng_state, seed_everything,
     to_device,
@@ -71,6 +74,9 @@ class RunContext:
     resume: bool
     oracle: np.ndarray | None = None
     """(dates, N) oracle predictions of a synthetic folder (rows = train date_ids), else None."""
+    earlier_seconds: dict[str, float] = field(default_factory=dict)
+    """Per fit resumed from an earlier session: the seconds of its epochs run then (so run.seconds is the whole
+    run's)."""
 
     @property
     def target_lags(self) -> np.ndarray:
@@ -78,8 +84,7 @@ class RunContext:
 
 
 ROLES = ("fold", "holdout", "final")
-"""What a fit is for (checkpoint key "role"): a walk-forward fold (its validation dates may select its epoch), the
-holdout (the public-leaderboard proxy: never selected on its own dates) or a served final-fit member."""
+"""A fit's checkpoint key "role": a walk-forward fold, the holdout (never selected on its own dates), a final fit."""
 
 
 @dataclass
@@ -99,6 +104,7 @@ class FitJob:
     """True: validation picks best.pt and may stop the fit early (a walk-forward fold). False: a fixed-length fit
     whose best.pt is its last epoch, validated (when `validate`) only to report (the holdout, the final fit)."""
     validate: bool = True
+    """Validate after the epochs (`train.eval_every`); False for the final fit, which has no validation dates."""
     schedule_epochs: int = 0
     """Epochs the LR schedule spans (0: `epochs`); a fixed-length fit follows the folds' schedule and stops early,
     so that it is trained exactly as a walk-forward fold's first `epochs` epochs."""
@@ -126,11 +132,6 @@ class FitState:
     """No more epochs: the fit ended (its last epoch or early stopping)."""
 
 
-def fold_record(fold: Fold) -> dict:
-    return {"name": fold.name, "train_dates": list(fold.train_dates), "val_dates": list(fold.val_dates),
-            "embargo": fold.embargo, "cutoff": fold.train_cutoff}
-
-
 def validate(ctx: RunContext, job: FitJob, model: GatedTransformer, scale: torch.Tensor) -> dict:
     """Validation metrics of `model` on the job's validation set (rank 0 only)."""
     cfg = ctx.cfg.train
@@ -138,14 +139,6 @@ def validate(ctx: RunContext, job: FitJob, model: GatedTransformer, scale: torch
     _, pred = predict_dataset(model, val, scale, cfg, cfg.eval_batch_size, ctx.runtime.device)
     gate = model.gate.values().detach().cpu().numpy()
     return validation_metrics(dataset_labels(val), pred, ctx.target_lags, gate=gate)  # rows ascend: date order
-
-
-def oracle_score(ctx: RunContext, job: FitJob) -> float:
-    """The synthetic oracle's competition score on the job's validation dates (NaN without an oracle)."""
-    val = job.data.val
-    if ctx.oracle is None or len(val) == 0:
-        return float("nan")
-    return validation_metrics(dataset_labels(val), ctx.oracle[val.rows], ctx.target_lags)["score"]
 
 
 @dataclass
@@ -205,8 +198,17 @@ class FitPlan:
         return cls(steps, steps * epochs)
 
 
-def train_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, plan: FitPlan) -> dict[str, float]:
-    """One epoch of optimiser steps over a fresh shuffle; returns the mean loss parts (this rank's) and the LR."""
+def progress_lines(ctx: RunContext, job: FitJob, plan: FitPlan) -> ProgressLines:
+    """The plain progress lines of a fit: on rank 0 with train.progress, when stderr is not a terminal."""
+    shown = ctx.cfg.train.progress and ctx.runtime.is_main and not is_terminal()
+    return ProgressLines(job.name, ctx.cfg.train.log_every_s if shown else 0.0, job.epochs * plan.steps_per_epoch)
+
+
+def train_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, plan: FitPlan,
+                lines: ProgressLines) -> dict[str, float]:
+    """One epoch of optimiser steps over a fresh shuffle; returns the mean loss parts (this rank's) and the LR.
+
+    Progress: a tqdm bar when stderr is a terminal, else `lines` (plain log lines every train.log_every_s)."""
     cfg, runtime = ctx.cfg, ctx.runtime
     loader = make_loader(job.data.train, cfg.data.batch_size // runtime.world_size, shuffle=True, seed=job.seed,
                          num_workers=cfg.data.num_workers, epoch=state.epoch, rank=runtime.rank,
@@ -223,11 +225,13 @@ def train_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState,
         state.step += 1
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
+        lines.update(state.step, state.epoch + 1, sums.get("total", float("nan")) / (batch_index + 1))
     return {f"train_{key}": value / n_steps for key, value in sums.items()} | {"lr": lr}
 
 
-def start_fit(ctx: RunContext, job: FitJob, resume: bool) -> tuple[Learner, FitState]:
-    """Model, optimiser and state of a fit: fresh (seeded), from `job.init_checkpoint`, or resumed from last.pt."""
+def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = False) -> tuple[Learner, FitState]:
+    """Model, optimiser and state of a fit: fresh (seeded), from `job.init_checkpoint`, or resumed from last.pt
+    (`continued`: by `extend_fit`, within this session)."""
     cfg, runtime = ctx.cfg, ctx.runtime
     seed_everything(job.seed)
     raw_model = GatedTransformer(cfg.model, n_features=len(job.data.feature_names), target_lags=ctx.target_lags)
@@ -251,7 +255,9 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool) -> tuple[Learner, FitS
         state = FitState(**ckpt["state"])
         restore_rng_state(ckpt["rng_state"], pair_generator)
         ctx.runlog.restore(job.name, state.rows)
-        if runtime.is_main:
+        if not continued:
+            ctx.earlier_seconds[job.name] = sum(row.get("seconds", 0.0) for row in state.rows)
+        if runtime.is_main and not continued:
             log.info("%s: resumed after epoch %d (step %d)%s", job.name, state.epoch, state.step,
                      ", already finished" if state.finished else "")
 
@@ -285,7 +291,7 @@ def checkpoint_state(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPl
         "target_names": ctx.comp.target_names,
         "target_lags": ctx.target_lags.tolist(),
         "target_scale": learner.target_scale.tolist(),
-        "fold": fold_record(job.fold),
+        "fold": job.fold.record(),
         "role": job.role,
         "seed": job.seed,
         "epoch": state.epoch,
@@ -347,8 +353,9 @@ def fit(ctx: RunContext, job: FitJob) -> dict:
                  "(seed %d, %s)", job.name, len(job.data.train), len(job.data.val), len(job.data.feature_names),
                  learner.raw_model.num_parameters(), job.epochs, plan.steps_per_epoch, job.seed,
                  "best epoch chosen on its validation dates" if job.selects else "fixed length")
+    lines = progress_lines(ctx, job, plan)
     while not state.finished and state.epoch < job.epochs:
-        verdict = run_epoch(ctx, job, learner, state, plan, judge_epoch)
+        verdict = run_epoch(ctx, job, learner, state, plan, judge_epoch, lines)
         state.finished = verdict.stop
         if runtime.is_main and verdict.stop and job.selects:
             announce_stop(job, state)
@@ -364,7 +371,7 @@ def extend_fit(ctx: RunContext, job: FitJob, to_epoch: int) -> dict:
     length gives. The rows carry `after_stop` = 1 in metrics.csv. Returns the validation metrics at `to_epoch`.
     """
     runtime = ctx.runtime
-    learner, state = start_fit(ctx, job, resume=True)
+    learner, state = start_fit(ctx, job, resume=True, continued=True)
     plan = FitPlan.make(ctx.cfg, len(job.data.train), job.schedule_epochs or job.epochs, runtime.world_size)
     if runtime.is_main and state.epoch < to_epoch:
         log.info("%s: stopped after epoch %d; training on to epoch %d for its honest score only", job.name,
@@ -375,8 +382,9 @@ def extend_fit(ctx: RunContext, job: FitJob, to_epoch: int) -> dict:
                                                                         learner.target_scale).items()}
         return EpochVerdict(stop=True)
 
+    lines = progress_lines(ctx, job, plan)
     while state.epoch < to_epoch:
-        save_epoch(ctx, job, learner, plan, state, run_epoch(ctx, job, learner, state, plan, score_only))
+        save_epoch(ctx, job, learner, plan, state, run_epoch(ctx, job, learner, state, plan, score_only, lines))
     row = next(row for row in state.rows if row["epoch"] == to_epoch)
     return {key[4:]: value for key, value in row.items() if key.startswith("val_")}
 
@@ -384,12 +392,12 @@ def extend_fit(ctx: RunContext, job: FitJob, to_epoch: int) -> dict:
 Judge = Callable[[RunContext, FitJob, Learner, FitState, dict], EpochVerdict]
 
 
-def run_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, plan: FitPlan,
-              judge: Judge) -> EpochVerdict:
+def run_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, plan: FitPlan, judge: Judge,
+              lines: ProgressLines) -> EpochVerdict:
     """Train one epoch, let rank 0 `judge` it (validation into the row), broadcast the verdict, record the row."""
     runtime = ctx.runtime
     started = time.perf_counter()
-    row = {"fold": job.name, "epoch": state.epoch + 1} | train_epoch(ctx, job, learner, state, plan)
+    row = {"fold": job.name, "epoch": state.epoch + 1} | train_epoch(ctx, job, learner, state, plan, lines)
     state.epoch += 1
     verdict = judge(ctx, job, learner, state, row) if runtime.is_main else None
     verdict = broadcast_from_rank0(verdict, runtime)

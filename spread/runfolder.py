@@ -4,15 +4,17 @@ The counterpart of the competition writer (`spread.layout`): one place owns the 
 log, the gate analysis, checkpoints and the manifest agree on them.
 
     RUN/config.yaml            the resolved config (a resumed run must match it)
+    RUN/data.json              the competition folder the run trains on (`train --resume RUN` reads it)
     RUN/folds.csv              one row per fold: date ranges, embargo, cutoff, label releases, feature count
     RUN/metrics.csv            one row per fit per epoch (train loss parts, LR, validation metrics)
     RUN/summary.json           per-fold scores, mean/std, holdout estimate, final fit, run facts
     RUN/prior.json             the never-fail fallback prediction (`spread.prior`)
     RUN/gate_weights.csv       every feature's gate per fit and the mean, sorted
-    RUN/pruned_features.csv    the features the gate analysis keeps (the others are the pruned ones)
+    RUN/pruned_features.csv    the pruning decision: every feature, its mean gate, kept (true) or pruned (false)
     RUN/manifest.json          sha256 of every file; the served checkpoints and what each was trained on
     RUN/tensorboard/           TensorBoard events (train.tensorboard)
-    RUN/<fit>/best.pt|last.pt  per fit: the model it reports (best.pt) and its resume point (last.pt)
+    RUN/<fit>/best.pt|last.pt  per fit (fold0.., holdout, <fold>-pruned, final-s<seed>): the model it reports
+                               (best.pt) and its resume point (last.pt)
 
 `atomic_write` writes through a temporary `.NAME.tmpPID` beside the target and renames it over the target in
 one step, so a reader never sees half a file; a killed process can leave the temporary behind, and
@@ -28,7 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spread.errors import ArtifactError
+
 CONFIG_FILE = "config.yaml"
+DATA_FILE = "data.json"
 FOLDS_FILE = "folds.csv"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
@@ -73,6 +78,20 @@ def remove_temporaries(run_dir: Path) -> list[Path]:
     for path in removed:
         path.unlink()
     return removed
+
+
+def write_data_record(run_dir: Path, data_dir: Path) -> None:
+    """Record the run's competition folder (absolute) in RUN/data.json."""
+    write_json(run_dir / DATA_FILE, {"data": str(data_dir.resolve())})
+
+
+def read_data_record(run_dir: Path) -> Path:
+    """The competition folder recorded in RUN/data.json; ArtifactError when the record is missing or unreadable."""
+    path = run_dir / DATA_FILE
+    try:
+        return Path(json.loads(path.read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: no readable record of the run's data folder ({exc}); give --data DIR") from exc
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -14,7 +14,8 @@ import io
 import logging
 import math
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,50 @@ def is_terminal() -> bool:
     return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
 
 
-def progress(iterable: Iterable, total: int, description: str, enabled: bool) -> Iterator:
-    """A tqdm bar over `iterable` when enabled and stderr is a terminal; the bare iterable otherwise."""
+def progress(iterable: Iterable, total: int, description: str, enabled: bool) -> Iterable:
+    """A tqdm bar over `iterable` (steps, steps/s, ETA) when enabled and stderr is a terminal; else the iterable."""
     if enabled and is_terminal():
         try:
             from tqdm.auto import tqdm
         except ImportError:
-            return iter(iterable)
-        return iter(tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True))
-    return iter(iterable)
+            return iterable
+        return tqdm(iterable, total=total, desc=description, unit="step", leave=False, dynamic_ncols=True)
+    return iterable
+
+
+class ProgressLines:
+    """Plain progress lines of a fit for logs without a terminal: at most one every `every_s` seconds, with the
+    step, the epoch's mean loss so far, steps/s and the ETA of the fit's remaining steps (0 s: no lines)."""
+
+    def __init__(self, name: str, every_s: float, total_steps: int, clock: Callable[[], float] = time.monotonic):
+        self.name, self.every_s, self.total_steps, self.clock = name, every_s, total_steps, clock
+        self.started = self.last = clock()
+        self.first_step: int | None = None
+
+    def update(self, step: int, epoch: int, loss: float) -> None:
+        """After optimiser step `step` (1-based within the fit) of epoch `epoch`, with the epoch's mean loss."""
+        if self.first_step is None:  # the steps before this session (a resumed fit) do not count
+            self.first_step = step - 1
+        now = self.clock()
+        if not self.every_s or now - self.last < self.every_s:
+            return
+        self.last = now
+        rate = (step - self.first_step) / max(now - self.started, 1e-9)
+        eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
+        log.info("%s epoch %d step %d/%d loss %.4f, %.2f steps/s, ETA %s", self.name, epoch, step, self.total_steps,
+                 loss, rate, format_seconds(eta))
+
+
+def format_seconds(seconds: float) -> str:
+    """12s, 3m05s, 1h02m (or ? when unknown)."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 class RunLog:

@@ -83,6 +83,11 @@ class Fold:
     def train_cutoff(self) -> int:
         return self.val_dates[0] - 1 if self.cutoff is None else self.cutoff
 
+    def record(self) -> dict:
+        """The fold as plain values (a checkpoint's "fold")."""
+        return {"name": self.name, "train_dates": list(self.train_dates), "val_dates": list(self.val_dates),
+                "embargo": self.embargo, "cutoff": self.train_cutoff}
+
 
 def purged_fold(
     name: str, val_dates: tuple[int, int], cutoff: int, max_lag: int, first_date: int, cfg: SplitConfig
@@ -152,6 +157,21 @@ def make_folds(
     return walk_forward + holdout
 
 
+def format_fold_table(table: pl.DataFrame) -> str:
+    """The fold table (`fold_table`) as compact text for the log: one line per fold, date ranges as first..last;
+    the feature count only once it is known."""
+    with_features = table["n_features"].null_count() < table.height
+    lines = [f"{'fold':<10} {'train dates':>12} {'n':>5} {'cutoff':>6} {'embargo':>16} {'val dates':>12} {'n':>4}"
+             + (f" {'features':>8}" if with_features else "")]
+    for row in table.iter_rows(named=True):
+        embargo = f"{row['embargo']} = {row['embargo_release']} + {row['embargo_extra']}"
+        train, val = f"{row['train_start']}..{row['train_end']}", f"{row['val_start']}..{row['val_end']}"
+        lines.append(f"{row['fold']:<10} {train:>12} {row['n_train']:>5} {row['cutoff']:>6} {embargo:>16} {val:>12} "
+                     f"{row['n_val']:>4}" + (f" {row['n_features']:>8}" if with_features else ""))
+    lines.append("embargo = release rule (max lag + 1) + extra (split.embargo, more when data.train_end cuts earlier)")
+    return "\n".join(lines)
+
+
 def lag_mapping(pairs: pl.DataFrame) -> dict[int, list[str]]:
     """lag -> target names with that lag, in target order."""
     mapping: dict[int, list[str]] = {}
@@ -164,7 +184,12 @@ def fold_table(
     folds: Sequence[Fold], lags_mapping: Mapping[int, Sequence[str]], n_features: Mapping[str, int] | None = None
 ) -> pl.DataFrame:
     """One row per fold: date ranges, sizes, embargo, cutoff, per lag the release date of the last training label
-    and the number of targets, and the feature count after screening (null when unknown). Saved as folds.csv."""
+    and the number of targets, and the feature count after screening (null when unknown). Saved as folds.csv.
+
+    The embargo (dates strictly between the last training label date and the first validation date) is the sum of
+    `embargo_release`, the max lag + 1 dates the label release rule keeps out (a label of date d, lag k depends on
+    prices up to d + k + 1), and `embargo_extra`, the dates between the training cutoff and the validation start:
+    split.embargo, or more when data.train_end ends the training earlier (the holdout)."""
     rows = []
     for fold in folds:
         row = {
@@ -174,6 +199,8 @@ def fold_table(
             "n_train": fold.train_dates[1] - fold.train_dates[0] + 1,
             "cutoff": fold.train_cutoff,
             "embargo": fold.embargo,
+            "embargo_release": fold.train_cutoff - fold.train_dates[1],
+            "embargo_extra": fold.val_dates[0] - 1 - fold.train_cutoff,
             "val_start": fold.val_dates[0],
             "val_end": fold.val_dates[1],
             "n_val": fold.val_dates[1] - fold.val_dates[0] + 1,

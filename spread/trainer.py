@@ -43,17 +43,19 @@ from spread.checkpoint import data_fingerprint, load_checkpoint, write_manifest
 from spread.competition import Competition, load_competition
 from spread.errors import ArtifactError, ConfigError
 from spread.features import released
-from spread.fit import FitJob, RunContext, extend_fit, fit, oracle_score
+from spread.fit import FitJob, RunContext, extend_fit, fit
+from spread.metrics import validation_metrics
 from spread.prior import mean_rank_prior, write_prior
 from spread.pruning import gate_table, select_features, write_gate_analysis
 from spread.runfolder import (
-    BEST, CONFIG_FILE, FOLDS_FILE, PRIOR_FILE, SUMMARY_FILE, checkpoint_name, remove_temporaries, write_json,
+    BEST, CONFIG_FILE, FOLDS_FILE, PRIOR_FILE, SUMMARY_FILE, checkpoint_name, read_data_record, remove_temporaries,
+    write_data_record, write_json,
 )
 from spread.runlog import RunLog, mean_std, summarize
 from spread.runtime import Runtime, broadcast_from_rank0, deterministic_kernels, start_runtime
-from spread.splits import HOLDOUT, Fold, fold_table, lag_mapping, make_folds
+from spread.splits import HOLDOUT, Fold, fold_table, format_fold_table, lag_mapping, make_folds
 from spread.train_config import TrainConfig
-from spread.windows import competition_panel, label_matrix, prepare_fold
+from spread.windows import competition_panel, dataset_labels, label_matrix, prepare_fold
 
 if TYPE_CHECKING:
     from spread.config import Config
@@ -61,8 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINAL_FOLD = "final"
-RESUME_MAY_CHANGE = ("train.device", "train.amp", "train.tensorboard", "train.progress", "train.eval_batch_size",
-                     "data.num_workers")
+RESUME_MAY_CHANGE = ("train.device", "train.amp", "train.tensorboard", "train.progress", "train.log_every_s",
+                     "train.eval_batch_size", "data.num_workers")
 """Config fields that may differ when a run is resumed (they do not change what is computed on the CPU)."""
 
 
@@ -126,13 +128,19 @@ def load_oracle(data_dir: Path, comp: Competition) -> np.ndarray | None:
     return label_matrix(frame, comp.train["date_id"].to_numpy(), comp.target_names).astype(np.float64)
 
 
-def save_fold_table(ctx: RunContext, folds: list[Fold], n_features: dict[str, int] | None) -> None:
-    import polars as pl
+def oracle_score(ctx: RunContext, job: FitJob) -> float:
+    """The synthetic oracle's competition score on the job's validation dates (NaN without an oracle)."""
+    val = job.data.val
+    if ctx.oracle is None or len(val) == 0:
+        return float("nan")
+    return validation_metrics(dataset_labels(val), ctx.oracle[val.rows], ctx.target_lags)["score"]
 
+
+def save_fold_table(ctx: RunContext, folds: list[Fold], n_features: dict[str, int] | None) -> None:
+    """folds.csv (rewritten with the feature counts at the end); the compact table in the log at the start."""
     table = fold_table(folds, lag_mapping(ctx.comp.pairs), n_features)
     if n_features is None:
-        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200):
-            log.info("folds:\n%s", table)
+        log.info("folds:\n%s", format_fold_table(table))
     table.write_csv(ctx.run_dir / FOLDS_FILE)
 
 
@@ -169,49 +177,55 @@ def finetune_pruned(ctx: RunContext, job: FitJob) -> dict:
     return fit(ctx, pruned)
 
 
-def train(cfg: "Config", data_dir: str | Path, out_dir: str | Path, resume: bool = False) -> dict:
+def train(cfg: "Config", data_dir: str | Path | None, out_dir: str | Path, resume: bool = False) -> dict:
     """Train as configured and write the run folder; returns the summary (an empty dict on ranks other than 0).
 
-    RUN/ holds config.yaml, folds.csv, metrics.csv, summary.json, prior.json, gate_weights.csv,
-    pruned_features.csv, tensorboard/ (when enabled), <fold>/best.pt and last.pt per fit, and manifest.json. The
-    manifest's inference checkpoints are final/best.pt when `train.final_fit`, else every fold's best.pt (the
-    predictor averages their predictions). With `resume`, fits whose last.pt says finished are skipped, an
-    unfinished one continues after its last completed epoch, and the rest run as usual.
+    RUN/ holds the files of `spread.runfolder`. The manifest's inference checkpoints are the final-fit members
+    (final-s<seed>/best.pt) when `train.final_fit`, else every fold's best.pt (the predictor averages their
+    predictions). Nothing is written before the config, the run folder and the data have been checked. With
+    `resume`, `data_dir` may be None (the folder recorded in RUN/data.json); fits whose last.pt says finished are
+    skipped, an unfinished one continues after its last completed epoch, and the rest run as usual.
     Launched by torchrun (env WORLD_SIZE > 1), the processes train one DistributedDataParallel model together.
     """
     runtime, created_group = start_runtime(cfg.train)
     try:
         with deterministic_kernels(cfg.train.deterministic, runtime.device):
-            return run(cfg, Path(data_dir), Path(out_dir), resume, runtime)
+            return run(cfg, None if data_dir is None else Path(data_dir), Path(out_dir), resume, runtime)
     finally:
         if created_group:
             dist.destroy_process_group()
 
 
-def run(cfg: "Config", data_dir: Path, run_dir: Path, resume: bool, runtime: Runtime) -> dict:
-    """The run of `train` in this process: folds, pruned fine-tunes, final fit, then the run folder's reports."""
+def run(cfg: "Config", data_dir: Path | None, run_dir: Path, resume: bool, runtime: Runtime) -> dict:
+    """The run of `train` in this process: check everything, then folds, pruned fine-tunes, final fit, reports."""
     from spread.config import save_config
 
     started = time.perf_counter()
+    if cfg.data.batch_size % runtime.world_size:
+        raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is not divisible by {runtime.world_size} processes")
     if runtime.is_main:
         check_run_folder(run_dir, cfg, resume)
+    if data_dir is None:
+        if not resume:
+            raise ConfigError("train: give --data DIR (the competition folder)")
+        data_dir = read_data_record(run_dir)
+    comp = load_competition(data_dir, require_test=False)
+    folds = make_folds(comp.labels["date_id"].to_numpy(), comp.target_lags, cfg.split,
+                       scored_dates=comp.scored_dates or None, train_end=cfg.data.train_end)
+    panel, oracle = competition_panel(comp, cfg.features), load_oracle(data_dir, comp)
+    if runtime.is_main:  # everything is checked: only now does the run folder get written
+        log.info("%s run %s on the data folder %s", "resuming" if resume else "starting", run_dir, data_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             for path in remove_temporaries(run_dir):
                 log.info("removed %s (a temporary file left by an interrupted write)", path)
         save_config(cfg, run_dir / CONFIG_FILE)
-    if cfg.data.batch_size % runtime.world_size:
-        raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is not divisible by {runtime.world_size} processes")
-    broadcast_from_rank0(None, runtime)  # the folder exists before any rank reads it
-
-    comp = load_competition(data_dir, require_test=False)
-    folds = make_folds(comp.labels["date_id"].to_numpy(), comp.target_lags, cfg.split,
-                       scored_dates=comp.scored_dates or None, train_end=cfg.data.train_end)
+        write_data_record(run_dir, data_dir)
+    broadcast_from_rank0(None, runtime)  # the folder exists before any rank writes into it
     ctx = RunContext(
         cfg=cfg, comp=comp, run_dir=run_dir, runtime=runtime,
         runlog=RunLog(run_dir, enabled=runtime.is_main, tensorboard=cfg.train.tensorboard),
-        panel=competition_panel(comp, cfg.features), fingerprint=data_fingerprint(comp), resume=resume,
-        oracle=load_oracle(data_dir, comp),
+        panel=panel, fingerprint=data_fingerprint(comp), resume=resume, oracle=oracle,
     )
     try:
         limit = label_limit(comp, cfg)
@@ -223,7 +237,8 @@ def run(cfg: "Config", data_dir: Path, run_dir: Path, resume: bool, runtime: Run
         if not runtime.is_main:
             return {}
         save_fold_table(ctx, folds, n_features)
-        return write_reports(ctx, results, pruned, final, epoch_rule, time.perf_counter() - started)
+        seconds = time.perf_counter() - started + sum(ctx.earlier_seconds.values())
+        return write_reports(ctx, results, pruned, final, epoch_rule, seconds)
     finally:
         ctx.runlog.close()
 
@@ -338,9 +353,11 @@ def write_reports(ctx: RunContext, results: dict, pruned: dict, final: dict | No
     write_json(run_dir / SUMMARY_FILE, summary)
     ctx.runlog.close()  # TensorBoard files complete before they are hashed
     write_manifest(run_dir, [m["checkpoint"] for m in members], members)
-    log.info("mean validation score %.4f +- %.4f over %d fold(s); run folder %s",
-             summary["mean"].get("score", float("nan")), summary["std"].get("score", float("nan")), len(results),
-             run_dir)
+    mean, std, estimate = summary["mean"], summary["std"], summary["public_leaderboard_estimate"] or {}
+    log.info("walk-forward folds: best-epoch score %s +- %s, honest score %s +- %s; holdout score %s (the "
+             "out-of-sample estimate of the public leaderboard); run folder %s", _fmt(mean["best_epoch_score"]),
+             _fmt(std["best_epoch_score"]), _fmt(mean["honest_score"]), _fmt(std["honest_score"]),
+             _fmt(estimate.get("score")), run_dir)
     return summary
 
 
@@ -386,7 +403,8 @@ def build_summary(
     summary["inference_checkpoints"] = inference
     summary["run"] = {
         "device": str(ctx.runtime.device), "precision": ctx.runtime.precision,
-        "world_size": ctx.runtime.world_size, "seconds": round(seconds, 2), "torch": torch.__version__,
+        "world_size": ctx.runtime.world_size, "seconds": round(seconds, 2),
+        "session_seconds": round(seconds - sum(ctx.earlier_seconds.values()), 2), "torch": torch.__version__,
         "data_fingerprint": ctx.fingerprint,
     }
     return summary

@@ -7,9 +7,12 @@ features with NaN replaced by 0, the scaled centre; missing flags among the feat
 absent); every window is a slice view of it, so memory is O(T x F) whatever the number of samples, and datasets
 of different folds' splits share it.
 
-`prepare_fold` screens and scales on the fold's training rows only and masks every training label that is not
-released by the fold's cutoff. `window_for_latest` serves the predictor with the same code: build the panel on the
-last L + lookback raw rows, select and scale with the stored statistics, slice the last window.
+`make_loader` is the one DataLoader (training, validation, tests, bench): shuffled, it serves this rank's share of
+the permutation drawn from (seed, epoch) (`EpochSampler`), so the order depends only on those and the ranks' batches
+together are the single-process batch. `prepare_fold` screens and scales on the fold's training rows only and masks
+every training label that is not released by the fold's cutoff; `target_scale` is the per-lag std of those labels.
+`window_for_latest` serves the predictor with the same code: build the panel on the last L + lookback raw rows,
+select and scale with the stored statistics, slice the last window.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ honest score beside its best-epoch score, the final fit is a seed ensemble, and 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -151,8 +152,9 @@ before the 4 epochs fold0 chooses, although it would score 0.7 there; the holdou
 
 
 def test_honest_scores_and_the_holdout_epochs_come_from_the_other_folds(
-    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="spread")
     calls: dict[str, int] = {}
 
     def scripted(ctx, job, model, scale) -> dict:
@@ -160,7 +162,8 @@ def test_honest_scores_and_the_holdout_epochs_come_from_the_other_folds(
         return {"score": SCRIPT[job.name][calls[job.name] - 1], "ic_mean": 0.0}
 
     monkeypatch.setattr(fit, "validate", scripted)
-    overrides = [*TINY_RUN, "split.n_folds=2", "train.epochs=4", "train.early_stopping_patience=1"]
+    overrides = [*TINY_RUN, "split.n_folds=2", "train.epochs=4", "train.early_stopping_patience=1",
+                 "train.log_every_s=1e-9"]
     summary = train(load_config(None, overrides), small, tmp_path / "run")
     folds = summary["folds"]
     assert (folds["fold0"]["best_epoch"], folds["fold0"]["epochs_run"]) == (4, 4)
@@ -168,7 +171,7 @@ def test_honest_scores_and_the_holdout_epochs_come_from_the_other_folds(
     assert (folds["fold0"]["honest_epochs"], folds["fold0"]["honest_score"]) == (1, 0.1)  # fold1's choice
     assert (folds["fold1"]["honest_epochs"], folds["fold1"]["honest_score"]) == (4, 0.7)  # trained on past its stop
     assert (folds["fold0"]["best_epoch_score"], folds["fold1"]["best_epoch_score"]) == (0.4, 0.5)
-    assert summary["mean"]["honest_score"] == pytest.approx(0.4) and summary["std"]["honest_score"] == pytest.approx(0.3)
+    assert (summary["mean"]["honest_score"], summary["std"]["honest_score"]) == pytest.approx((0.4, 0.3))
     assert summary["mean"]["best_epoch_score"] == pytest.approx(0.45)
     assert summary["epoch_rule"]["epochs"] == 3  # median of 4 and 1, rounded half up
     holdout = load_checkpoint(tmp_path / "run/holdout/best.pt")
@@ -178,6 +181,10 @@ def test_honest_scores_and_the_holdout_epochs_come_from_the_other_folds(
     metrics = pl.read_csv(tmp_path / "run/metrics.csv")
     fold1 = metrics.filter(pl.col("fold") == "fold1")
     assert fold1["epoch"].to_list() == [1, 2, 3, 4] and fold1["after_stop"].to_list() == [None, None, 1, 1]
+    logged = [record.getMessage() for record in caplog.records]
+    assert "fold1: stopped after epoch 2 (early stopping); best epoch 1, score 0.5000 (best.pt)" in logged
+    assert any(m.startswith("holdout score 0.2000: the true out-of-sample estimate of the public") for m in logged)
+    assert any(m.startswith("fold0 epoch 1 step 1/12 loss ") and "steps/s, ETA" in m for m in logged)  # no terminal
 
 
 def test_final_fit_members_and_the_manifest(small: Path, tmp_path: Path) -> None:

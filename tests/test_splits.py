@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from spread.errors import ConfigError, DataError
-from spread.splits import Fold, SplitConfig, fold_table, lag_mapping, make_folds
+from spread.splits import Fold, SplitConfig, fold_table, format_fold_table, lag_mapping, make_folds
 from spread.targets import release_date
 
 REAL_DATES = np.arange(1961)
@@ -135,3 +135,20 @@ def test_fold_table_lists_ranges_embargo_lags_and_feature_counts():
     assert row["lag1_targets"] == 2 and row["lag4_targets"] == 1
     assert row["lag1_last_release"] == 1823 and row["lag4_last_release"] == 1826
     assert row["n_features"] == 321 and table["n_features"][0] is None
+
+
+def test_fold_table_explains_the_embargo_and_prints_compactly():
+    pairs = pl.DataFrame({"target": ["t0", "t1"], "lag": [1, 4], "pair": ["A", "B"]})
+    cfg = SplitConfig(n_folds=2, embargo=3)
+    folds = make_folds(REAL_DATES, np.array([1, 4]), cfg, scored_dates=REAL_SCORED, train_end=1700)
+    table = fold_table(folds, lag_mapping(pairs))
+    assert (table["embargo"] == table["embargo_release"] + table["embargo_extra"]).all()
+    assert table["embargo_release"].to_list() == [5, 5, 5]  # max lag + 1, from the release rule
+    assert table["embargo_extra"].to_list()[:2] == [3, 3]  # split.embargo
+    assert table["embargo_extra"][2] == 1827 - 1 - 1700  # the holdout, cut at data.train_end
+    text = format_fold_table(table)
+    lines = text.splitlines()
+    assert len(lines) == 1 + 3 + 1 and "features" not in lines[0] and "null" not in text
+    assert max(map(len, lines)) < 110 and "1827..1916" in lines[3] and "131 = 5 + 126" in lines[3]
+    with_features = format_fold_table(fold_table(folds, lag_mapping(pairs), {"fold0": 7, "fold1": 8, "holdout": 9}))
+    assert "features" in with_features.splitlines()[0] and with_features.splitlines()[3].endswith(" 9")

@@ -4,6 +4,7 @@ resume == uninterrupted, the whole-pipeline leak test, pruning and the final fit
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -259,6 +260,10 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
     assert pl.read_csv(resumed / "metrics.csv").select(columns).equals(pl.read_csv(run / "metrics.csv").select(columns))
     assert resumed_summary["mean"]["score"] == summary["mean"]["score"]
     verify_manifest(resumed)
+    # run.seconds counts the whole run: this session plus the epoch the crashed session ran
+    first_epoch = pl.read_csv(resumed / "metrics.csv").filter(pl.col("fold") == "fold0")["seconds"][0]
+    run_facts = resumed_summary["run"]
+    assert run_facts["seconds"] == pytest.approx(run_facts["session_seconds"] + first_epoch, abs=0.02)
 
 
 def test_run_folder_guards(tiny_run: tuple[Path, dict], small: Path) -> None:
@@ -331,3 +336,77 @@ def test_smoke_config_beats_random_on_the_small_preset(small: Path, tmp_path: Pa
           f"random 99th percentile {np.quantile(random_mean, 0.99):.3f}")
     assert summary["mean"]["score"] > max(np.quantile(random_mean, 0.99), 0.3)
     assert summary["mean"]["score"] < summary["mean"]["oracle_score"]
+
+
+def test_resume_without_data_uses_the_recorded_folder(tiny_run: tuple[Path, dict], small: Path, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from spread.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    assert json.loads((run / "data.json").read_text()) == {"data": str(small.resolve())}
+    caplog.set_level(logging.INFO, logger="spread")
+    assert main(["train", "--resume", str(run)]) == 0
+    assert any(f"on the data folder {small.resolve()}" in r.getMessage() for r in caplog.records)
+    (run / "data.json").unlink()
+    assert main(["train", "--resume", str(run)]) == 2  # no record and no --data: a clear error
+
+
+def test_a_failed_train_writes_nothing(small: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from spread.cli import main
+
+    broken = tmp_path / "broken"
+    shutil.copytree(small, broken)
+    (broken / "train_labels.csv").write_text("date_id,target_0\n0,abc\n")
+    cases = {
+        "bad data": ["--data", str(broken)],
+        "no data": ["--data", str(tmp_path / "missing")],
+        "bad config": ["--data", str(small), "split.min_train=100000"],
+        "unknown key": ["--data", str(small), "model.d_modle=8"],
+    }
+    for name, argv in cases.items():
+        run = tmp_path / name.replace(" ", "_")
+        assert main(["train", "--out", str(run), *TINY, *argv]) == 2, name
+        assert not run.exists(), name
+        assert "error:" in capsys.readouterr().err
+    # and the fixed command then runs in that same folder
+    assert main(["train", "--out", str(tmp_path / "bad_config"), "--data", str(small), *TINY]) == 0
+
+
+def test_pruned_features_file_and_summary_agree(tiny_run: tuple[Path, dict]) -> None:
+    run, summary = tiny_run
+    decision = pl.read_csv(run / "pruned_features.csv")
+    assert decision.columns == ["feature", "mean", "kept"]
+    assert summary["pruned_features"] == decision.filter(~pl.col("kept")).height
+    assert summary["kept_features"] == decision.filter(pl.col("kept")).height > 0
+    assert decision["feature"].to_list() == pl.read_csv(run / "gate_weights.csv")["feature"].to_list()
+
+
+def test_progress_lines_every_log_every_s(caplog: pytest.LogCaptureFixture) -> None:
+    from spread import runlog
+
+    caplog.set_level(logging.INFO, logger="spread.runlog")
+    now = [0.0]
+    lines = runlog.ProgressLines("fold0", every_s=30.0, total_steps=100, clock=lambda: now[0])
+    for step in range(1, 41):
+        now[0] = step * 2.0  # 0.5 steps/s
+        lines.update(step, epoch=1, loss=0.25)
+    logged = [record.getMessage() for record in caplog.records]
+    assert len(logged) == 2  # at 30 s and 60 s
+    assert logged[0] == "fold0 epoch 1 step 15/100 loss 0.2500, 0.50 steps/s, ETA 2m50s"
+    silent = runlog.ProgressLines("fold0", every_s=0.0, total_steps=10, clock=lambda: now[0])
+    silent.update(1, 1, 0.1)
+    assert len(caplog.records) == 2  # 0 s: no lines
+
+
+def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tqdm.auto import tqdm
+
+    from spread import runlog
+
+    monkeypatch.setattr(runlog, "is_terminal", lambda: True)
+    bar = runlog.progress(range(5), 5, "fold0 epoch 1", enabled=True)
+    assert isinstance(bar, tqdm) and bar.unit == "step" and list(bar) == list(range(5))
+    assert list(runlog.progress(range(3), 3, "x", enabled=False)) == [0, 1, 2]
+    monkeypatch.setattr(runlog, "is_terminal", lambda: False)
+    assert not isinstance(runlog.progress(range(3), 3, "x", enabled=True), tqdm)
