@@ -249,7 +249,7 @@ def plot_folds(run_dir: str | Path, path: str | Path) -> Path:
 def plot_bench_scores(rows: Iterable[Mapping], path: str | Path) -> Path:
     """The bench's score table as bars: per source (one panel each), every model's mean score +- std over cells.
 
-    `rows` are mappings with `model`, `mean`, `std` and optionally `source` (`spread.report.quality_table` rows)."""
+    `rows` are mappings with `model`, `mean`, `std` and optionally `source` (`spread.lab.stats.quality_table` rows)."""
     rows = list(rows)
     missing = sorted({key for row in rows for key in ("model", "mean", "std") if key not in row})
     if not rows or missing:

@@ -84,6 +84,8 @@ class TrainConfig:
     """Seeds of the final fit's members, a seed ensemble (e.g. [0, 1, 2]); empty = the run's `seed` alone."""
     tensorboard: bool = False
     """Also write TensorBoard events to RUN/tensorboard (needs the tensorboard package)."""
+    plots: bool = True
+    """Draw the run's pictures into RUN/plots/ when training ends (`spread.plots`; matplotlib, headless)."""
     progress: bool = True
     """Progress within an epoch: a tqdm bar (steps/s, ETA) when stderr is a terminal, else a plain log line every
     `log_every_s` seconds (step, loss, steps/s, ETA)."""

@@ -353,6 +353,10 @@ def write_reports(ctx: RunContext, results: dict, pruned: dict, final: dict | No
     write_json(run_dir / SUMMARY_FILE, summary)
     ctx.runlog.close()  # TensorBoard files complete before they are hashed
     write_manifest(run_dir, [m["checkpoint"] for m in members], members)
+    if cfg.train.plots:  # after the manifest: pictures are for people, not artefacts inference checks
+        from spread.plots import write_run_plots
+
+        write_run_plots(run_dir)
     mean, std, estimate = summary["mean"], summary["std"], summary["public_leaderboard_estimate"] or {}
     log.info("walk-forward folds: best-epoch score %s +- %s, honest score %s +- %s; holdout score %s (the "
              "out-of-sample estimate of the public leaderboard); run folder %s", _fmt(mean["best_epoch_score"]),

@@ -16,7 +16,7 @@ TINY_RUN = [
     "data.window=8", "data.batch_size=16", "features.return_horizons=[1, 5]", "screen.min_abs_ic=0.0",
     "split.n_folds=1", "split.val_size=20", "split.step=20", "split.min_train=60",
     "model.d_model=8", "model.n_layers=1", "model.n_heads=2", "model.mlp_ratio=1", "model.time2vec_dim=2",
-    "model.dropout=0.1", "train.epochs=2", "train.max_steps_per_epoch=3", "train.lr=0.001",
+    "model.dropout=0.1", "train.epochs=2", "train.max_steps_per_epoch=3", "train.lr=0.001", "train.plots=false",
 ]
 """Overrides for a whole training run in seconds on the `small` preset (one walk-forward fold + the holdout)."""
 

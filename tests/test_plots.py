@@ -3,6 +3,7 @@ an input is missing or broken; the bench's score table."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -18,13 +19,9 @@ from spread.plots import PLOTS_DIR, RUN_PLOTS, plot_bench_scores, write_run_plot
 from spread.synth import generate
 from spread.trainer import train
 
+from conftest import TINY_RUN
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TINY = [
-    "data.window=8", "data.batch_size=16", "features.return_horizons=[1, 5]", "screen.min_abs_ic=0.0",
-    "split.n_folds=1", "split.val_size=20", "split.step=20", "split.min_train=60",
-    "model.d_model=8", "model.n_layers=1", "model.n_heads=2", "model.mlp_ratio=1", "model.time2vec_dim=2",
-    "train.epochs=2", "train.max_steps_per_epoch=3",
-]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +29,16 @@ def run(tmp_path_factory: pytest.TempPathFactory, single_thread: None) -> Path:
     """A finished run folder from the trainer itself: one walk-forward fold and the holdout."""
     root = tmp_path_factory.mktemp("plots")
     data = generate(root / "small", seed=0, preset="small")
-    train(load_config(None, TINY), data, root / "run")
+    train(load_config(None, [*TINY_RUN, "train.plots=true"]), data, root / "run")
     return root / "run"
+
+
+def test_training_draws_the_pictures_after_the_manifest(run: Path) -> None:
+    """The trainer draws every picture when it ends; they are not artefacts the manifest checks."""
+    for name in RUN_PLOTS:
+        assert_png(run / PLOTS_DIR / name)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert not [name for name in manifest["artifacts"] if name.startswith(PLOTS_DIR)]
 
 
 def assert_png(path: Path) -> np.ndarray:

@@ -115,7 +115,7 @@ def _objective(cfg: Config, space: SearchSpace, data_dir: Path, trials_dir: Path
 
     def objective(trial) -> float:
         params = space.suggest(trial)
-        trial_cfg = with_params(cfg, params, holdout=False)
+        trial_cfg = with_params(cfg, params | {"train.final_fit": False}, holdout=False)  # trials serve nothing
         run_dir = trials_dir / f"{study_name}-{trial.number:04d}"
         started = time.perf_counter()
         summary = train(trial_cfg, data_dir, run_dir)
