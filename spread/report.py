@@ -3,7 +3,8 @@
 Quality. On two sources, the synthetic `mitsui` preset (where the generator's oracle gives a ceiling) and the real
 daily price panel shipped with skfolio (`spread.realdata`, data nobody tuned on), every model is scored on the same
 folds (walk-forward folds plus the competition-like holdout, `spread.splits`) with the competition score:
-the three baselines (`spread.baselines`), the Transformer with the default config and with the tuned config. A
+the baselines and peers (`spread.baselines`; lightgbm when installed), the Transformer with the default config
+and with the tuned config. A
 cell is (data seed, training seed, fold); the baselines do not depend on the training seed, so each Transformer
 cell is paired with the best baseline's score on the same data seed and fold. The table gives, per model, the
 mean +- population std of the score over cells, the paired difference to the best baseline (the baseline with the
@@ -53,7 +54,7 @@ import polars as pl
 
 log = logging.getLogger(__name__)
 
-BASELINE_NAMES = ("mean_rank", "last_label", "ridge")
+BASELINE_NAMES = ("mean_rank", "last_label", "ridge", "reduced_rank", "regularised_prior", "lightgbm")
 ORACLE = "oracle"
 TRANSFORMERS = ("transformer_default", "transformer_tuned")
 SYNTHETIC, REAL = "synthetic", "real"
@@ -389,7 +390,8 @@ def run_source(source: str, bench_cfg: BenchConfig, work: Path, tuned: Path) -> 
         data = build_source(source, work / "data" / f"{source}-s{data_seed}", data_seed)
         run_root = work / "runs" / f"{source}-s{data_seed}"
         baseline_cfg = load_config(None, split)
-        names = [*BASELINE_NAMES, *([ORACLE] if source == SYNTHETIC else [])]
+        names = [name for name in BASELINE_NAMES if name != "lightgbm" or importlib.util.find_spec("lightgbm")]
+        names += [ORACLE] if source == SYNTHETIC else []
         for name in names:
             run_dir = run_root / name
             summary = cached_run(run_dir, baseline_cfg, lambda: run_baseline(name, baseline_cfg, data, run_dir))

@@ -274,7 +274,8 @@ def test_realistic_scale_reversal_and_asynchronous_closes(realistic: Competition
     labels, lags = realistic.labels.drop("date_id").to_numpy(), realistic.target_lags
     assert 0.012 < np.nanstd(labels[:, lags == 1]) < 0.025 and 0.035 < np.nanstd(labels[:, lags == 4]) < 0.055
     # JPX closes before the US, LME between: JPX gold follows GLD of the day before, LME copper mostly the same day
-    gold, gld = log_returns(realistic, "JPX_Gold_Standard_Futures_Close"), log_returns(realistic, "US_Stock_GLD_adj_close")
+    gold = log_returns(realistic, "JPX_Gold_Standard_Futures_Close")
+    gld = log_returns(realistic, "US_Stock_GLD_adj_close")
     assert correlation(gold[1:], gld[:-1]) > correlation(gold, gld) + 0.1
     copper, fcx = log_returns(realistic, "LME_CA_Close"), log_returns(realistic, "US_Stock_FCX_adj_close")
     assert correlation(copper, fcx) > correlation(copper[1:], fcx[:-1]) + 0.05 > 0.1
