@@ -165,12 +165,12 @@ class SynthPreset:
     """Std of an asset's daily planted expected return in units of its own daily volatility (0 = no signal)."""
     drift_scale: float = 0.0003
     """Std across assets of the constant daily drift mu_i (a weak persistent cross-sectional ranking)."""
-    dynamics: str = "momentum"
-    """"momentum": synchronous closes, a signal linear in the drivers' momenta (`simulate`); "market": asynchronous
-    closes, regimes, mean reversion and a regime-dependent signal (`simulate_market`). The fields below are read
-    by "market" only."""
     vol_scale: float = 1.0
     """Multiplier of every asset's daily volatility (GROUP_DAILY_VOL)."""
+    dynamics: str = "momentum"
+    """"momentum": synchronous closes, a signal linear in the drivers' momenta (`simulate`, which reads
+    `signal_strength`); "market": asynchronous closes, regimes, reversal and a regime-dependent signal
+    (`simulate_market`). The fields below are read by "market" only."""
     session_shares: tuple[float, float, float] = (0.3, 0.3, 0.4)
     """Shares of the daily factor variance falling in the Asian (-> JPX close), European (-> LME close) and American
     (-> US and FX close) sessions."""
