@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("synth", help="write a synthetic competition folder (the embedded default data)")
     p.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--preset", choices=["mitsui", "small"], default="mitsui", help="sizes (default mitsui)")
+    p.add_argument("--preset", choices=["realistic", "mitsui", "small"], default="realistic",
+                   help="realistic (default: calibrated on the real competition), mitsui (linear signal) or small")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
     p.set_defaults(handler=_synth)
 
@@ -231,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_realdata)
 
     p = commands.add_parser("baseline", help="score a baseline on the trainer's folds; writes a run folder")
-    p.add_argument("name", help="mean_rank, last_label, ridge, or oracle (synthetic data: the planted ceiling)")
+    p.add_argument("name", help="mean_rank, last_label, ridge, reduced_rank, regularised_prior, lightgbm, or oracle "
+                                "(synthetic data: the planted ceiling)")
     p.add_argument("--data", required=True, type=Path, help="competition folder")
     p.add_argument("--out", required=True, type=Path, help="run folder to create")
     _add_config(p)

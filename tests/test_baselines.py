@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,21 @@ import pytest
 
 from spread.lab.baselines import (
     BASELINES,
+    _reduced_rank_fits,
     _ridge_solutions,
     competition_folds,
     daily_ranks,
     fold_context,
+    long_features,
     predict_last_label,
+    predict_lightgbm,
     predict_mean_rank,
+    predict_reduced_rank,
+    predict_regularised_prior,
     predict_ridge,
+    rolling_mean_std,
     run_baseline,
+    weighted_prior,
 )
 from spread.competition import load_competition
 from spread.config import Config, load_config
@@ -110,7 +118,7 @@ def test_predictions_ignore_labels_the_fold_may_not_see(small: Path, cfg: Config
         scrambled_labels[first_val:].shape
     )
     scrambled = _contexts(small, cfg, labels_override=scrambled_labels)[0]
-    for predict in (predict_mean_rank, predict_ridge):
+    for predict in (predict_mean_rank, predict_ridge, predict_reduced_rank, predict_regularised_prior):
         np.testing.assert_allclose(predict(scrambled), predict(clean))
 
 
@@ -155,3 +163,73 @@ def test_bad_requests_are_clear_errors(small: Path, cfg: Config, tmp_path: Path,
     tiny_cfg = load_config(None, ["split.val_size=3", "split.step=3", "split.min_train=5", "split.n_folds=1"])
     with pytest.raises(DataError, match="oracle_predictions.csv"):
         run_baseline("oracle", tiny_cfg, tiny_competition, tmp_path / "b")
+
+
+def test_reduced_rank_recovers_a_low_rank_map_and_full_rank_is_ridge() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8))
+    weights = rng.normal(size=(8, 2)) @ rng.normal(size=(2, 6))  # rank 2
+    y = x @ weights + 0.3 + 0.05 * rng.normal(size=(400, 6))
+    fits = _reduced_rank_fits(x, y, (1e-6,), [1, 2, 6])
+    ((ridge, ridge_intercept),) = _ridge_solutions(x, y, (1e-6,))
+    np.testing.assert_allclose(fits[(1e-6, 6)][0], ridge, atol=1e-8)
+    np.testing.assert_allclose(fits[(1e-6, 6)][1], ridge_intercept, atol=1e-8)
+    two, _ = fits[(1e-6, 2)]
+    assert np.linalg.matrix_rank(two, tol=1e-8) == 2 and np.abs(two - weights).max() < 0.02
+    one, _ = fits[(1e-6, 1)]
+    assert np.linalg.matrix_rank(one, tol=1e-8) == 1 and np.abs(one - weights).max() > 0.1
+
+
+def test_weighted_prior_is_the_mean_rank_then_weighs_recent_dates_and_shrinks_rare_targets() -> None:
+    labels = np.random.default_rng(0).normal(size=(50, 5))
+    labels[:45, 4] = np.nan  # target 4 seen on 5 dates only
+    ranks, ages = daily_ranks(labels), np.arange(49, -1, -1.0)
+    np.testing.assert_allclose(weighted_prior(ranks, ages, None, 0.0), mean_rank_prior(labels))
+    recent = weighted_prior(ranks, ages, 1.0, 0.0)
+    assert np.abs(recent - np.nanmean(ranks[-3:], axis=0)).max() < np.abs(recent - np.nanmean(ranks, axis=0)).max()
+    shrunk = weighted_prior(ranks, ages, None, 20.0)
+    moved = np.abs(shrunk - 0.5) / np.abs(weighted_prior(ranks, ages, None, 0.0) - 0.5)
+    assert moved[4] < 0.25 < 0.5 < moved[:4].min()
+
+
+def test_rolling_mean_std_matches_a_direct_computation() -> None:
+    values = np.random.default_rng(0).normal(size=(30, 3))
+    values[[2, 7, 8, 9], 1] = np.nan
+    mean, std = rolling_mean_std(values, 5)
+    for t in range(30):
+        for j in range(3):
+            window = values[max(0, t - 4) : t + 1, j]
+            window = window[np.isfinite(window)]
+            if len(window) < 2:
+                assert np.isnan(mean[t, j]) and np.isnan(std[t, j])
+            else:
+                assert mean[t, j] == pytest.approx(window.mean()) and std[t, j] == pytest.approx(window.std(), abs=1e-9)
+
+
+def test_long_features_of_a_target_come_from_its_own_legs_and_released_labels(small: Path, cfg: Config) -> None:
+    ctx = _contexts(small, cfg)[-1]
+    names, features = long_features(ctx)
+    comp = ctx.comp
+    assert features.shape == (len(ctx.panel.date_ids), len(comp.target_names), len(names)) and names[-1] == "target"
+    j = next(k for k, pair in enumerate(comp.pairs["pair"]) if " - " in pair)
+    first, second = (comp.train[c].to_numpy() for c in comp.pairs["pair"][j].split(" - "))
+    spread = np.log(first) - np.log(second)
+    row = ctx.val_rows[5]
+    assert features[row, j, names.index("spread_ret5")] == pytest.approx(spread[row] - spread[row - 5], rel=1e-5)
+    lag = comp.target_lags[j]
+    label = comp.labels[comp.target_names[j]].to_numpy()
+    assert features[row, j, names.index("label_last")] == pytest.approx(label[row - lag - 1], rel=1e-5)
+    np.testing.assert_allclose(features[row, :, names.index("mean_rank")], ctx.prior, rtol=1e-6)
+    np.testing.assert_array_equal(features[row, :, names.index("lag")], comp.target_lags)
+
+
+def test_lightgbm_is_deterministic_and_missing_lightgbm_is_a_clear_error(
+    small: Path, cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = _contexts(small, cfg)[0]
+    first = predict_lightgbm(ctx)
+    assert first.shape == (len(ctx.val_rows), len(ctx.comp.target_names)) and np.isfinite(first).all()
+    np.testing.assert_array_equal(predict_lightgbm(ctx), first)
+    monkeypatch.setitem(sys.modules, "lightgbm", None)
+    with pytest.raises(ConfigError, match="pip install -r requirements-bench.txt"):
+        predict_lightgbm(ctx)

@@ -222,3 +222,41 @@ def test_shuffled_labels_give_validation_ic_near_zero(comp, monkeypatch):
     # the same check catches a leak: a release rule that shows each label on its own date
     monkeypatch.setattr(spread.features, "release_date", lambda date_id, lag: date_id)
     assert validation_ic(comp, fold) > 0.5
+
+
+# (6) -----------------------------------------------------------------------------------------------------------
+PEER_CONFIG = ["split.n_folds=2", "split.val_size=40", "split.step=40", "split.min_train=60"]
+
+
+def peer_predictions(comp: Competition, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(validation date_ids, predictions) of peer `name` on the holdout fold of `comp`."""
+    from spread.lab.baselines import BASELINES, competition_folds, fold_context
+    from spread.config import load_config
+    from spread.windows import competition_panel, label_matrix
+
+    cfg = load_config(None, PEER_CONFIG)
+    panel = competition_panel(comp, cfg.features)
+    labels = label_matrix(comp.labels, panel.date_ids, comp.target_names).astype(np.float64)
+    ctx = fold_context(comp, cfg, competition_folds(comp, cfg)[-1], panel, labels)
+    return panel.date_ids[ctx.val_rows], BASELINES[name](ctx)
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "reduced_rank", "regularised_prior"])
+def test_peer_predictions_at_t_ignore_future_prices_and_unreleased_labels(comp, name):
+    """The release rule holds for the peers as for the Transformer: perturbing every price dated after t and every
+    label not released by t leaves each prediction for a date <= t unchanged."""
+    dates, before = peer_predictions(comp, name)
+    t = int(dates[10])
+    label_dates = dates_of(comp.labels)
+    changed = dataclasses.replace(
+        comp, train=perturb(comp.train, dates_of(comp.train) > t, seed=11),
+        labels=perturb(comp.labels, ~released(label_dates, comp.target_lags, t), seed=12),
+    )
+    changed_dates, after = peer_predictions(changed, name)
+    assert np.array_equal(dates, changed_dates)
+    assert same_array(before[dates <= t], after[dates <= t])
+    if name != "regularised_prior":  # a constant per fold: its inputs all lie before the cutoff
+        assert not same_array(before[dates > t], after[dates > t])  # later dates do see the change
+    else:
+        training = dataclasses.replace(comp, labels=perturb(comp.labels, label_dates < t - 60, seed=13))
+        assert not same_array(peer_predictions(training, name)[1], before)

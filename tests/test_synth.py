@@ -3,6 +3,8 @@ determinism, a planted signal the oracle finds, and never clobbering a user's fo
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -12,10 +14,13 @@ import polars as pl
 import pytest
 from scipy.stats import spearmanr
 
-from spread.competition import Competition, load_competition
+from spread.lab.baselines import competition_folds, run_baseline
+from spread.competition import Competition, check_labels, load_competition
+from spread.config import load_config
 from spread.errors import ConfigError, DataError
 from spread.layout import ORACLE_FILE, draw_pairs, write_competition
-from spread.synth import PRESETS, generate
+from spread.metrics import rank_correlation_sharpe
+from spread.synth import DEFAULT_PRESET, PRESETS, RECORDED, MarketState, build_universe, generate, market_model
 from spread.targets import compute_targets, parse_pair
 
 GROUP_PATTERNS = {
@@ -84,8 +89,9 @@ def test_small_preset_shapes_and_groups(small: Competition) -> None:
         assert frame.height == 40
 
 
-def test_mitsui_preset_has_the_real_shape(tmp_path: Path) -> None:
-    comp = load_competition(generate(tmp_path / "mitsui", seed=0, preset="mitsui"))
+@pytest.mark.parametrize("preset", ["mitsui", "realistic"])
+def test_mitsui_preset_has_the_real_shape(tmp_path: Path, preset: str) -> None:
+    comp = load_competition(generate(tmp_path / preset, seed=0, preset=preset))
     assert comp.train.shape == (1961, 558) and comp.labels.shape == (1961, 425)
     assert Counter(group_of(name) for name in comp.feature_names) == {"LME": 4, "JPX": 40, "US": 475, "FX": 38}
     assert Counter(comp.target_lags.tolist()) == {1: 106, 2: 106, 3: 106, 4: 106}
@@ -239,3 +245,98 @@ def test_draw_pairs_covers_assets_repeats_and_reverses() -> None:
     assert any(" - ".join(parse_pair(p)[::-1]) in counts for p in counts if " - " in p)
     with pytest.raises(ConfigError):
         draw_pairs(assets[:4], 12, rng=np.random.default_rng(0))
+
+
+# the realistic preset ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def realistic(tmp_path_factory: pytest.TempPathFactory) -> Competition:
+    return load_competition(generate(tmp_path_factory.mktemp("synth") / "realistic", seed=0))
+
+
+def log_returns(comp: Competition, column: str) -> np.ndarray:
+    return np.diff(np.log(comp.train[column].to_numpy().astype(np.float64)))
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    seen = np.isfinite(a) & np.isfinite(b)
+    return float(np.corrcoef(a[seen], b[seen])[0, 1])
+
+
+def test_realistic_is_the_default_and_its_labels_check(realistic: Competition) -> None:
+    assert DEFAULT_PRESET == "realistic" and PRESETS["realistic"].dynamics == "market"
+    result = check_labels(realistic)  # the `check-labels` path: every label recomputed by spread.targets
+    assert result.cells > 700_000 and result.match_share == 1.0 and result.nan_agreement == 1.0
+
+
+def test_realistic_scale_reversal_and_asynchronous_closes(realistic: Competition) -> None:
+    labels, lags = realistic.labels.drop("date_id").to_numpy(), realistic.target_lags
+    assert 0.012 < np.nanstd(labels[:, lags == 1]) < 0.025 and 0.035 < np.nanstd(labels[:, lags == 4]) < 0.055
+    # JPX closes before the US, LME between: JPX gold follows GLD of the day before, LME copper mostly the same day
+    gold = log_returns(realistic, "JPX_Gold_Standard_Futures_Close")
+    gld = log_returns(realistic, "US_Stock_GLD_adj_close")
+    assert correlation(gold[1:], gld[:-1]) > correlation(gold, gld) + 0.1
+    copper, fcx = log_returns(realistic, "LME_CA_Close"), log_returns(realistic, "US_Stock_FCX_adj_close")
+    assert correlation(copper, fcx) > correlation(copper[1:], fcx[:-1]) + 0.05 > 0.1
+
+
+TINY = dataclasses.replace(
+    PRESETS["realistic"], n_dates=60, n_test=10, n_scored=5, n_lme=2, n_jpx_contracts=2, n_us_tickers=4, n_fx=6,
+    n_targets_per_lag=4, n_target_assets=12, signal_linear=0.3, signal_regime=1.0, reversal=0.3,
+    regime_drift_scale=0.3, drift_scale=0.003, calm_stay=0.7, turbulent_stay=0.6, drift_stay=0.6,
+)
+
+
+def test_oracle_is_the_conditional_expectation_by_brute_force() -> None:
+    """From the simulated state at several dates, 60 000 continuations of the generator's own dynamics average to
+    the oracle's expected log change of every asset at every lag (within 4.5 standard errors), and do not average
+    to the expectation under the other volatility regime (the check has power)."""
+    rng = np.random.default_rng(0)
+    universe = build_universe(TINY, rng)
+    model = market_model(universe, TINY, rng)
+    state = model.initial_state(rng, 1)
+    n_paths, checked = 60_000, set()
+    for t in range(40):
+        model.step(state, rng)
+        regime = int(state.vol_regime[0])
+        if t < 10 or regime in checked:
+            continue
+        checked.add(regime)
+        snapshot = {name: getattr(state, name).copy() for name in RECORDED}
+        paths = MarketState(**{name: np.repeat(value, n_paths, axis=0) for name, value in vars(state).items()})
+        changes, total = {}, 0.0
+        for k in range(1, max(TINY.lags) + 2):
+            total = total + model.step(paths, rng)[0] * (k >= 2)  # r(t+2) + ... + r(t+k)
+            changes[k - 1] = total
+        other = dict(snapshot, vol_regime=1 - snapshot["vol_regime"])
+        for lag in TINY.lags:
+            mean, error = changes[lag].mean(axis=0), changes[lag].std(axis=0) / math.sqrt(n_paths)
+            oracle = model.expected(snapshot, lag)[0]
+            np.testing.assert_array_less(np.abs(mean - oracle), 4.5 * error)
+            assert np.abs(oracle).max() > 10 * error.max()
+            if lag >= 2:  # alpha(t+2) is fixed at t: the regime of date t shows from lag 2 on
+                assert (np.abs(mean - model.expected(other, lag)[0]) > 4.5 * error).any()
+    assert checked == {0, 1}
+
+
+def random_scores(labels: np.ndarray, windows: list[tuple[int, int]], draws: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.array([rank_correlation_sharpe(labels[a : b + 1], rng.normal(size=(b - a + 1, labels.shape[1])))
+                     for _ in range(draws) for a, b in windows])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 2])
+def test_realistic_calibration(tmp_path: Path, seed: int) -> None:
+    """The calibration of the module docstring: mean over the four walk-forward folds and the holdout."""
+    data = generate(tmp_path / "data", seed=seed)
+    cfg = load_config(None, ["split.n_folds=4"])
+    scores = {name: run_baseline(name, cfg, data, tmp_path / name) for name in ("oracle", "mean_rank", "ridge")}
+    oracle, prior, ridge = (scores[name]["mean"]["score"] for name in ("oracle", "mean_rank", "ridge"))
+    assert 0.7 <= oracle <= 1.0 and 0.3 <= prior <= 0.45 and ridge <= 0.6 * oracle, (oracle, prior, ridge)
+    comp = load_competition(data)
+    labels = comp.labels.drop("date_id").to_numpy()
+    windows = [fold.val_dates for fold in competition_folds(comp, cfg)]
+    random = random_scores(labels, windows, draws=40, seed=seed)
+    assert abs(random.mean()) < 0.03 and 0.08 < random.std() < 0.13

@@ -13,7 +13,19 @@ where not released by the fold's cutoff, validation on the same dates and truths
 - `ridge`: ridge regression (Hoerl & Kennard 1970) from the screened, scaled features of the prediction date
   (`spread.windows.prepare_fold`, as for the Transformer) to each target's daily rank centred at 0 (missing labels
   count as the centre). The penalty is chosen per fold from `RIDGE_ALPHAS` on an inner, purged split of the fold's
-  own training dates, then refitted on all of them.
+  own training dates (the last `INNER_VAL_SHARE`, after max lag + 1 dates), then refitted on all of them; every
+  peer below chooses its hyper-parameters the same way, on training dates only.
+- `reduced_rank`: reduced-rank ridge regression (Izenman 1975) of all targets' centred daily ranks on the same
+  screened features: a strong linear model that pools across targets, so that beating it means a model learned
+  something no linear map of the current features holds. Penalty and rank are chosen on the inner split.
+- `regularised_prior`: each target's mean daily rank with a recency half-life and a count-based shrink to the
+  middle rank (a regularised constant scored 0.479 on the real final leaderboard, 10th); both chosen on the inner
+  split, scoring the constant prediction.
+- `lightgbm` (optional dependency, requirements-bench.txt): gradient-boosted trees in long format, one row per
+  date x target (the standard strong Kaggle approach): features of the target's own legs (spread returns over
+  several horizons, volatilities of the spread and legs), of its released labels (the latest, rolling means and
+  stds, read from the same release-rule series as the Transformer's revealed labels), its training mean daily
+  rank, its lag and its index as a category; trained on centred daily ranks, rounds chosen on the inner split.
 - `oracle` (reference, synthetic folders only): the generator's true conditional expectation
   (`oracle_predictions.csv`), the ceiling a model's score is compared with.
 
@@ -35,13 +47,14 @@ import numpy as np
 from spread.competition import Competition, load_competition
 from spread.config import Config, save_config
 from spread.errors import ConfigError, DataError
-from spread.features import Panel, released, revealed_label_features
+from spread.features import Panel, log_levels, raw_matrix, released, revealed_label_features, write_differences
 from spread.layout import ORACLE_FILE
 from spread.metrics import average_ranks, validation_metrics
-from spread.prior import mean_rank_prior
+from spread.prior import UNSEEN, mean_rank_prior
 from spread.runfolder import SUMMARY_FILE, write_json
 from spread.runlog import RunLog, summarize
 from spread.splits import Fold, fold_table, lag_mapping, make_folds
+from spread.targets import parse_pair
 from spread.trainer import load_oracle
 from spread.windows import competition_panel, label_matrix, prepare_fold
 
@@ -51,7 +64,27 @@ CONFIG_FILE, FOLDS_FILE = "config.yaml", "folds.csv"
 RIDGE_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 """Ridge penalties tried per fold, in units of the number of training rows (features are standardised)."""
 INNER_VAL_SHARE = 0.2
-"""Share of a fold's training dates held out (after a purge gap) to choose the ridge penalty."""
+"""Share of a fold's training dates held out (after a purge gap) to choose a baseline's hyper-parameters."""
+REDUCED_RANKS = (1, 2, 3, 5, 8, 13, 21, 34)
+"""Ranks tried by reduced_rank (those above min(features, targets) are skipped)."""
+PRIOR_HALF_LIVES = (None, 750.0, 375.0, 180.0, 90.0)
+"""Recency half-lives (dates) tried by regularised_prior; None weighs every training date alike."""
+PRIOR_SHRINKS = (0.0, 10.0, 50.0, 250.0)
+"""Pseudo-days at the middle rank tried by regularised_prior (a target seen on few dates moves to 0.5)."""
+LGBM_HORIZONS = (1, 2, 5, 10, 20)
+"""Horizons (rows) of the spread returns lightgbm sees."""
+LGBM_VOL_WINDOW = 20
+"""Rows of the rolling volatilities of the spread and its legs."""
+LGBM_LABEL_WINDOWS = (5, 20)
+"""Rows of the rolling mean and std of a target's released labels."""
+LGBM_ROUNDS = (25, 50, 100, 200)
+"""Boosting rounds tried by lightgbm."""
+LGBM_PARAMS = {
+    "objective": "regression", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 500, "max_bin": 63,
+    "feature_fraction": 0.9, "bagging_fraction": 0.5, "bagging_freq": 1, "lambda_l2": 10.0,
+    "deterministic": True, "force_col_wise": True, "verbosity": -1,
+}
+"""LightGBM parameters (deterministic for a given seed and thread count)."""
 
 
 @dataclass
@@ -125,36 +158,230 @@ def _ridge_solutions(x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...]) ->
     return solutions
 
 
+def _inner_split(n_rows: int, purge: int) -> tuple[int, int] | None:
+    """(fit rows, validation rows) of a fold's training rows: the last `INNER_VAL_SHARE` validate, after `purge`
+    rows left out; None when fewer than 2 rows would remain to fit."""
+    n_val = max(1, int(n_rows * INNER_VAL_SHARE))
+    n_fit = n_rows - n_val - purge
+    return None if n_fit < 2 else (n_fit, n_val)
+
+
+def _purge(ctx: FoldContext) -> int:
+    """Rows between the inner fit and validation rows: the release delay of the longest lag."""
+    return int(ctx.comp.target_lags.max()) + 1
+
+
+def _best(name: str, candidates: list, scores: list[float], fallback):
+    """The candidate with the best inner-validation score (`fallback` when none is finite), logged."""
+    finite = [s if np.isfinite(s) else -np.inf for s in scores]
+    if not finite or not np.isfinite(max(finite)):
+        return fallback
+    best = candidates[int(np.argmax(finite))]
+    log.info("%s: inner-validation scores %s -> %s", name, [round(s, 4) for s in finite], best)
+    return best
+
+
 def _choose_alpha(x: np.ndarray, labels: np.ndarray, lags: np.ndarray, purge: int) -> float:
     """The penalty of `RIDGE_ALPHAS` with the best score on the last `INNER_VAL_SHARE` of the rows, after a purge."""
-    n_val = max(1, int(len(x) * INNER_VAL_SHARE))
-    n_fit = len(x) - n_val - purge
-    if n_fit < 2:
-        return RIDGE_ALPHAS[len(RIDGE_ALPHAS) // 2]
+    fallback = RIDGE_ALPHAS[len(RIDGE_ALPHAS) // 2]
+    split = _inner_split(len(x), purge)
+    if split is None:
+        return fallback
+    n_fit, n_val = split
     solutions = _ridge_solutions(x[:n_fit], _centred_rank_targets(labels[:n_fit]), RIDGE_ALPHAS)
     truth = labels[-n_val:]
-    scores = []
-    for weights, intercept in solutions:
-        score = validation_metrics(truth, x[-n_val:] @ weights + intercept, lags)["score"]
-        scores.append(score if np.isfinite(score) else -np.inf)
-    if not np.isfinite(max(scores)):
-        return RIDGE_ALPHAS[len(RIDGE_ALPHAS) // 2]
-    best = RIDGE_ALPHAS[int(np.argmax(scores))]
-    log.info("ridge: inner-validation scores %s -> alpha %g", [round(s, 4) for s in scores], best)
-    return best
+    scores = [validation_metrics(truth, x[-n_val:] @ weights + intercept, lags)["score"]
+              for weights, intercept in solutions]
+    return _best("ridge alpha", list(RIDGE_ALPHAS), scores, fallback)
+
+
+def _screened_features(ctx: FoldContext) -> np.ndarray:
+    """(T, F) the fold's screened, scaled features on panel rows (missing = 0, the centre), as for the Transformer."""
+    cfg = ctx.cfg
+    data = prepare_fold(ctx.comp, ctx.fold, cfg.features, cfg.screen, cfg.scaling, cfg.data, panel=ctx.panel)
+    features = data.train.source.body.astype(np.float64)
+    if features.shape[1] == 0:
+        raise DataError(f"{ctx.fold.name}: the feature screen kept no feature")
+    return features
 
 
 def predict_ridge(ctx: FoldContext) -> np.ndarray:
     """Ridge from the screened, scaled features of each date to the targets' centred daily ranks."""
-    cfg = ctx.cfg
-    data = prepare_fold(ctx.comp, ctx.fold, cfg.features, cfg.screen, cfg.scaling, cfg.data, panel=ctx.panel)
-    features = data.train.source.body.astype(np.float64)  # (T, F) scaled, missing = 0 (the centre)
-    if features.shape[1] == 0:
-        raise DataError(f"{ctx.fold.name}: the feature screen kept no feature for ridge")
+    features = _screened_features(ctx)
     x, labels = features[ctx.train_rows], ctx.known[ctx.train_rows]
-    alpha = _choose_alpha(x, labels, ctx.comp.target_lags, purge=int(ctx.comp.target_lags.max()) + 1)
+    alpha = _choose_alpha(x, labels, ctx.comp.target_lags, purge=_purge(ctx))
     ((weights, intercept),) = _ridge_solutions(x, _centred_rank_targets(labels), (alpha,))
     return features[ctx.val_rows] @ weights + intercept
+
+
+def _reduced_rank_fits(
+    x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...], ranks: list[int]
+) -> dict[tuple[float, int], tuple[np.ndarray, np.ndarray]]:
+    """(alpha, rank) -> (weights, intercept): each ridge solution projected on the top `rank` right singular vectors
+    of its fitted values (reduced-rank regression, Izenman 1975, with a ridge penalty)."""
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    fits = {}
+    for alpha, (weights, _) in zip(alphas, _ridge_solutions(x, y, alphas)):
+        _, _, directions = np.linalg.svd((x - x_mean) @ weights, full_matrices=False)
+        for rank in ranks:
+            projected = weights @ directions[:rank].T @ directions[:rank]
+            fits[(alpha, rank)] = (projected, y_mean - x_mean @ projected)
+    return fits
+
+
+def predict_reduced_rank(ctx: FoldContext) -> np.ndarray:
+    """Reduced-rank ridge regression of all targets' centred daily ranks on the screened features; penalty and rank
+    chosen on an inner, purged split of the training dates, then refitted on all of them."""
+    features = _screened_features(ctx)
+    x, labels = features[ctx.train_rows], ctx.known[ctx.train_rows]
+    ranks = [r for r in REDUCED_RANKS if r <= min(x.shape[1], labels.shape[1])]
+    choice = (RIDGE_ALPHAS[len(RIDGE_ALPHAS) // 2], ranks[-1])
+    split = _inner_split(len(x), _purge(ctx))
+    if split is not None:
+        n_fit, n_val = split
+        fits = _reduced_rank_fits(x[:n_fit], _centred_rank_targets(labels[:n_fit]), RIDGE_ALPHAS, ranks)
+        scores = [validation_metrics(labels[-n_val:], x[-n_val:] @ w + b, ctx.comp.target_lags)["score"]
+                  for w, b in fits.values()]
+        choice = _best("reduced_rank (alpha, rank)", list(fits), scores, choice)
+    alpha, rank = choice
+    ((weights, intercept),) = _reduced_rank_fits(x, _centred_rank_targets(labels), (alpha,), [rank]).values()
+    return features[ctx.val_rows] @ weights + intercept
+
+
+def weighted_prior(ranks: np.ndarray, ages: np.ndarray, half_life: float | None, shrink: float) -> np.ndarray:
+    """(N,) each target's mean daily rank, day d weighted 0.5^(ages[d] / half_life) (1 when None), shrunk to the
+    middle rank 0.5 by `shrink` pseudo-days: (sum w r + shrink 0.5) / (sum w + shrink) over its observed days."""
+    weights = np.ones_like(ages, dtype=np.float64) if half_life is None else 0.5 ** (ages / half_life)
+    observed = np.isfinite(ranks)
+    total = (np.where(observed, ranks, 0.0) * weights[:, None]).sum(axis=0)
+    count = (observed * weights[:, None]).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prior = (total + shrink * UNSEEN) / (count + shrink)
+    return np.where(count + shrink > 0, prior, UNSEEN)
+
+
+def predict_regularised_prior(ctx: FoldContext) -> np.ndarray:
+    """Each target's mean daily rank with a recency half-life and a count-based shrink, the pair chosen on an inner,
+    purged split of the training dates (scored as a constant prediction), then refitted on all of them."""
+    ranks = daily_ranks(ctx.known[ctx.train_rows])
+    dates = ctx.panel.date_ids[ctx.train_rows].astype(np.float64)
+    candidates = [(h, k) for h in PRIOR_HALF_LIVES for k in PRIOR_SHRINKS]
+    choice = (None, 0.0)
+    split = _inner_split(len(ranks), _purge(ctx))
+    if split is not None:
+        n_fit, n_val = split
+        truth = ctx.known[ctx.train_rows][-n_val:]
+        scores = []
+        for half_life, shrink in candidates:
+            prior = weighted_prior(ranks[:n_fit], dates[n_fit - 1] - dates[:n_fit], half_life, shrink)
+            scores.append(validation_metrics(truth, np.broadcast_to(prior, truth.shape), ctx.comp.target_lags)["score"])
+        choice = _best("regularised_prior (half-life, shrink)", candidates, scores, choice)
+    prior = weighted_prior(ranks, dates[-1] - dates, *choice)
+    return np.broadcast_to(prior, (len(ctx.val_rows), len(prior))).copy()
+
+
+def rolling_mean_std(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, mean and population std of the finite values of rows t - window + 1 .. t (NaN below 2 values)."""
+    finite = np.isfinite(values)
+    filled = np.where(finite, values, 0.0)
+
+    def trailing_sum(a: np.ndarray) -> np.ndarray:
+        total = np.cumsum(a, axis=0)
+        total[window:] = total[window:] - total[:-window]
+        return total
+
+    count, first, second = trailing_sum(finite.astype(np.float64)), trailing_sum(filled), trailing_sum(filled**2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = first / count
+        std = np.sqrt(np.maximum(second / count - mean**2, 0.0))
+    mean[count < 2], std[count < 2] = np.nan, np.nan
+    return mean, std
+
+
+def long_features(ctx: FoldContext) -> tuple[list[str], np.ndarray]:
+    """Feature names and a (T, N, F) float32 array: target j's own features on each panel row.
+
+    From its legs (raw prices forward-filled like `spread.features`, rows up to t only): the spread's log returns
+    over `LGBM_HORIZONS`, the 20-row std of its daily returns and of each leg's; from its released labels (the
+    `revealed_label_features` series, so the release rule is the Transformer's): the last one and the rolling mean
+    and std over `LGBM_LABEL_WINDOWS`; its mean daily rank over the fold's training dates; its lag and its index
+    (a categorical feature, last).
+    """
+    comp, cfg = ctx.comp, ctx.cfg.features
+    legs = [parse_pair(pair) for pair in comp.pairs["pair"].to_list()]
+    columns = list(dict.fromkeys(leg for pair in legs for leg in pair))
+    levels = log_levels(raw_matrix(comp.train, columns), cfg.ffill_limit)
+    position = {name: i for i, name in enumerate(columns)}
+    first = levels[:, [position[pair[0]] for pair in legs]]
+    second = np.stack([levels[:, position[pair[1]]] if len(pair) == 2 else np.zeros(len(levels)) for pair in legs],
+                      axis=1)
+    spread = first - second
+    blocks, names = [], []
+    for horizon in LGBM_HORIZONS:
+        returns = np.full_like(spread, np.nan)
+        write_differences(spread, horizon, returns)
+        blocks.append(returns)
+        names.append(f"spread_ret{horizon}")
+    for name, series in (("spread", spread), ("leg_a", first), ("leg_b", second)):
+        daily = np.full_like(series, np.nan)
+        write_differences(series, 1, daily)
+        blocks.append(rolling_mean_std(daily, LGBM_VOL_WINDOW)[1])
+        names.append(f"{name}_vol{LGBM_VOL_WINDOW}")
+    revealed = revealed_label_features(comp.labels, ctx.panel.date_ids, comp.target_lags).astype(np.float64)
+    blocks.append(revealed)
+    names.append("label_last")
+    for window in LGBM_LABEL_WINDOWS:
+        mean, std = rolling_mean_std(revealed, window)
+        blocks += [mean, std]
+        names += [f"label_mean{window}", f"label_std{window}"]
+    n_dates, n_targets = spread.shape
+    blocks.append(np.broadcast_to(ctx.prior, (n_dates, n_targets)))
+    blocks.append(np.broadcast_to(comp.target_lags.astype(np.float64), (n_dates, n_targets)))
+    blocks.append(np.broadcast_to(np.arange(n_targets, dtype=np.float64), (n_dates, n_targets)))
+    names += ["mean_rank", "lag", "target"]
+    return names, np.stack(blocks, axis=2).astype(np.float32)
+
+
+def _lightgbm():
+    try:
+        import lightgbm
+    except ImportError as exc:
+        raise ConfigError(
+            "baseline lightgbm needs the optional lightgbm package: pip install -r requirements-bench.txt"
+        ) from exc
+    return lightgbm
+
+
+def _fit_lightgbm(features: np.ndarray, labels: np.ndarray, names: list[str], rounds: int, seed: int):
+    """A booster on the long rows (`features`: dates x targets rows, `labels`: dates x targets) with a known label;
+    target: the centred daily rank."""
+    lightgbm = _lightgbm()
+    targets = (daily_ranks(labels) - 0.5).ravel()
+    known = np.isfinite(targets)
+    data = lightgbm.Dataset(features[known], targets[known], feature_name=names,
+                            categorical_feature=[names[-1]], free_raw_data=True)
+    return lightgbm.train({**LGBM_PARAMS, "seed": seed}, data, num_boost_round=rounds)
+
+
+def predict_lightgbm(ctx: FoldContext) -> np.ndarray:
+    """Gradient-boosted trees in long format (one row per date x target, features of the target's own legs and
+    labels, `long_features`); the number of rounds is chosen on an inner, purged split of the training dates."""
+    names, features = long_features(ctx)
+    n_targets = features.shape[1]
+    train_x, train_y = features[ctx.train_rows], ctx.known[ctx.train_rows]
+    rounds = LGBM_ROUNDS[-1]
+    split = _inner_split(len(train_x), _purge(ctx))
+    if split is not None:
+        n_fit, n_val = split
+        booster = _fit_lightgbm(train_x[:n_fit].reshape(-1, len(names)), train_y[:n_fit], names, LGBM_ROUNDS[-1],
+                                ctx.cfg.seed)
+        inner_x = train_x[-n_val:].reshape(-1, len(names))
+        scores = [validation_metrics(train_y[-n_val:], booster.predict(inner_x, num_iteration=r).reshape(-1, n_targets),
+                                     ctx.comp.target_lags)["score"] for r in LGBM_ROUNDS]
+        rounds = _best("lightgbm rounds", list(LGBM_ROUNDS), scores, rounds)
+    booster = _fit_lightgbm(train_x.reshape(-1, len(names)), train_y, names, rounds, ctx.cfg.seed)
+    val_x = features[ctx.val_rows].reshape(-1, len(names))
+    return booster.predict(val_x).reshape(len(ctx.val_rows), n_targets)
 
 
 def predict_oracle(ctx: FoldContext) -> np.ndarray:
@@ -171,6 +398,9 @@ BASELINES: dict[str, Callable[[FoldContext], np.ndarray]] = {
     "mean_rank": predict_mean_rank,
     "last_label": predict_last_label,
     "ridge": predict_ridge,
+    "reduced_rank": predict_reduced_rank,
+    "regularised_prior": predict_regularised_prior,
+    "lightgbm": predict_lightgbm,
 }
 """name -> predictor: (fold context) -> (validation days, targets) finite predictions."""
 REFERENCES: dict[str, Callable[[FoldContext], np.ndarray]] = {"oracle": predict_oracle}

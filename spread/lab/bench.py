@@ -3,7 +3,7 @@
 Quality. On two sources, the synthetic `mitsui` preset (where the generator's oracle gives a ceiling) and the real
 daily price panel shipped with skfolio (`spread.lab.realdata`, data nobody tuned on), every model is scored on the same
 folds (walk-forward folds plus the competition-like holdout, `spread.splits`) with the competition score:
-the three baselines (`spread.lab.baselines`), the Transformer with the default config and with the tuned config. A
+the baselines and peers (`spread.lab.baselines`; lightgbm when installed), the Transformer with the default config and with the tuned config. A
 cell is (data seed, training seed, fold); the baselines do not depend on the training seed, so each Transformer
 cell is paired with the best baseline's score on the same data seed and fold. The table gives, per model, the
 mean +- population std of the score over cells, the paired difference to the best baseline (the baseline with the

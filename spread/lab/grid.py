@@ -2,7 +2,7 @@
 
 Per source (the synthetic `mitsui` preset, where the generator's oracle gives a ceiling, and the real daily price
 panel of `spread.lab.realdata`), per data seed, every model is scored on the same folds (the mode's walk-forward
-folds plus the competition-like holdout): the three baselines of `spread.lab.baselines`, the oracle on synthetic
+folds plus the competition-like holdout): the baselines and peers of `spread.lab.baselines` (lightgbm when installed), the oracle on synthetic
 data, and the Transformer with the default and with the tuned config per training seed. The tuned config is
 `configs/tuned.yaml` when it exists; otherwise a tuning study (`spread.lab.tune`) runs first on a synthetic draw
 that is never scored (`TUNE_DATA_SEED`), in a folder named by its settings. A run folder whose config.yaml matches
@@ -12,6 +12,7 @@ is reused, so an interrupted bench resumes; a `RunTally` counts what ran and wha
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import shutil
@@ -166,7 +167,8 @@ def run_source(
         data = build_source(source, work / "data" / f"{source}-s{data_seed}", data_seed)
         run_root = work / "runs" / f"{source}-s{data_seed}"
         baseline_cfg = load_config(None, split)
-        names = [*BASELINE_NAMES, *([ORACLE] if source == SYNTHETIC else [])]
+        names = [name for name in BASELINE_NAMES if name != "lightgbm" or importlib.util.find_spec("lightgbm")]
+        names += [ORACLE] if source == SYNTHETIC else []
         for name in names:
             run_dir = run_root / name
             summary = cached_run(run_dir, baseline_cfg, lambda: run_baseline(name, baseline_cfg, data, run_dir), tally)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-BASELINE_NAMES = ("mean_rank", "last_label", "ridge")
+BASELINE_NAMES = ("mean_rank", "last_label", "ridge", "reduced_rank", "regularised_prior", "lightgbm")
 ORACLE = "oracle"
 TRANSFORMERS = ("transformer_default", "transformer_tuned")
 
