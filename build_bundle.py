@@ -224,7 +224,8 @@ def string_literal(text: str, indent: str = "    ") -> str:
 def resource_source(configs: dict[str, str], metadata: dict, build_config: dict | None = None, origin: str = "") -> str:
     """Source of the virtual `spread_bundle` module: the embedded configs, this kernel's metadata and the config
     resolved at build time (`BUILD_CONFIG`, None without `--config`/overrides; `BUILD_CONFIG_ORIGIN` says whence)."""
-    lines = ['"""Resources embedded by build_bundle.py: configs/*.yaml, the kernel metadata, the build config."""', ""]
+    lines = ['"""Resources embedded by build_bundle.py: configs/*.yaml and the build config (in a kernel that reads',
+             'configs; elsewhere empty and None), the kernel metadata."""', ""]
     lines += ["import json", "", "CONFIGS = {}"]
     for name, text in configs.items():
         lines.append(f"CONFIGS[{name!r}] = {string_literal(text)}")
