@@ -1,15 +1,20 @@
 """Build the two Kaggle kernels as single files: `python build_bundle.py --out dist --owner USER [--notebook]
 [--weights kernel|dataset] [--config FILE] [key=value ...]`.
 
-A Kaggle kernel runs one file with internet off, so the whole `spread` package travels inside it. Each module's
-source is embedded verbatim as a string and registered with the import system by a small meta path finder: `import
+A Kaggle kernel runs one file with internet off, so the `spread` modules it runs travel inside it: its import
+closure, found by walking the imports of the kernel file and of every module it reaches (module-level and
+function-level ones, relative ones, a package's `__init__` with any of its modules; `if TYPE_CHECKING:` imports
+never run and are left out). The inference kernel thus carries neither the training loop nor the lab. Each module's
+source is embedded verbatim as a string, in dependency order (a topological order of the import graph, ties broken
+by `LAYERS`: data, features and windows, model, losses, training, serving), listed with its line in a table of
+contents in the header cell, and registered with the import system by a small meta path finder: `import
 spread.infer` inside the kernel then works exactly as from the repository (relative imports, lazy imports, module
 docstrings, tracebacks that name `<bundle>/spread/infer.py` and its line), with no fragile concatenation of
 modules and no `spread` on the path. The kernel's own code (`kernel_train.py` / `kernel_infer.py`, written in
-jupytext percent format) follows, and `configs/*.yaml` plus the derived kernel metadata ride along as the virtual
-module `spread_bundle`.
+jupytext percent format) follows. The derived kernel metadata rides along as the virtual module `spread_bundle`,
+and for the kernels that read configs (`CONFIG_READERS`: the train kernel) `configs/*.yaml` and the build config too.
 
-Output, all derived from the repository and byte-identical across builds (sorted modules, no timestamps, fixed
+Output, all derived from the repository and byte-identical across builds (ordered modules, no timestamps, fixed
 notebook cell ids):
 
     dist/train/kernel_train.py   + kernel-metadata.json   (GPU on, internet off, the competition as source)
@@ -30,6 +35,8 @@ top). Push with `kaggle kernels push -p dist/train` (then `-p dist/infer` once t
 from __future__ import annotations
 
 import argparse
+import ast
+import heapq
 import json
 import shutil
 import sys
@@ -38,10 +45,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 PACKAGE = "spread"
 RESOURCE_MODULE = "spread_bundle"
-COMPETITION_SLUG = "mitsui-commodity-prediction-challenge"
 KERNELS = {"train": "kernel_train", "infer": "kernel_infer"}
-SKIPPED_MODULES = ("__main__.py",)
-"""Never embedded: `spread/__main__.py` runs the CLI when imported."""
+CONFIG_READERS = ("train",)
+"""The kernels that read configs: their `spread_bundle` carries configs/*.yaml and the build config (the infer
+kernel rebuilds its models from the config stored in each checkpoint)."""
+LAYERS = (
+    ("spread", "spread.errors"),
+    ("spread.competition", "spread.layout", "spread.synth", "spread.targets"),
+    ("spread.features", "spread.scaling", "spread.screening", "spread.splits", "spread.windows"),
+    ("spread.model",),
+    ("spread.losses", "spread.metrics"),
+    ("spread.config", "spread.train_config"),
+    ("spread.checkpoint", "spread.fit", "spread.forecast", "spread.optim", "spread.prior", "spread.pruning",
+     "spread.runfolder", "spread.runlog", "spread.runtime", "spread.trainer"),
+    ("spread.discovery", "spread.gateway", "spread.infer", "spread.plots", "spread.publish"),
+)
+"""The kernel core in the order data flows (package, data, features and windows, model, losses, config, training,
+serving): where the import graph leaves the order open, a module of an earlier layer comes first, then by name;
+a module named in no layer (the lab, the cli) comes after them all."""
 WEIGHT_SOURCES = ("kernel", "dataset")
 BUNDLE_SUBTITLE = "The spread train kernel as one file, to run under torchrun"
 
@@ -85,27 +106,108 @@ sys.meta_path.insert(0, _EmbeddedModules(_SPREAD_SOURCES, _SPREAD_PACKAGES))
 '''.strip()
 
 
-def module_name(path: Path, package_dir: Path) -> str:
-    """`spread/a/b.py` -> `spread.a.b`; `spread/a/__init__.py` -> `spread.a`."""
-    parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def package_sources(package_dir: Path) -> tuple[dict[str, str], list[str]]:
-    """Every module of the package (name -> source), sorted by name, and the names that are packages."""
-    sources, packages = {}, []
+def package_modules(package_dir: Path) -> dict[str, Path]:
+    """Every module of the package: `spread.a.b` -> spread/a/b.py, `spread.a` -> spread/a/__init__.py."""
+    modules = {}
     for path in sorted(package_dir.rglob("*.py")):
-        if path.name in SKIPPED_MODULES or "__pycache__" in path.parts:
+        if "__pycache__" in path.parts:
             continue
-        name = module_name(path, package_dir)
-        sources[name] = path.read_text(encoding="utf-8")
-        if path.name == "__init__.py":
-            packages.append(name)
-    if PACKAGE not in sources:
+        parts = list(path.relative_to(package_dir.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    if PACKAGE not in modules:
         raise SystemExit(f"{package_dir}: not a package (no __init__.py)")
-    return dict(sorted(sources.items())), sorted(packages)
+    return modules
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imported_names(path: Path, package: str) -> set[str]:
+    """Every dotted name an import statement of `path` names, at any depth outside `if TYPE_CHECKING:` blocks:
+    `import a.b` gives a.b, `from a import b` gives a and a.b (b may be a module); relative imports are resolved
+    against `package`, the package `path` belongs to ("" for a script, whose relative imports name nothing)."""
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".") if package else []
+                if node.level - 1 >= len(parts):
+                    return
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+    return names
+
+
+def _reached(names: set[str], modules: dict[str, Path]) -> set[str]:
+    """The modules among `names`, each with its parent packages (importing `a.b.c` runs `a` and `a.b` first)."""
+    reached = set()
+    for name in names & modules.keys():
+        parts = name.split(".")
+        reached.update(".".join(parts[:end]) for end in range(1, len(parts) + 1))
+    return reached & modules.keys()
+
+
+def import_closure(kernel: Path, modules: dict[str, Path]) -> dict[str, set[str]]:
+    """The modules of `modules` that running `kernel` can import, each with the modules it imports itself."""
+    graph: dict[str, set[str]] = {}
+    todo = sorted(_reached(imported_names(kernel, ""), modules))
+    while todo:
+        name = todo.pop()
+        if name in graph:
+            continue
+        path = modules[name]
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        graph[name] = _reached(imported_names(path, package), modules) - {name}
+        todo.extend(sorted(graph[name] - graph.keys()))
+    return graph
+
+
+def dependency_order(graph: dict[str, set[str]]) -> list[str]:
+    """The modules of `graph` (module -> the modules it imports), each after those it imports; ties by `LAYERS`,
+    then by name. An import cycle stops the build, naming the modules on or behind it."""
+    rank = {name: index for index, layer in enumerate(LAYERS) for name in layer}
+    waiting = {name: set(imports) for name, imports in graph.items()}
+    ready = [(rank.get(name, len(LAYERS)), name) for name, imports in waiting.items() if not imports]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        del waiting[name]
+        for other, imports in waiting.items():
+            if name in imports:
+                imports.discard(name)
+                if not imports:
+                    heapq.heappush(ready, (rank.get(other, len(LAYERS)), other))
+    if waiting:
+        raise SystemExit(f"import cycle among the bundled modules {sorted(waiting)}")
+    return order
+
+
+def kernel_sources(kernel: Path, modules: dict[str, Path]) -> tuple[dict[str, str], list[str]]:
+    """The import closure of `kernel`: module name -> source in dependency order, and the names that are packages."""
+    graph = import_closure(kernel, modules)
+    sources = {name: modules[name].read_text(encoding="utf-8") for name in dependency_order(graph)}
+    return sources, sorted(name for name in graph if modules[name].name == "__init__.py")
 
 
 def embedded_configs(config_dir: Path) -> dict[str, str]:
@@ -122,13 +224,13 @@ def string_literal(text: str, indent: str = "    ") -> str:
 def resource_source(configs: dict[str, str], metadata: dict, build_config: dict | None = None, origin: str = "") -> str:
     """Source of the virtual `spread_bundle` module: the embedded configs, this kernel's metadata and the config
     resolved at build time (`BUILD_CONFIG`, None without `--config`/overrides; `BUILD_CONFIG_ORIGIN` says whence)."""
-    lines = ['"""Resources embedded by build_bundle.py: configs/*.yaml, the kernel metadata, the build config."""', ""]
+    lines = ['"""Resources embedded by build_bundle.py: configs/*.yaml and the build config (in a kernel that reads',
+             'configs; elsewhere empty and None), the kernel metadata."""', ""]
     lines += ["import json", "", "CONFIGS = {}"]
     for name, text in configs.items():
         lines.append(f"CONFIGS[{name!r}] = {string_literal(text)}")
     metadata_text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
     lines.append(f"KERNEL_METADATA = json.loads({string_literal(metadata_text)})")
-    lines.append(f"COMPETITION_SLUG = {COMPETITION_SLUG!r}")
     if build_config is None:
         lines.append("BUILD_CONFIG = None")
     else:
@@ -180,6 +282,8 @@ def kernel_metadata(base: dict, kind: str, code_file: str, notebook: bool, weigh
     meta = dict(base)
     meta.update(code_file=code_file, language="python", kernel_type="notebook" if notebook else "script")
     meta.update(enable_internet=False, is_private=bool(base.get("is_private", True)))
+    from spread.discovery import COMPETITION_SLUG
+
     competitions = list(dict.fromkeys([*base.get("competition_sources", []), COMPETITION_SLUG]))
     meta["competition_sources"] = competitions
     if kind == "train":
@@ -194,24 +298,39 @@ def kernel_metadata(base: dict, kind: str, code_file: str, notebook: bool, weigh
     return meta
 
 
-def render_script(kind: str, kernel_source: str, sources: dict[str, str], packages: list[str]) -> str:
-    """The single-file kernel in jupytext percent format: header, embedded sources, loader, the kernel's cells."""
-    header = [
-        "# %% [markdown]",
-        f"# # spread: {kind} kernel (single file)",
-        "# Built by `build_bundle.py` from the `spread` repository: do not edit, rebuild.",
-        "# The cells below embed the `spread` package, register it with the import system,",
-        f"# then run `kernel_{kind}.py`.",
-        "",
-        "# %%",
-        "# The embedded `spread` package: one source string per module.",
-        "_SPREAD_SOURCES = {}",
-    ]
+def render_script(
+    kind: str, kernel_source: str, sources: dict[str, str], packages: list[str], notebook: bool = False
+) -> str:
+    """The single-file kernel in jupytext percent format: a header with the table of contents, the embedded sources,
+    the loader, the kernel's cells. The contents give the line where each module's source string opens: in the file,
+    or with `notebook` in the notebook's sources cell."""
+    body = ["# %%", "# The embedded modules: one source string each, in dependency order.", "_SPREAD_SOURCES = {}"]
+    starts = {}
     for name, source in sources.items():
-        header.append(f"_SPREAD_SOURCES[{name!r}] = {string_literal(source)}")
-    header.append(f"_SPREAD_PACKAGES = set({sorted(packages)!r})")
-    header += ["", "# %%", "# Make `import spread...` load the embedded sources.", LOADER, ""]
-    return "\n".join(header) + "\n" + kernel_source.rstrip("\n") + "\n"
+        starts[name] = sum(chunk.count("\n") + 1 for chunk in body) + 1
+        body.append(f"_SPREAD_SOURCES[{name!r}] = {string_literal(source)}")
+    body.append(f"_SPREAD_PACKAGES = set({sorted(packages)!r})")
+    body += ["", "# %%", "# Make `import spread...` load the embedded sources.", LOADER, ""]
+
+    def header(first: int) -> list[str]:
+        where = "the next cell" if notebook else "this file"
+        lines = [
+            "# %% [markdown]",
+            f"# # spread: {kind} kernel (single file)",
+            "# Built by `build_bundle.py` from the `spread` repository: do not edit, rebuild.",
+            "# The cells below embed the modules the kernel imports (its import closure, in dependency order),",
+            f"# register them with the import system, then run `kernel_{kind}.py`.",
+            "#",
+            f"# Contents: the line of {where} where each module opens; line N of `<bundle>/spread/x.py` in a",
+            "# traceback is that line + N.",
+            "#",
+        ]
+        lines += [f"# - `{name}`: line {first + start}" for name, start in starts.items()]
+        return lines + [""]
+
+    # The header's length does not depend on its numbers; a notebook cell starts after its `# %%` marker.
+    lines = header(-1 if notebook else len(header(0))) + body
+    return "\n".join(lines) + "\n" + kernel_source.rstrip("\n") + "\n"
 
 
 def render_notebook(script: str) -> str:
@@ -239,17 +358,18 @@ def build(
         raise SystemExit(f"--weights must be one of {WEIGHT_SOURCES}, got {weights!r}")
     resolved, origin = build_config(config, list(overrides))
     base = with_owner(json.loads((root / "kernel-metadata.json").read_text(encoding="utf-8")), owner)
-    sources, packages = package_sources(root / PACKAGE)
+    modules = package_modules(root / PACKAGE)
     configs = embedded_configs(root / "configs")
     folders = {}
     for kind, stem in KERNELS.items():
         code_file = f"{stem}.ipynb" if notebook else f"{stem}.py"
         meta = kernel_metadata(base, kind, code_file, notebook, weights)
-        modules = dict(sources)
-        embedded = (resolved, origin) if kind == "train" else (None, "")
-        modules[RESOURCE_MODULE] = resource_source(configs, meta, *embedded)
-        kernel_source = (root / f"{stem}.py").read_text(encoding="utf-8")
-        script = render_script(kind, kernel_source, dict(sorted(modules.items())), packages)
+        kernel = root / f"{stem}.py"
+        sources, packages = kernel_sources(kernel, modules)
+        resources = (configs, meta, resolved, origin) if kind in CONFIG_READERS else ({}, meta)
+        sources[RESOURCE_MODULE] = resource_source(*resources)
+        kernel_source = kernel.read_text(encoding="utf-8")
+        script = render_script(kind, kernel_source, sources, packages, notebook)
         folder = out / kind
         if folder.exists():
             shutil.rmtree(folder)

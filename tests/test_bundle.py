@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,123 @@ def test_notebooks_are_valid_and_deterministic(notebooks: Path, tmp_path: Path) 
     kinds = [cell["cell_type"] for cell in notebook["cells"]]
     assert kinds[0] == "markdown" and kinds.count("code") >= 5
     assert [cell["id"] for cell in notebook["cells"]] == [f"cell-{i:03d}" for i in range(len(kinds))]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# what each bundle embeds: the kernel's import closure, in dependency order, with a table of contents
+
+TRAINING_LOOP = {"spread.fit", "spread.trainer", "spread.optim"}
+
+
+def _lab(names: set[str]) -> list[str]:
+    return sorted(name for name in names if name == "spread.lab" or name.startswith("spread.lab."))
+
+
+def test_inference_bundle_embeds_neither_the_training_loop_nor_the_lab(dist: Path) -> None:
+    embedded = set(_embedded(dist / "infer/kernel_infer.py"))
+    assert not embedded & (TRAINING_LOOP | {"spread.cli", "spread.__main__"}), sorted(embedded)
+    assert not _lab(embedded)
+    # Negative control: kernel_infer.py -> spread.infer reaches these only through imports inside functions.
+    assert {"spread", "spread.infer", "spread.forecast", "spread.checkpoint", "spread.prior"} <= embedded
+
+
+def test_train_bundle_embeds_the_trainer_and_not_the_lab(dist: Path) -> None:
+    embedded = set(_embedded(dist / "train/kernel_train.py"))
+    assert TRAINING_LOOP | {"spread.synth", "spread.publish", build_bundle.RESOURCE_MODULE} <= embedded
+    assert not _lab(embedded) and "spread.cli" not in embedded
+
+
+def test_bundles_embed_each_module_after_the_modules_it_imports(dist: Path) -> None:
+    modules = build_bundle.package_modules(REPO / "spread")
+    for kind, stem in build_bundle.KERNELS.items():
+        graph = build_bundle.import_closure(REPO / f"{stem}.py", modules)
+        order = list(_embedded(dist / kind / f"{stem}.py"))
+        assert order[-1] == build_bundle.RESOURCE_MODULE and sorted(order[:-1]) == sorted(graph)
+        for name, imports in graph.items():
+            assert all(order.index(other) < order.index(name) for other in imports), (name, imports)
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        _touch(root / name, text)
+
+
+def test_closure_follows_every_import_form(tmp_path: Path) -> None:
+    _write(tmp_path, {
+        "kernel.py": "import json\nimport spread.a as z\n\n\ndef main():\n    from spread.sub.c import f\n",
+        "spread/__init__.py": "",
+        "spread/a.py": "from .b import x\n",
+        "spread/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from spread import never\nelse:\n"
+                       "    x = 1\n\n\ndef g():\n    from spread import d, NAME\n",
+        "spread/d.py": "NAME = 1\n", "spread/never.py": "", "spread/unused.py": "",
+        "spread/sub/__init__.py": "", "spread/sub/c.py": "from .. import e\n\n\ndef f():\n    pass\n",
+        "spread/e.py": "",
+    })
+    modules = build_bundle.package_modules(tmp_path / "spread")
+    graph = build_bundle.import_closure(tmp_path / "kernel.py", modules)
+    # spread.d comes through a function-level `from spread import d`, spread.sub with its module spread.sub.c,
+    # spread.e through `from .. import e`; a TYPE_CHECKING import and a module nobody imports stay out.
+    assert graph == {
+        "spread": set(), "spread.a": {"spread", "spread.b"}, "spread.b": {"spread", "spread.d"}, "spread.d": set(),
+        "spread.sub": set(), "spread.sub.c": {"spread", "spread.e"}, "spread.e": set(),
+    }
+    sources, packages = build_bundle.kernel_sources(tmp_path / "kernel.py", modules)
+    assert list(sources) == ["spread", "spread.d", "spread.b", "spread.a", "spread.e", "spread.sub", "spread.sub.c"]
+    assert packages == ["spread", "spread.sub"]
+
+
+def test_dependency_order_breaks_ties_by_layer_and_stops_at_a_cycle() -> None:
+    graph = {"zz": set(), "spread.lab.x": set(), "spread.trainer": {"spread.model"}, "spread.model": set(),
+             "spread.features": set()}
+    assert build_bundle.dependency_order(graph) == [
+        "spread.features", "spread.model", "spread.trainer", "spread.lab.x", "zz"]
+    assert build_bundle.dependency_order({"spread.errors": {"spread.infer"}, "spread.infer": set()}) == [
+        "spread.infer", "spread.errors"]  # an import edge outranks the layers
+    with pytest.raises(SystemExit, match=r"import cycle.*'spread.a', 'spread.b'"):
+        build_bundle.dependency_order({"spread.a": {"spread.b"}, "spread.b": {"spread.a"}, "spread.c": set()})
+
+
+def test_every_kernel_core_module_has_its_layer() -> None:
+    layered = [name for layer in build_bundle.LAYERS for name in layer]
+    core = {name for name in build_bundle.package_modules(REPO / "spread") if not name.startswith("spread.lab")}
+    assert len(layered) == len(set(layered)) and set(layered) == core - {"spread.cli", "spread.__main__"}
+
+
+def _contents(header: str) -> dict[str, int]:
+    return {name: int(line) for name, line in re.findall(r"^# - `([\w.]+)`: line (\d+)$", header, re.MULTILINE)}
+
+
+def test_contents_give_the_line_of_every_module(dist: Path, notebooks: Path) -> None:
+    for kind, stem in build_bundle.KERNELS.items():
+        text = (dist / kind / f"{stem}.py").read_text()
+        lines = text.splitlines()
+        contents = _contents(text[: text.index("# %%\n")])
+        assert list(contents) == list(_embedded(dist / kind / f"{stem}.py"))
+        for name, line in contents.items():
+            assert lines[line - 1] == f"_SPREAD_SOURCES[{name!r}] = ("
+        # Line N of a module in a traceback is the contents' line + N of the bundled file.
+        source = (REPO / "spread/config.py").read_text().splitlines()
+        for number in (1, len(source) // 2, len(source)):
+            assert lines[contents["spread.config"] + number - 1] == "    " + repr(source[number - 1] + "\n")
+        cells = json.loads((notebooks / kind / f"{stem}.ipynb").read_text())["cells"]
+        cell = "".join(cells[1]["source"]).splitlines()
+        for name, line in _contents("# " + "# ".join(cells[0]["source"])).items():
+            assert cell[line - 1] == f"_SPREAD_SOURCES[{name!r}] = ("
+
+
+def test_only_the_kernels_that_read_configs_carry_them(dist: Path) -> None:
+    train: dict = {}
+    exec(_resource_module(dist / "train/kernel_train.py"), train)  # noqa: S102 - our own build output
+    assert sorted(train["CONFIGS"]) == sorted(path.stem for path in (REPO / "configs").glob("*.yaml"))
+    infer: dict = {}
+    exec(_resource_module(dist / "infer/kernel_infer.py"), infer)  # noqa: S102
+    assert infer["CONFIGS"] == {} and infer["BUILD_CONFIG"] is None
+    assert infer["KERNEL_METADATA"]["code_file"] == "kernel_infer.py"
+    # The infer kernel reads nothing from spread_bundle: it rebuilds each model from its checkpoint's config.
+    embedded = _embedded(dist / "infer/kernel_infer.py")
+    code = {"kernel_infer.py": (REPO / "kernel_infer.py").read_text(), **embedded}
+    del code[build_bundle.RESOURCE_MODULE]
+    assert not [name for name, text in code.items() if build_bundle.RESOURCE_MODULE in text]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -444,12 +562,17 @@ def test_build_config_is_validated_and_embedded(tmp_path: Path) -> None:
     assert not (tmp_path / "bad").exists()
 
 
-def _resource_module(kernel: Path) -> str:
-    """The source of the `spread_bundle` module embedded in a built kernel."""
+def _embedded(kernel: Path) -> dict[str, str]:
+    """The modules embedded in a built kernel script: name -> source, in the bundle's order."""
     namespace: dict = {}
     text = kernel.read_text()
     exec(text[: text.index("_SPREAD_PACKAGES = ")], namespace)  # noqa: S102 - the sources dict only
-    return namespace["_SPREAD_SOURCES"][build_bundle.RESOURCE_MODULE]
+    return namespace["_SPREAD_SOURCES"]
+
+
+def _resource_module(kernel: Path) -> str:
+    """The source of the `spread_bundle` module embedded in a built kernel."""
+    return _embedded(kernel)[build_bundle.RESOURCE_MODULE]
 
 
 @pytest.mark.slow

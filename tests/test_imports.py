@@ -8,12 +8,14 @@ graph counts module-level and function-level imports (a function-level import is
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "spread"
+sys.path.insert(0, str(PACKAGE.parent))
+import build_bundle  # noqa: E402  (a top-level script of the repository)
+
 CONFIG_CLOSURE = {
     "spread", "spread.competition", "spread.config", "spread.errors", "spread.features", "spread.losses",
     "spread.model", "spread.scaling", "spread.screening", "spread.splits", "spread.targets",
@@ -29,31 +31,9 @@ def test_importing_the_config_loads_no_training_loop() -> None:
     assert loaded == CONFIG_CLOSURE, f"extra {loaded - CONFIG_CLOSURE}, missing {CONFIG_CLOSURE - loaded}"
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
-
-
 def imported_modules(path: Path) -> set[str]:
-    """The `spread.*` modules that `path` imports anywhere outside `if TYPE_CHECKING:` blocks."""
-    found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for child in node.orelse:
-                visit(child)
-            return
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names if alias.name.startswith("spread."))
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "spread":
-                found.update(f"spread.{alias.name}" for alias in node.names)
-            elif node.module.startswith("spread."):
-                found.add(node.module)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text()))
-    return found
+    """The `spread.*` names that `path` imports anywhere outside `if TYPE_CHECKING:` blocks (the bundle's walker)."""
+    return {name for name in build_bundle.imported_names(path, "spread") if name.startswith("spread.")}
 
 
 def import_graph() -> dict[str, set[str]]:
