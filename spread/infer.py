@@ -299,16 +299,17 @@ class Member:
         """Raw rows the latest window needs: L + the features' lookback."""
         return self.cfg.data.window + self.cfg.features.lookback()
 
-    def trained_on(self, date_ids: Sequence[int]) -> list[int]:
-        """The dates of `date_ids` whose labels this member trained on: inside its fold's train_dates, or for a
-        final fit anything up to its cutoff (nothing is known without a fold record)."""
-        fold = self.fold or {}
-        first, last = (list(fold.get("train_dates") or []) + [None, None])[:2]
-        if self.role == "final" and fold.get("cutoff") is not None:
-            first, last = None, fold["cutoff"]
-        if last is None:
-            return []
-        return [int(d) for d in date_ids if (first is None or d >= first) and d <= last]
+
+def trained_dates(role: str, fold: dict | None, date_ids: Sequence[int]) -> list[int]:
+    """The dates of `date_ids` whose labels a member of `role` with fold record `fold` trained on: inside the
+    record's train_dates [first, last], or for a final fit anything up to its cutoff (none without a record)."""
+    fold = fold or {}
+    first, last = (list(fold.get("train_dates") or []) + [None, None])[:2]
+    if role == "final" and fold.get("cutoff") is not None:
+        first, last = None, fold["cutoff"]
+    if last is None:
+        return []
+    return [int(d) for d in date_ids if (first is None or d >= first) and d <= last]
 
 
 def checkpoint_role(ckpt: dict | None, name: str) -> str:
@@ -821,11 +822,13 @@ def summary_text(summary: dict) -> str:
     members = summary["members"]
     text = (
         f"predict: {summary['calls']} call(s); answers by source: {answers}; members loaded "
-        f"{len(members['loaded'])}, failed {len(members['failed'])}; prior from the {summary['prior_source']}; "
+        f"{len(members['loaded'])}, failed {len(members['failed'])}; prior: {summary['prior_source']}; "
         f"problems: {problems}; latency: {timing}."
     )
     reasons = summary["degraded"]
-    return text + (f" DEGRADED: {'; '.join(reasons)}." if reasons else " Every call was answered by every member.")
+    if reasons:
+        return f"{text} DEGRADED: {'; '.join(reasons)}."
+    return text + (" Every call was answered by every member." if summary["calls"] else "")
 
 
 def exit_status(summary: dict) -> int:
@@ -968,7 +971,7 @@ class LazyPredictor:
             problems[kind] = problems.get(kind, 0) + count
         failed = {} if predictor is None else dict(predictor.failed)
         if self.load_error is not None and self.loaded:
-            failed.setdefault(str(self.run_dir), f"{type(self.load_error).__name__}: {self.load_error}")
+            failed.setdefault(str(self.run_dir or "run folder"), f"{type(self.load_error).__name__}: {self.load_error}")
         members = [] if predictor is None else predictor.members
         latency = latency_stats(self.seconds) if self.seconds else {"first_s": float("nan"), "p50_ms": float("nan"),
                                                                      "p99_ms": float("nan")}
