@@ -558,20 +558,21 @@ class Predictor:
     @classmethod
     def from_run(
         cls, run_dir: str | Path, competition_dir: str | Path, device: str | torch.device = "auto",
-        members: str = "served",
+        members: str = "served", problems: Problems | None = None,
     ) -> Predictor:
         """Load the `members` selection of a run (see `member_candidates`) and the competition's published history.
 
         Only what inference reads is checked against the manifest (each checkpoint, prior.json) and only the
         training files of the competition are read (tolerantly); one bad member drops that member. Raises
-        ArtifactError (no member loads, named) or DataError (unreadable training files).
+        ArtifactError (no member loads, named) or DataError (unreadable training files). Problems are counted into
+        `problems` (default: a new counter), which outlives a failed load.
         """
         from spread.checkpoint import read_manifest
         from spread.competition import load_competition
 
         run_dir, device = Path(run_dir), resolve_device(device)
         started = time.perf_counter()
-        problems = Problems()
+        problems = Problems() if problems is None else problems
         manifest = read_manifest(run_dir)
         comp = load_competition(competition_dir, serving=True)
         loaded, failed = load_members(run_dir, manifest, comp, device, members, problems)
@@ -590,7 +591,8 @@ class Predictor:
 
     @classmethod
     def prior_only(
-        cls, competition_dir: str | Path, run_dir: str | Path | None = None, trust_run: bool = True
+        cls, competition_dir: str | Path, run_dir: str | Path | None = None, trust_run: bool = True,
+        problems: Problems | None = None,
     ) -> Predictor:
         """A predictor without a model: every call answers the prior (the run's when it is checked good, else one
         from the labels; `trust_run` False skips the run's)."""
@@ -598,7 +600,7 @@ class Predictor:
 
         comp = load_competition(competition_dir, serving=True)
         history = History.from_frames(comp.train, comp.labels, comp.pairs)
-        problems = Problems()
+        problems = Problems() if problems is None else problems
         run = None if run_dir is None else Path(run_dir)
         prior, source = served_prior(run, comp.target_names, lambda: comp.labels, problems, trust_run)
         return cls(history, comp.pairs, [], prior, problems=problems, prior_source=source)
@@ -873,7 +875,7 @@ class LazyPredictor:
         self.loaded = False
         """True once loading was attempted (it is never retried: a failure costs one try, not one per call)."""
         self.problems = Problems()
-        """Problems met outside a predictor (loading the run, the emergency answers)."""
+        """Every problem met: loading the run, serving (the predictor counts into it), the emergency answers."""
         self.emergency: tuple[list[str], np.ndarray, str] | None = None
         self.calls = 0
         self.fallback_calls = 0
@@ -886,7 +888,9 @@ class LazyPredictor:
         try:
             if self.run_dir is None:
                 raise ArtifactError("no run folder given")
-            self.predictor = Predictor.from_run(self.run_dir, self.competition_dir, self.device, self.members)
+            self.predictor = Predictor.from_run(
+                self.run_dir, self.competition_dir, self.device, self.members, self.problems
+            )
             return
         except Exception as exc:
             self.load_error = exc
@@ -898,7 +902,7 @@ class LazyPredictor:
             )
         try:
             trust = not isinstance(self.load_error, RunMismatch)
-            self.predictor = Predictor.prior_only(self.competition_dir, self.run_dir, trust_run=trust)
+            self.predictor = Predictor.prior_only(self.competition_dir, self.run_dir, trust, self.problems)
         except Exception as exc:
             self.problems.report("no-predictor", f"no history either ({type(exc).__name__}: {exc}): emergency "
                                  "answers", logging.ERROR)
@@ -967,8 +971,6 @@ class LazyPredictor:
         answers["prior"] += self.emergency_prior_calls
         answers["placeholder"] += self.placeholder_calls
         problems = dict(self.problems.counts)
-        for kind, count in ({} if predictor is None else predictor.problems.counts).items():
-            problems[kind] = problems.get(kind, 0) + count
         failed = {} if predictor is None else dict(predictor.failed)
         if self.load_error is not None and self.loaded:
             failed.setdefault(str(self.run_dir or "run folder"), f"{type(self.load_error).__name__}: {self.load_error}")

@@ -30,27 +30,37 @@ TINY = {
 }
 
 
-def write_run(run: Path, comp_dir: Path, seed: int = 0, every: int = 1) -> dict:
-    """A run folder with one randomly initialised checkpoint, written the way the trainer writes them; its model
-    reads every `every`-th panel feature (as if screened)."""
+def write_run(
+    run: Path, comp_dir: Path, seed: int = 0, every: int = 1, members: dict[str, dict] | None = None,
+    inference: list[str] | None = None,
+) -> dict:
+    """A run folder with randomly initialised checkpoints written the way the trainer writes them: one per entry of
+    `members` (folder -> extra checkpoint keys such as `fold` or `role`; default one plain `fold0`), seeds `seed`,
+    `seed + 1`, ..., the manifest serving `inference` (default every member). Every model reads every `every`-th
+    panel feature (as if screened); the parts returned are the first member's."""
     comp = load_competition(comp_dir)
     cfg = config_from_dict(TINY)
     panel = competition_panel(comp, cfg.features)
     keep = panel.names[::every]
     fit_rows = np.arange(30, 250)
     scaler = Scaler.fit(panel.values[fit_rows], keep, cfg.scaling, columns=panel.column_indices(keep))
-    torch.manual_seed(seed)
-    model = GatedTransformer(cfg.model, n_features=len(keep), target_lags=comp.target_lags.tolist())
     scale = np.where(comp.target_lags == 1, 0.01, 0.02 * comp.target_lags)
-    ckpt = {
-        "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": keep,
-        "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(keep), dtype=torch.bool),
-        "target_names": comp.target_names, "target_lags": comp.target_lags.tolist(), "target_scale": scale.tolist(),
-    }
-    save_checkpoint(run / "fold0/best.pt", ckpt)
+    members = members or {"fold0": {}}
+    models = []
+    for index, (folder, extra) in enumerate(members.items()):
+        torch.manual_seed(seed + index)
+        model = GatedTransformer(cfg.model, n_features=len(keep), target_lags=comp.target_lags.tolist())
+        ckpt = {
+            "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": keep,
+            "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(keep), dtype=torch.bool),
+            "target_names": comp.target_names, "target_lags": comp.target_lags.tolist(),
+            "target_scale": scale.tolist(), **extra,
+        }
+        save_checkpoint(run / folder / "best.pt", ckpt)
+        models.append(model.eval())
     write_prior(run / "prior.json", comp.target_names, mean_rank_prior(comp.labels.drop("date_id").to_numpy()))
-    write_manifest(run, ["fold0/best.pt"])
-    return {"comp": comp, "cfg": cfg, "panel": panel, "scaler": scaler, "model": model.eval(), "scale": scale}
+    write_manifest(run, inference or [f"{folder}/best.pt" for folder in members])
+    return {"comp": comp, "cfg": cfg, "panel": panel, "scaler": scaler, "model": models[0], "scale": scale}
 
 
 @pytest.fixture(scope="module")
