@@ -702,8 +702,11 @@ class Predictor:
             return
         if not isinstance(batch, pl.DataFrame):
             raise DataError(f"expected a polars DataFrame, got {type(batch).__name__}")
-        if batch.height == 0 or lag not in self.history.columns_by_lag:
-            self.problems.report("lag-batch-empty", f"lag-{lag} batch is empty", logging.INFO, key=str(lag))
+        if lag not in self.history.columns_by_lag:
+            return
+        if batch.height == 0:
+            if self.calls > lag + 1:  # the first lag + 1 dates have no released label yet: empty is normal there
+                self.problems.report("lag-batch-empty", f"lag-{lag} batch empty on call {self.calls}", key=str(lag))
             return
         columns = self.history.columns_by_lag[lag]
         names = [self.target_names[j] for j in columns]
