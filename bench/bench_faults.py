@@ -31,7 +31,8 @@ OUT = ROOT / "bench" / "out" / "bench_faults.md"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", choices=["small", "mitsui"], help="synthetic preset (default small)")
+    parser.add_argument("--preset", default="small", choices=["small", "mitsui"],
+                        help="synthetic preset (default small)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"markdown table (default {OUT.relative_to(ROOT)})")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -44,8 +45,10 @@ def main() -> None:
             outcome = run_scenario(scenario, base, Path(tmp) / f"s{index}")
             problems = sorted(outcome.summary["problems"].items())
             logged = ", ".join(f"{kind} {count}" for kind, count in problems) or "-"
-            broken = f" ({outcome.raised} raised, {outcome.invalid} invalid)" if outcome.raised or outcome.invalid else ""
-            rows.append(f"| {scenario.name} | {outcome.calls} | {outcome.model} | {outcome.fallback}{broken} | {logged} |")
+            bad = outcome.raised or outcome.invalid
+            broken = f" ({outcome.raised} raised, {outcome.invalid} invalid)" if bad else ""
+            fallback = f"{outcome.fallback}{broken}"
+            rows.append(f"| {scenario.name} | {outcome.calls} | {outcome.model} | {fallback} | {logged} |")
     table = "\n".join(["| scenario | calls | model answers | fallback | logged |", "|---|---:|---:|---:|---|", *rows])
     print(table)
     print(f"\n{len(SCENARIOS)} scenarios on the {args.preset} preset in {time.perf_counter() - started:.0f} s")

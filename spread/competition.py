@@ -189,7 +189,8 @@ def _read_labels(root: Path, targets: list[str], train_dates: pl.Series, serving
         if not serving:
             raise DataError(message)
         log.warning("%s; matching them by name", message)
-        frame = frame.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing]).select("date_id", *targets)
+        absent = [pl.lit(None, dtype=pl.String).alias(c) for c in missing]
+        frame = frame.with_columns(absent).select("date_id", *targets)
     if not frame["date_id"].equals(train_dates):
         message = f"{where}: column 'date_id' differs from {TRAIN}'s date_id"
         if not serving:

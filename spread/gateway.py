@@ -15,8 +15,10 @@ submission can be rehearsed with any polars version and without `kaggle_evaluati
   `GatewayError`, as the real rerun would fail the submission.
 
 Afterwards it writes `submission.parquet` (date_id + targets, one row per served date), prints per-call latency
-statistics and returns the competition score over the `is_scored` dates, with the truths taken from
-`train_labels.csv` and, for dates it does not cover, from the lag files' released labels.
+statistics, the predictor's end-of-run summary (answers by source, problems per kind: `spread.infer.summary_text`)
+and, when a served member trained on the labels of a scored date it answers, says that the score is in-sample and
+prints the honest replay (`--members holdout`); its last line is the competition score over the `is_scored` dates,
+with the truths taken from `train_labels.csv` and, for dates it does not cover, from the lag files' released labels.
 """
 
 from __future__ import annotations

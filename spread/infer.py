@@ -1,23 +1,35 @@
-"""Inference under the evaluation API: a predictor that keeps its own history and never fails a call.
+"""Inference under the evaluation API: a predictor that keeps its own history, never fails a call, serves the model
+wherever the model can run, and counts everything that made it serve less.
 
 The competition calls `predict(test, lag1, lag2, lag3, lag4)` once per date with a one-row `test` frame and the
 labels released that day (shared COMPETITION.md, "The evaluation API"); no history is passed, and the score only
 exists if every call returns a valid row in time. So:
 
-- `Predictor.from_run` verifies the run folder's `manifest.json` (sha256 of every artefact) before loading
-  anything: a corrupt or altered file is an `ArtifactError` naming it, never a silently wrong prediction. Each
-  listed checkpoint becomes one ensemble member (its model, config, scaler and input features); their
-  predictions are averaged.
+- Loading needs only what the model needs. `Predictor.from_run` reads the competition's training files tolerantly
+  (`load_competition(serving=True)`: test.csv and the lag files are what the API serves, never a reason to drop the
+  model) and checks against the run's `manifest.json` only the files it reads. Each selected checkpoint
+  (`--members`: the manifest's inference checkpoints by default, or every holdout / fold / final checkpoint, or
+  named folders) becomes one ensemble member on its own: a missing, altered or incomplete checkpoint, or one trained
+  on other targets, lags or pairs, drops that member (loudly); a member that cannot be placed on the device is
+  retried on the CPU; a differing data fingerprint is one warning. The model serves while one member loads.
 - `History` holds the raw feature rows of `train.csv` and of every served date, and the labels of
-  `train_labels.csv` and of every lag batch, keyed by date_id: a served row re-covering a train date replaces it
-  (latest wins, never counted twice); a lag-k batch row served on date t holds the labels of date
-  t - k - 1 (`spread.targets.release_date`). The window for date t is built by `spread.windows.window_for_latest`,
-  the code that built the training windows, from rows up to t only: the revealed-label features place each label
-  on its release date, so nothing released after t can reach the window. Only the raw columns and targets that the
-  models' (screened) input features come from are read (`spread.features.panel_inputs`): same values, less work.
-- `predict` never raises. Any failure (a malformed batch, a model error, a non-finite or constant output) is
-  logged and answered with the fallback: each target's mean historical daily rank (`spread.prior`, 0.387 on the
-  private leaderboard as a constant). Calls and fallbacks are counted and logged.
+  `train_labels.csv` and of every lag batch, keyed by date_id: a served row re-covering a stored date replaces its
+  known values, a null never erases one (an all-null served row cannot overwrite a good train.csv row), and a value
+  beyond `PLAUSIBLE_FACTOR` x train.csv's largest of its column (1e300) is read as null; a lag-k batch row served on
+  date t holds the labels of date t - k - 1 (`spread.targets.release_date`). The window for date t is built by
+  `spread.windows.window_for_latest`, the code that built the training windows, from rows up to t only: the
+  revealed-label features place each label on its release date, so nothing released after t can reach the window.
+  Only the raw columns and targets that the models' (screened) input features come from are read
+  (`spread.features.panel_inputs`): same values, less work.
+- `predict` never raises. A member that fails or whose raw output is not finite is dropped for that call; a call
+  no member can answer (or a malformed batch that leaves no row) is answered by the fallback: the run's prior when
+  its manifest vouches for it and it holds exactly the served targets, else one computed from train_labels.csv
+  (`spread.prior`, 0.387 on the private leaderboard as a constant), else, when not even the competition's files
+  read, the distinct-value placeholder; each step logged.
+- Every problem is counted by kind (`Problems`; the first of each kind logged in full, then a running count) and
+  every answer by source (`SOURCES`: all members, some members, prior, placeholder). `LazyPredictor.summary` holds
+  the end-of-run numbers (also latency); `summary_text` writes them as one paragraph and `exit_status` makes a
+  degraded run (`degradation`) exit 1 outside the competition's rerun (`KAGGLE_IS_COMPETITION_RERUN`), never in it.
 - `make_predict` returns the function handed to the inference server: it loads the predictor inside its first
   call (which has no deadline), so the server starts in seconds; if loading fails, every call falls back.
 """
@@ -256,7 +268,10 @@ class Problems:
         self.counts: dict[str, int] = {}
         self._logged: set[tuple[str, str]] = set()
 
-    def report(self, kind: str, message: str, level: int = logging.WARNING, key: str = "", exc: BaseException | None = None) -> None:
+    def report(
+        self, kind: str, message: str, level: int = logging.WARNING, key: str = "", exc: BaseException | None = None
+    ) -> None:
+        """Count one `kind`; log `message` (at `level`, with `exc`'s traceback) the first time for `key`."""
         count = self.counts.get(kind, 0) + 1
         self.counts[kind] = count
         if (kind, key) not in self._logged:
@@ -661,7 +676,9 @@ class Predictor:
             self.problems.report("test-no-row", "test batch: no row")
             raise DataError("test batch: no row")
         if len(dates) > 1:
-            self.problems.report("test-rows", f"test batch: {len(dates)} rows (date_ids {dates[:5]}); predicting the latest")
+            self.problems.report(
+                "test-rows", f"test batch: {len(dates)} rows (date_ids {dates[:5]}); predicting the latest"
+            )
         cells = _numeric_rows(test, self.history.feature_names, self.history.bounds)
         self._report_cells("test", "test batch", cells)
         for date_id, row in zip(dates, cells.values):
@@ -737,7 +754,9 @@ class Predictor:
         extra = [c for c in test.columns if c not in known]
         missing = [c for c in self.history.feature_names if c not in served]
         if extra:
-            self.problems.report("test-extra-columns", f"test batch: ignoring {len(extra)} unknown column(s): {extra[:10]}")
+            self.problems.report(
+                "test-extra-columns", f"test batch: ignoring {len(extra)} unknown column(s): {extra[:10]}"
+            )
         if missing:
             self.problems.report(
                 "test-missing-columns", f"test batch: {len(missing)} feature column(s) missing, taken as null: "
@@ -779,7 +798,9 @@ class Predictor:
             return None
         mean = np.mean(outputs, axis=0)
         if not usable(mean):
-            self.problems.report("ensemble-unusable", f"model output for date_id {date_id} is not finite or is constant")
+            self.problems.report(
+                "ensemble-unusable", f"model output for date_id {date_id} is not finite or is constant"
+            )
             return None
         return mean, len(outputs)
 

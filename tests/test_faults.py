@@ -61,6 +61,8 @@ class Scenario:
 
 @dataclass
 class Outcome:
+    """What serving a scenario did: calls made, raised, answered invalidly, by the model, by a fallback."""
+
     calls: int = 0
     raised: int = 0
     invalid: int = 0
