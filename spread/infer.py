@@ -384,6 +384,24 @@ def build_member(run_dir: Path, name: str, ckpt: dict, comp: Competition, device
     )
 
 
+def place_member(
+    run_dir: Path, name: str, ckpt: dict, comp: Competition, device: torch.device, problems: Problems
+) -> Member:
+    """`build_member` on `device`, retried on the CPU (logged) when it fails there for any reason but a mismatch."""
+    try:
+        return build_member(run_dir, name, ckpt, comp, device)
+    except RunMismatch:
+        raise
+    except Exception as exc:
+        if device.type == "cpu":
+            raise
+        problems.report(
+            "device-retry-cpu", f"{run_dir / name}: cannot load on {device} ({type(exc).__name__}: {exc}); "
+            "retrying on the CPU", logging.ERROR, key=name,
+        )
+        return build_member(run_dir, name, ckpt, comp, torch.device("cpu"))
+
+
 def load_members(
     run_dir: Path, manifest: dict, comp: Competition, device: torch.device, members: str, problems: Problems
 ) -> tuple[list[Member], dict[str, str]]:
@@ -406,18 +424,7 @@ def load_members(
         if role is not None and checkpoint_role(ckpt, name) != role:
             continue
         try:
-            try:
-                member = build_member(run_dir, name, ckpt, comp, device)
-            except RunMismatch:
-                raise
-            except Exception as exc:
-                if device.type == "cpu":
-                    raise
-                problems.report(
-                    "device-retry-cpu", f"{run_dir / name}: cannot load on {device} ({type(exc).__name__}: {exc}); "
-                    "retrying on the CPU", logging.ERROR, key=name,
-                )
-                member = build_member(run_dir, name, ckpt, comp, torch.device("cpu"))
+            member = place_member(run_dir, name, ckpt, comp, device, problems)
         except Exception as exc:
             kind = "member-pairs-differ" if isinstance(exc, RunMismatch) else "member-refused"
             failed[name] = f"{type(exc).__name__}: {exc}"
