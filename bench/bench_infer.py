@@ -12,7 +12,9 @@ config: at most 64 features), or every panel feature with `--all-features` (the 
 only the inputs its models read). Latency depends on shapes, not on weights.
 The calls replay the gateway's batches of test.csv and then keep serving new dates past the end of train (copies of
 earlier rows with new date_ids, empty lag batches), as in the forecasting phase, until `--calls` calls are made.
-Memory is the process's resident set (VmRSS) after the first call and after the last.
+Memory is the process's resident set (VmRSS) after the first call and after the last. Beside the wall-clock
+latency the process CPU time of each call is reported: on a machine shared with other jobs the wall clock measures
+the others too, the CPU time does not (with 2 threads a call's wall time is at least half its CPU time).
 """
 
 from __future__ import annotations
@@ -121,24 +123,29 @@ def main() -> None:
     calls = served_calls(data, args.calls)
 
     predict = make_predict(run, data, device="cpu", strict=True)
-    seconds, memory = [], []
+    seconds, cpu_seconds, memory = [], [], []
     for batches in calls:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         predict(*batches)
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
         memory.append(resident_mb())
     stats = latency_stats(seconds)
+    cpu = {f"cpu_{key}": value for key, value in latency_stats(cpu_seconds).items() if key.endswith("_ms")}
     growth = memory[-1] - memory[0]
     result = {
         "torch": torch.__version__, "polars": pl.__version__, "threads": torch.get_num_threads(),
-        "config": str(args.config), "members": args.members, "run": str(run), "calls": len(seconds), **stats,
+        "config": str(args.config), "members": args.members, "run": str(run), "calls": len(seconds), **stats, **cpu,
         "rss_after_first_mb": memory[0], "rss_after_last_mb": memory[-1], "rss_growth_mb": growth,
         "rss_max_mb": max(memory), "fallback_calls": predict.stats()["fallback_calls"],
+        "answers": predict.summary()["answers"], "problems": predict.summary()["problems"],
     }
     print(f"torch {torch.__version__}, polars {pl.__version__}, {torch.get_num_threads()} threads, CPU")
     print(f"first call (loads the run): {stats['first_s']:.2f} s")
     print(f"later calls: p50 {stats['p50_ms']:.1f} ms, p90 {stats['p90_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
           f"max {stats['max_ms']:.1f} ms (target p99 < 100 ms)")
+    print(f"CPU time of the later calls: p50 {cpu['cpu_p50_ms']:.1f} ms, p99 {cpu['cpu_p99_ms']:.1f} ms "
+          f"(all threads; machine load average {Path('/proc/loadavg').read_text().split()[0]})")
     print(f"resident memory: {memory[0]:.0f} MB after the first call, {memory[-1]:.0f} MB after call {len(memory)}: "
           f"growth {growth:+.1f} MB (target < 50 MB); fallback calls {result['fallback_calls']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
