@@ -14,7 +14,10 @@ The calls replay the gateway's batches of test.csv and then keep serving new dat
 earlier rows with new date_ids, empty lag batches), as in the forecasting phase, until `--calls` calls are made.
 Memory is the process's resident set (VmRSS) after the first call and after the last. Beside the wall-clock
 latency the process CPU time of each call is reported: on a machine shared with other jobs the wall clock measures
-the others too, the CPU time does not (with 2 threads a call's wall time is at least half its CPU time).
+the others too, the CPU time does not (with 2 threads a call's wall time is at least half its CPU time). On an
+oversubscribed machine OpenMP's spinning threads dominate the tail (measured: p99 2.4 s with 2 threads at load
+average 5 on 2 cores, 129 ms with `OMP_WAIT_POLICY=PASSIVE`, 54 ms with `--threads 1`): compare such numbers only
+with the same load.
 """
 
 from __future__ import annotations
