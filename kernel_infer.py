@@ -3,7 +3,8 @@
 # Serves the trained gated Transformer through the competition's evaluation API. The artefacts are found by their
 # `manifest.json` anywhere under the inputs, the competition folder by its `target_pairs.csv`. The server starts
 # in seconds: checkpoints load inside the first `predict` call, which has no deadline, and `predict` never raises
-# (any failure answers the mean-historical-rank prior and is counted in the log).
+# (any failure answers the mean-historical-rank prior and is counted in the log). Outside the competition's rerun a
+# degraded run (a member that did not load, a call that fell back or had fewer members) exits 1 with a summary.
 
 # %%
 """Submission kernel: serve `predict` through the evaluation API (Kaggle) or the project's local gateway.
@@ -14,8 +15,13 @@ the official local gateway fails on its first date, so the project's gateway pla
 gateway (`spread.gateway.run_gateway`) plays the API, writes the submission and prints the score.
 
 Locally: `python kernel_infer.py --data COMPETITION --artifacts RUN [--out submission.parquet]`.
+
+The end-of-run summary (calls, answers by source, problems per kind, latency) is printed by the gateway, or logged
+at exit under the rerun; outside the rerun a degraded run exits 1 (`spread.infer.exit_status`), so a commit run on
+Kaggle or a local rehearsal shows what the rerun would lose; under the rerun nothing ever raises.
 """
 import argparse
+import atexit
 import importlib
 import logging
 import os
@@ -24,7 +30,7 @@ from pathlib import Path
 
 from spread.discovery import find_competition_dir, find_run_dir, working_dir
 from spread.gateway import DEFAULT_DEADLINE_S, run_gateway
-from spread.infer import make_predict
+from spread.infer import exit_status, make_predict, summary_text
 
 log = logging.getLogger("kernel_infer")
 SERVER_MODULE = "kaggle_evaluation.mitsui_inference_server"
@@ -87,17 +93,18 @@ def main(argv: list[str] | None = None) -> int:
 
     server_class = import_inference_server(data_dir)
     rerun = os.getenv("KAGGLE_IS_COMPETITION_RERUN") is not None
-    if server_class is not None and (rerun or official_local_gateway_works()):
-        server = server_class(predict)
-        if rerun:
-            server.serve()
-        else:
-            server.run_local_gateway((str(data_dir),))
+    if server_class is not None and rerun:
+        atexit.register(predict.lazy.log_summary)  # the server may end the process: the summary is logged at exit
+        server_class(predict).serve()
         return 0
+    if server_class is not None and official_local_gateway_works():
+        server_class(predict).run_local_gateway((str(data_dir),))
+        summary = predict.summary()
+        print(summary_text(summary))
+        return exit_status(summary)
     out = args.out or working_dir() / "submission.parquet"
     result = run_gateway(data_dir, predict, out_file=out, deadline_s=args.deadline)
-    print(f"{result['score']:.6f}")
-    return 0
+    return exit_status(result["summary"])
 
 
 # %%

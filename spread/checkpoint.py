@@ -180,16 +180,26 @@ def read_manifest(run_dir: str | Path) -> dict:
     return manifest
 
 
+def verify_artifact(run_dir: Path, manifest: dict, name: str) -> Path:
+    """The path of artefact `name` after checking it against `manifest`; ArtifactError when unlisted, missing or
+    altered (the predictor checks only the files it reads, one at a time)."""
+    entry = manifest["artifacts"].get(name)
+    path = run_dir / name
+    if entry is None:
+        raise ArtifactError(f"{path}: not listed in {MANIFEST_FILE}")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: listed in {MANIFEST_FILE} but missing")
+    if _sha256_file(path) != entry.get("sha256"):
+        raise ArtifactError(f"{path}: sha256 differs from {MANIFEST_FILE} (file altered or corrupt)")
+    return path
+
+
 def verify_manifest(run_dir: str | Path) -> dict:
     """Recompute the sha256 of every listed artefact; ArtifactError naming the first missing or altered file."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    for name, entry in manifest["artifacts"].items():
-        path = run_dir / name
-        if not path.is_file():
-            raise ArtifactError(f"{path}: listed in {MANIFEST_FILE} but missing")
-        if _sha256_file(path) != entry.get("sha256"):
-            raise ArtifactError(f"{path}: sha256 differs from {MANIFEST_FILE} (file altered or corrupt)")
+    for name in manifest["artifacts"]:
+        verify_artifact(run_dir, manifest, name)
     for name in [*manifest["inference"]["checkpoints"], manifest["inference"].get("prior", PRIOR_FILE)]:
         if name not in manifest["artifacts"]:
             raise ArtifactError(f"{run_dir / MANIFEST_FILE}: inference file {name!r} is not a listed artefact")

@@ -68,12 +68,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _gateway(args: argparse.Namespace) -> int:
     from spread.gateway import run_gateway
-    from spread.infer import make_predict
+    from spread.infer import exit_status, make_predict
 
-    predict = make_predict(args.run_dir, args.data, strict=True)
+    predict = make_predict(args.run_dir, args.data, members=args.members)
     result = run_gateway(args.data, predict, out_file=args.out, deadline_s=args.deadline)
-    print(f"{result['score']:.6f}")
-    return 0
+    return exit_status(result["summary"])  # degraded serving is loud (exit 1) outside the competition's rerun
 
 
 def _make_competition(args: argparse.Namespace) -> int:
@@ -214,11 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.set_defaults(handler=_train)
 
-    p = commands.add_parser("gateway", help="play the evaluation API over a competition folder with a trained run")
-    p.add_argument("--data", required=True, type=Path, help="competition folder (test.csv, lag files)")
-    p.add_argument("--run", dest="run_dir", required=True, type=Path, help="run folder with manifest.json")
-    p.add_argument("--out", type=Path, default=Path("submission.parquet"), help="submission file to write")
-    p.add_argument("--deadline", type=float, default=300.0, help="seconds allowed per call after the first")
+    p = commands.add_parser(
+        "gateway", help="play the evaluation API over a competition folder with a trained run",
+        description="Serve test.csv and the lag files to the run's predictor as the evaluation API does, write the "
+        "submission and print the score (last line). Exits 1 when a member did not load, a call fell back or was "
+        "answered by fewer members than loaded (outside KAGGLE_IS_COMPETITION_RERUN).",
+    )
+    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="competition folder (test.csv, lag files)")
+    p.add_argument("--run", dest="run_dir", required=True, type=Path, metavar="RUN",
+                   help="run folder with manifest.json")
+    p.add_argument("--out", type=Path, default=Path("submission.parquet"),
+                   help="submission file to write (default submission.parquet)")
+    p.add_argument("--deadline", type=float, default=300.0,
+                   help="seconds allowed per call after the first (default 300)")
+    p.add_argument(
+        "--members", default="served", help="checkpoints to serve: served (default: the manifest's inference "
+        "checkpoints), holdout (the honest replay), folds, final, or a comma list of run folders (fold0,fold1)",
+    )
     p.set_defaults(handler=_gateway)
 
     p = commands.add_parser("make-competition", help="a competition folder from a wide daily price CSV")

@@ -1,9 +1,15 @@
-"""Reading a competition folder laid out like the MITSUI challenge, schema-driven and strict.
+"""Reading a competition folder laid out like the MITSUI challenge, schema-driven; strict, or tolerant for serving.
 
 Folder layout (see shared COMPETITION.md): train.csv, train_labels.csv, target_pairs.csv, test.csv and
 lagged_test_labels/test_labels_lag_{1..4}.csv. Nothing about sizes is hard-coded: feature columns, targets, lags and
-pairs come from the files. Every inconsistency raises `DataError` naming the file, column and line (line 1 is the
-header, so the first data row is line 2). Input files are only ever read.
+pairs come from the files. Every cell is read as text and then coerced (so a text cell beyond polars' type-inference
+rows cannot fail the read), and blank lines (an all-empty row, e.g. a trailing newline too many) are not data.
+
+Strict mode (training, `check-labels`): every inconsistency raises `DataError` naming the file, column and line
+(line 1 is the header, so the first data row is line 2). Serving mode (`serving=True`, the predictor): only what a
+model needs is read (train.csv, train_labels.csv, target_pairs.csv; test.csv and the lag files are what the API
+serves, never a reason to refuse the model), and what can be repaired is repaired with one warning naming file,
+column and line: a text cell becomes null, label columns are matched by name. Input files are only ever read.
 """
 
 from __future__ import annotations
@@ -66,13 +72,22 @@ class Competition:
         return self.test.filter(pl.col("is_scored"))["date_id"].to_list()
 
 
-def _read_strings(path: Path) -> pl.DataFrame:
+def read_text_csv(path: Path) -> pl.DataFrame:
+    """Every cell of a CSV file as text (null when empty), trailing blank lines dropped; DataError naming the file."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        return pl.read_csv(path, infer_schema_length=0)
+        frame = pl.read_csv(path, infer_schema_length=0)
     except Exception as exc:  # polars raises several types for malformed csv
         raise DataError(f"{path}: cannot be parsed as CSV: {exc}") from exc
+    if not frame.width:
+        return frame
+    # Trailing blank lines are not data; a blank line inside the file stays (an error naming its line).
+    blank = frame.select(
+        pl.all_horizontal([pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "") for c in frame.columns])
+    ).to_series().to_numpy()
+    kept = 0 if blank.all() else len(blank) - int(np.argmin(blank[::-1]))
+    return frame.head(kept)
 
 
 def _check_date_ids(frame: pl.DataFrame, where: str) -> pl.DataFrame:
@@ -101,19 +116,25 @@ def _check_date_ids(frame: pl.DataFrame, where: str) -> pl.DataFrame:
 def coerce_numeric(frame: pl.DataFrame, columns: list[str], where: str, *, strict: bool = True) -> pl.DataFrame:
     """Cast `columns` to Float64: empty/all-null String columns become null floats, NaN and +-inf become null.
 
-    With `strict`, a non-numeric text cell raises DataError naming column and line; otherwise it becomes null
-    (the inference path never raises).
+    With `strict`, a non-numeric text cell raises DataError naming column and line; otherwise it becomes null,
+    with one warning naming the first such cell and the count (the serving path never raises).
     """
-    casts = []
+    casts, text_cells, first = [], 0, None
     for name in columns:
         col = frame[name]
         as_float = col.cast(pl.Float64, strict=False)
-        if strict and col.dtype == pl.String:
+        if col.dtype == pl.String:
             bad = (as_float.is_null() & col.is_not_null() & (col.str.strip_chars() != "")).arg_true()
             if len(bad):
                 row = int(bad[0])
-                raise DataError(f"{where}: column {name!r}, line {row + 2}: {col[row]!r} is not a number")
+                message = f"{where}: column {name!r}, line {row + 2}: {col[row]!r} is not a number"
+                if strict:
+                    raise DataError(message)
+                text_cells += len(bad)
+                first = first or message
         casts.append(as_float.alias(name))
+    if text_cells:
+        log.warning("%s; %d text cell(s) read as null", first, text_cells)
     out = frame.with_columns(casts)
     infinite = [n for n in columns if out[n].is_infinite().any()]
     if infinite:
@@ -124,7 +145,7 @@ def coerce_numeric(frame: pl.DataFrame, columns: list[str], where: str, *, stric
 
 def _read_pairs(root: Path) -> pl.DataFrame:
     where = root / PAIRS
-    raw = _read_strings(where)
+    raw = read_text_csv(where)
     for column in ("target", "lag", "pair"):
         if column not in raw.columns:
             raise DataError(f"{where}: missing column {column!r}")
@@ -152,30 +173,44 @@ def _check_pair_columns(pairs: pl.DataFrame, features: list[str], where: Path) -
                 )
 
 
-def _read_labels(root: Path, targets: list[str], train_dates: pl.Series) -> pl.DataFrame:
+def _read_labels(root: Path, targets: list[str], train_dates: pl.Series, serving: bool = False) -> pl.DataFrame:
+    """train_labels.csv; serving mode matches its columns by name (a missing target is all null, an unknown column
+    is dropped) and accepts date_ids that differ from train.csv's, each with a warning."""
     where = root / LABELS
-    frame = _check_date_ids(_read_strings(where), str(where))
+    frame = _check_date_ids(read_text_csv(where), str(where))
     columns = [c for c in frame.columns if c != "date_id"]
     if columns != targets:
         extra = [c for c in columns if c not in set(targets)]
         missing = [c for c in targets if c not in set(columns)]
-        raise DataError(
+        message = (
             f"{where}: label columns disagree with {PAIRS}: missing {missing[:10]}, unexpected {extra[:10]}"
             + ("" if missing or extra else " (same names, different order)")
         )
+        if not serving:
+            raise DataError(message)
+        log.warning("%s; matching them by name", message)
+        absent = [pl.lit(None, dtype=pl.String).alias(c) for c in missing]
+        frame = frame.with_columns(absent).select("date_id", *targets)
     if not frame["date_id"].equals(train_dates):
-        raise DataError(f"{where}: column 'date_id' differs from {TRAIN}'s date_id")
-    return coerce_numeric(frame, columns, str(where))
+        message = f"{where}: column 'date_id' differs from {TRAIN}'s date_id"
+        if not serving:
+            raise DataError(message)
+        log.warning("%s; labels are keyed by their own date_id", message)
+    return coerce_numeric(frame, targets, str(where), strict=not serving)
 
 
-def _read_features(path: Path, features: list[str] | None, extra: tuple[str, ...] = ()) -> pl.DataFrame:
-    frame = _check_date_ids(_read_strings(path), str(path))
+def _read_features(
+    path: Path, features: list[str] | None, extra: tuple[str, ...] = (), strict: bool = True
+) -> pl.DataFrame:
+    frame = _check_date_ids(read_text_csv(path), str(path))
+    if frame.height == 0:
+        raise DataError(f"{path}: no data rows")
     names = [c for c in frame.columns if c != "date_id" and c not in extra]
     if features is not None and names != features:
         missing = [c for c in features if c not in set(names)]
         unexpected = [c for c in names if c not in set(features)]
         raise DataError(f"{path}: feature columns differ from {TRAIN}: missing {missing[:10]}, unexpected {unexpected[:10]}")
-    return coerce_numeric(frame, names, str(path))
+    return coerce_numeric(frame, names, str(path), strict=strict)
 
 
 def _read_test(root: Path, features: list[str]) -> pl.DataFrame:
@@ -193,7 +228,7 @@ def _read_test(root: Path, features: list[str]) -> pl.DataFrame:
 
 def _read_lag_file(root: Path, lag: int, pairs: pl.DataFrame) -> pl.DataFrame:
     where = root / lag_file_name(lag)
-    frame = _check_date_ids(_read_strings(where), str(where))
+    frame = _check_date_ids(read_text_csv(where), str(where))
     if "label_date_id" not in frame.columns:
         raise DataError(f"{where}: missing column 'label_date_id'")
     expected = pairs.filter(pl.col("lag") == lag)["target"].to_list()
@@ -212,16 +247,19 @@ def _read_lag_file(root: Path, lag: int, pairs: pl.DataFrame) -> pl.DataFrame:
     return coerce_numeric(frame.with_columns(label_dates.alias("label_date_id")), columns, str(where))
 
 
-def load_competition(root: str | Path, *, require_test: bool = True) -> Competition:
-    """Read and validate a competition folder. Without `require_test`, test.csv and lag files are optional."""
+def load_competition(root: str | Path, *, require_test: bool = True, serving: bool = False) -> Competition:
+    """Read and validate a competition folder. Without `require_test`, test.csv and lag files are optional; with
+    `serving`, they are not read at all and the training files are read tolerantly (see the module docstring)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: competition folder not found")
     pairs = _read_pairs(root)
-    train = _read_features(root / TRAIN, None)
+    train = _read_features(root / TRAIN, None, strict=not serving)
     features = [c for c in train.columns if c != "date_id"]
     _check_pair_columns(pairs, features, root / PAIRS)
-    labels = _read_labels(root, pairs["target"].to_list(), train["date_id"])
+    labels = _read_labels(root, pairs["target"].to_list(), train["date_id"], serving=serving)
+    if serving:
+        return Competition(root=root, train=train, labels=labels, pairs=pairs)
     test = _read_test(root, features) if require_test or (root / TEST).exists() else None
     lagged = {
         lag: _read_lag_file(root, lag, pairs)

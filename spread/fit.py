@@ -289,6 +289,7 @@ def checkpoint_state(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPl
         "gate_mask": model.gate.mask,
         "gate": model.gate.values().detach().tolist(),
         "target_names": ctx.comp.target_names,
+        "target_pairs": ctx.comp.pairs["pair"].to_list(),
         "target_lags": ctx.target_lags.tolist(),
         "target_scale": learner.target_scale.tolist(),
         "fold": job.fold.record(),

@@ -3,8 +3,9 @@
 What the official `MitsuiGateway` does (shared COMPETITION.md, "The evaluation API"), reproduced here so that a
 submission can be rehearsed with any polars version and without `kaggle_evaluation` installed:
 
-- `test.csv` and `lagged_test_labels/test_labels_lag_{k}.csv` are read with a plain `pl.read_csv` (so an all-empty
-  column arrives as String, as on Kaggle), and `predict(test, lag1, lag2, lag3, lag4)` is called once per test
+- `test.csv` and `lagged_test_labels/test_labels_lag_{k}.csv` are read with `pl.read_csv` typed from all rows
+  (an all-empty column arrives as String, as on Kaggle; a text cell anywhere makes its column String; trailing
+  blank lines are dropped), and `predict(test, lag1, lag2, lag3, lag4)` is called once per test
   date_id in file order with the rows of each file whose date_id is the current one (the lag batches are empty at
   the start). A lag with no file gets an empty frame.
 - The first call has no deadline (models load there); every later call must return within `deadline_s`.
@@ -14,8 +15,10 @@ submission can be rehearsed with any polars version and without `kaggle_evaluati
   `GatewayError`, as the real rerun would fail the submission.
 
 Afterwards it writes `submission.parquet` (date_id + targets, one row per served date), prints per-call latency
-statistics and returns the competition score over the `is_scored` dates, with the truths taken from
-`train_labels.csv` and, for dates it does not cover, from the lag files' released labels.
+statistics, the predictor's end-of-run summary (answers by source, problems per kind: `spread.infer.summary_text`)
+and, when a served member trained on the labels of a scored date it answers, says that the score is in-sample and
+prints the honest replay (`--members holdout`); its last line is the competition score over the `is_scored` dates,
+with the truths taken from `train_labels.csv` and, for dates it does not cover, from the lag files' released labels.
 """
 
 from __future__ import annotations
@@ -46,12 +49,17 @@ class GatewayError(SpreadError):
 
 
 def _read_csv(path: Path) -> pl.DataFrame:
+    """A served file, typed from all its rows (a text cell past row 100 makes its column String instead of failing
+    the read), trailing blank lines dropped."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        return pl.read_csv(path)
+        frame = pl.read_csv(path, infer_schema_length=None)
     except Exception as exc:  # polars raises several types for malformed csv
         raise DataError(f"{path}: cannot be parsed as CSV: {exc}") from exc
+    blank = frame.select(pl.all_horizontal(pl.all().is_null())).to_series().to_numpy() if frame.width else []
+    kept = len(blank) - int(np.argmin(blank[::-1])) if len(blank) and not blank.all() else 0
+    return frame.head(kept)
 
 
 def target_names_of(data_dir: Path) -> list[str]:
@@ -182,20 +190,6 @@ def serve(
     return pl.concat(rows, how="vertical"), seconds
 
 
-def latency_stats(seconds: list[float]) -> dict[str, float]:
-    """First-call seconds and p50/p90/p99/max/mean milliseconds of the later calls."""
-    later = np.asarray(seconds[1:] or seconds, dtype=np.float64) * 1000.0
-    return {
-        "calls": len(seconds),
-        "first_s": float(seconds[0]) if seconds else float("nan"),
-        "p50_ms": float(np.percentile(later, 50)),
-        "p90_ms": float(np.percentile(later, 90)),
-        "p99_ms": float(np.percentile(later, 99)),
-        "max_ms": float(later.max()),
-        "mean_ms": float(later.mean()),
-    }
-
-
 def solution_frame(data_dir: Path, date_ids: list[int]) -> pl.DataFrame:
     """The truths of `date_ids` (date_id + targets): train_labels.csv rows, else the lag files' released labels."""
     from spread.competition import load_competition
@@ -214,25 +208,35 @@ def solution_frame(data_dir: Path, date_ids: list[int]) -> pl.DataFrame:
     return pl.concat([known, released.cast(known.schema)], how="vertical").sort("date_id")
 
 
+def scored_served_dates(data_dir: Path, served: list[int]) -> list[int]:
+    """The dates of `served` that test.csv marks is_scored."""
+    test = _read_csv(data_dir / "test.csv")
+    if "is_scored" not in test.columns:
+        raise DataError(f"{data_dir / 'test.csv'}: missing column 'is_scored'")
+    scored = test.filter(pl.col("is_scored").cast(pl.String).str.to_lowercase().is_in(["true", "1"]))
+    return [d for d in scored["date_id"].to_list() if d in set(served)]
+
+
 def score_submission(data_dir: str | Path, submission: pl.DataFrame) -> float:
     """Competition score of `submission` over the served is_scored dates; NaN (logged) when it cannot be scored."""
     from spread.metrics import score_frames
 
     data_dir = Path(data_dir)
     try:
-        test = _read_csv(data_dir / "test.csv")
         served = submission["date_id"].to_list()
-        scored = test.filter(pl.col("is_scored").cast(pl.String).str.to_lowercase().is_in(["true", "1"]))
-        scored_dates = [d for d in scored["date_id"].to_list() if d in set(served)]
+        scored_dates = scored_served_dates(data_dir, served)
         return float(score_frames(solution_frame(data_dir, served), submission, scored_dates=scored_dates))
     except SpreadError as exc:
         log.warning("no score: %s", exc)
         return float("nan")
 
 
-def _fallback_calls(predict: Callable) -> int | None:
-    stats = getattr(predict, "stats", None)
-    return stats().get("fallback_calls") if callable(stats) else None
+def in_sample(summary: dict, scored_dates: list[int]) -> dict[str, int]:
+    """{served member: how many of `scored_dates` it trained on}, for the members that trained on any."""
+    from spread.infer import trained_dates
+
+    counts = {m["name"]: len(trained_dates(m["role"], m["fold"], scored_dates)) for m in summary["members"]["served"]}
+    return {name: count for name, count in counts.items() if count}
 
 
 def run_gateway(
@@ -242,18 +246,37 @@ def run_gateway(
     deadline_s: float = DEFAULT_DEADLINE_S,
     max_dates: int | None = None,
 ) -> dict:
-    """Serve the test set of `data_dir` to `predict`, write `out_file`, print latency and score lines.
+    """Serve the test set of `data_dir` to `predict`, write `out_file`, print latency, summary and score lines (the
+    score last).
 
     Returns {"score": float (NaN when it cannot be computed), "latency": latency_stats(...), "fallback_calls":
-    int or None (from `predict.stats()` when the predict function has one), "submission": Path}.
+    int or None, "summary": `predict.summary()` or None (calls, answers by source, members, problems, latency,
+    degraded: see `spread.infer.LazyPredictor.summary`), "in_sample": {member: scored dates it trained on} (empty
+    when every served member is out of sample on the scored dates), "honest_replay": the command serving the
+    holdout members instead (None unless in-sample), "submission": Path}; `fallback_calls`, `summary` and the
+    in-sample check come from `predict.stats()` / `predict.summary()` when the predict function has them.
     """
+    from spread.infer import latency_stats
+
+    data_dir = Path(data_dir)
     submission, seconds = serve(data_dir, predict, deadline_s=deadline_s, max_dates=max_dates)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     submission.write_parquet(out_file)
     latency = latency_stats(seconds)
-    fallback = _fallback_calls(predict)
+    stats = getattr(predict, "stats", None)
+    fallback = stats().get("fallback_calls") if callable(stats) else None
+    summary = predict.summary() if callable(getattr(predict, "summary", None)) else None
     score = score_submission(data_dir, submission)
+    flagged, replay, scored = {}, None, []
+    if summary is not None:
+        try:
+            scored = scored_served_dates(data_dir, submission["date_id"].to_list())
+            flagged = in_sample(summary, scored)
+        except SpreadError as exc:
+            log.warning("no in-sample check: %s", exc)
+        if flagged:
+            replay = f"python -m spread gateway --data {data_dir} --run {summary['run_dir']} --members holdout"
     print(f"wrote {out_file} ({submission.height} rows x {submission.width - 1} targets)")
     print(
         f"latency: first call {latency['first_s']:.3f} s; later calls p50 {latency['p50_ms']:.1f} ms, "
@@ -261,5 +284,19 @@ def run_gateway(
     )
     if fallback is not None:
         print(f"fallback calls: {fallback} of {latency['calls']}")
+    if summary is not None:
+        from spread.infer import summary_text
+
+        print(summary_text(summary))
+    if flagged:
+        members = ", ".join(f"{name} ({count})" for name, count in flagged.items())
+        print(
+            f"IN-SAMPLE: served member(s) trained on the labels of scored dates they answer: {members} of "
+            f"{len(scored)} scored dates. The score below is not a validation. Honest replay (the holdout "
+            f"model): {replay}"
+        )
     print(f"score: {score:.6f}")
-    return {"score": score, "latency": latency, "fallback_calls": fallback, "submission": out_file}
+    return {
+        "score": score, "latency": latency, "fallback_calls": fallback, "summary": summary, "in_sample": flagged,
+        "honest_replay": replay, "submission": out_file,
+    }

@@ -467,7 +467,8 @@ def test_official_local_gateway_only_under_polars_1(
 
     monkeypatch.setattr(kernel, "official_local_gateway_works", lambda: False)
     out = tmp_path / "sub.parquet"
-    assert kernel.main(["--data", str(tiny_competition), "--out", str(out)]) == 0  # the project's gateway
+    # the project's gateway; no run folder: every call falls back, which exits 1 outside the rerun (issue 12)
+    assert kernel.main(["--data", str(tiny_competition), "--out", str(out)]) == 1
     assert calls[-1][0] == "run_local_gateway" and len(calls) == 2 and out.is_file()
 
 

@@ -116,3 +116,45 @@ def test_label_nan_pattern_follows_missing_prices(tiny_competition: Path) -> Non
     comp = load_competition(tiny_competition)
     labels = comp.labels["target_1"].to_numpy()  # C_Close, lag 1: uses prices t+1 and t+2; C_Close[5] missing
     assert np.isnan(labels[3]) and np.isnan(labels[4]) and not np.isnan(labels[5])
+
+
+def test_trailing_blank_lines_are_not_data(tiny_competition: Path) -> None:
+    for path in tiny_competition.rglob("*.csv"):
+        path.write_text(path.read_text() + "\n\n")
+    comp = load_competition(tiny_competition)
+    assert comp.train.height == 30 and comp.pairs.height == 4 and comp.test.height == 8
+
+
+def test_an_empty_train_csv_is_blamed_on_train_csv(tiny_competition: Path) -> None:
+    path = tiny_competition / "train.csv"
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    for serving in (False, True):
+        with pytest.raises(DataError, match=r"train\.csv: no data rows"):
+            load_competition(tiny_competition, serving=serving)
+
+
+def test_a_text_cell_past_polars_inference_rows(tmp_path: Path, caplog) -> None:
+    """Strict: an error naming file, column and line; serving: a null and one warning naming them."""
+    from conftest import write_tiny_competition
+
+    root = write_tiny_competition(tmp_path / "comp", n_dates=150)
+    _set_cell(root / "train.csv", 140, 2, "abc")
+    with pytest.raises(DataError, match=r"train\.csv: column 'B_Close', line 140: 'abc' is not a number"):
+        load_competition(root)
+    comp = load_competition(root, serving=True)
+    assert comp.train["B_Close"][138] is None and comp.train["B_Close"].null_count() == 1
+    assert "line 140: 'abc' is not a number; 1 text cell(s) read as null" in caplog.text
+
+
+def test_serving_reads_only_the_training_files(tiny_competition: Path, caplog) -> None:
+    """The served files are what the API passes: broken ones never stop a model from loading."""
+    (tiny_competition / "test.csv").write_text("date_id,is_scored\nx,maybe\n")
+    _set_cell(tiny_competition / "lagged_test_labels/test_labels_lag_2.csv", 3, -1, "5")
+    labels = pl.read_csv(tiny_competition / "train_labels.csv")
+    labels.select("date_id", *reversed(labels.columns[1:])).write_csv(tiny_competition / "train_labels.csv")
+    with pytest.raises(DataError):
+        load_competition(tiny_competition, require_test=False)
+    comp = load_competition(tiny_competition, serving=True)
+    assert comp.test is None and comp.lagged_labels == {}
+    assert comp.labels.columns == ["date_id", *comp.target_names] and "matching them by name" in caplog.text
+    np.testing.assert_array_equal(comp.labels["target_0"].to_numpy(), labels["target_0"].cast(pl.Float64).to_numpy())

@@ -52,8 +52,8 @@ def test_bundled_kernels_train_and_serve_the_small_preset(tmp_path: Path) -> Non
     served = _run_hidden(dist["infer"] / "kernel_infer.py",
                          ["--data", str(data), "--artifacts", str(run), "--out", str(out)], work)
     lines = served.stdout.strip().splitlines()
-    score = float(lines[-1])
-    assert math.isfinite(score) and f"score: {score:.6f}" in lines
+    score = float(lines[-1].removeprefix("score: "))  # the score, printed once, is the last line (issue 16)
+    assert math.isfinite(score) and lines[-1] == f"score: {score:.6f}" and served.stdout.count("score: ") == 1
 
     test = pl.read_csv(data / "test.csv")
     targets = pl.read_csv(data / "target_pairs.csv")["target"].to_list()

@@ -153,3 +153,168 @@ def test_solution_uses_released_labels_for_dates_past_train(tiny_competition: Pa
     released = lag1.filter(pl.col("label_date_id") == 26)["target_0"][0]
     assert solution.filter(pl.col("date_id") == 26)["target_0"][0] == pytest.approx(released)
     assert solution.filter(pl.col("date_id") == 26)["target_0"][0] == pytest.approx(labels["target_0"][26])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# serving a trained run: in-sample flag, --members, the summary, exit status and output order
+
+SCORED = (280, 304)
+"""The small preset's scored test dates (seed 1)."""
+
+
+@pytest.fixture(scope="module")
+def roles_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(competition, run): the small preset and a run of a walk-forward fold, two holdout members (one with a
+    `role`, one known by its fold name only) and a two-seed final fit, which is what the manifest serves."""
+    from spread.synth import generate
+    from test_infer import write_run
+
+    root = tmp_path_factory.mktemp("roles")
+    comp = generate(root / "comp", seed=1, preset="small")
+    holdout = {"name": "holdout", "train_dates": [0, 270], "val_dates": list(SCORED), "embargo": 5, "cutoff": 275}
+    final = {"name": "final", "train_dates": [0, 317], "val_dates": [320, 319], "embargo": 0, "cutoff": 319}
+    members = {
+        "fold0": {"role": "fold", "fold": {"name": "fold0", "train_dates": [0, 200], "val_dates": [206, 240],
+                                           "embargo": 5, "cutoff": 245}},
+        "holdout": {"role": "holdout", "seed": 0, "fold": holdout},
+        "holdout-s1": {"fold": holdout},
+        "final-s0": {"role": "final", "seed": 0, "fold": final},
+        "final-s1": {"role": "final", "seed": 1, "fold": final},
+    }
+    write_run(root / "run", comp, members=members, inference=["final-s0/best.pt", "final-s1/best.pt"])
+    return comp, root / "run"
+
+
+def _serve(comp: Path, run: Path, tmp_path: Path, members: str = "served") -> dict:
+    from spread.infer import make_predict
+
+    return run_gateway(comp, make_predict(run, comp, device="cpu", members=members), out_file=tmp_path / "s.parquet")
+
+
+def test_in_sample_serving_is_flagged_with_the_honest_replay(roles_run, tmp_path: Path, capsys, single_thread) -> None:
+    comp, run = roles_run
+    result = _serve(comp, run, tmp_path)
+    out = capsys.readouterr().out
+    n_scored = SCORED[1] - SCORED[0] + 1
+    assert result["in_sample"] == {"final-s0/best.pt": n_scored, "final-s1/best.pt": n_scored}
+    assert result["honest_replay"] == f"python -m spread gateway --data {comp} --run {run} --members holdout"
+    assert "IN-SAMPLE" in out and "not a validation" in out and result["honest_replay"] in out
+    assert out.strip().splitlines()[-1] == f"score: {result['score']:.6f}"
+
+
+def test_members_holdout_serves_only_the_holdout_members(roles_run, tmp_path: Path, capsys, single_thread) -> None:
+    comp, run = roles_run
+    result = _serve(comp, run, tmp_path, members="holdout")
+    summary = result["summary"]
+    assert summary["members"]["loaded"] == ["holdout-s1/best.pt", "holdout/best.pt"]
+    assert {m["role"] for m in summary["members"]["served"]} == {"holdout"}
+    assert result["in_sample"] == {} and result["honest_replay"] is None and "IN-SAMPLE" not in capsys.readouterr().out
+    assert summary["answers"]["all_members"] == summary["calls"] == 40 and not summary["degraded"]
+
+
+@pytest.mark.parametrize(
+    "members, loaded",
+    [("folds", ["fold0/best.pt"]), ("final", ["final-s0/best.pt", "final-s1/best.pt"]),
+     ("fold0, holdout/", ["fold0/best.pt", "holdout/best.pt"])],
+)
+def test_members_select_by_role_or_folder(roles_run, members: str, loaded: list[str]) -> None:
+    from spread.infer import Predictor
+
+    comp, run = roles_run
+    assert [m.name for m in Predictor.from_run(run, comp, device="cpu", members=members).members] == loaded
+
+
+def test_an_unknown_member_folder_is_an_error_naming_it(roles_run) -> None:
+    from spread.errors import ArtifactError
+    from spread.infer import Predictor
+
+    comp, run = roles_run
+    with pytest.raises(ArtifactError, match="fold7/best.pt: not listed in manifest.json"):
+        Predictor.from_run(run, comp, device="cpu", members="fold7")
+
+
+def test_the_summary_counts_calls_sources_and_latency(roles_run, tmp_path: Path, single_thread) -> None:
+    comp, run = roles_run
+    summary = _serve(comp, run, tmp_path)["summary"]
+    assert summary["calls"] == 40 and summary["answers"] == {
+        "all_members": 40, "some_members": 0, "prior": 0, "placeholder": 0}
+    assert summary["problems"] == {} and summary["prior_source"] == "run" and summary["degraded"] == []
+    assert summary["latency"]["first_s"] > 0 and 0 < summary["latency"]["p50_ms"] <= summary["latency"]["p99_ms"]
+
+
+def _corrupt_copy(run: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    path = copy / "final-s1/best.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return copy
+
+
+def test_gateway_command_exits_1_when_degraded_outside_the_rerun(
+    roles_run, tmp_path: Path, capsys, monkeypatch, single_thread
+) -> None:
+    from spread.cli import main
+
+    comp, run = roles_run
+    broken = _corrupt_copy(run, tmp_path)
+    command = ["gateway", "--data", str(comp), "--run", str(broken), "--out", str(tmp_path / "s.parquet")]
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    assert main(command) == 1
+    out = capsys.readouterr().out
+    assert "DEGRADED: 1 member(s) did not load" in out and "final-s1/best.pt" in out
+    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    assert main(command) == 0  # the rerun never fails on it, and says the same
+    assert "DEGRADED: 1 member(s) did not load" in capsys.readouterr().out
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN")
+    assert main(["gateway", "--data", str(comp), "--run", str(run), "--out", str(tmp_path / "s.parquet")]) == 0
+
+
+def test_gateway_command_prints_its_score_once_and_last(roles_run, tmp_path: Path) -> None:
+    """stdout and stderr together, as a terminal shows them: nothing (no log line) after the score."""
+    import os
+    import subprocess
+    import sys
+
+    comp, run = roles_run
+    done = subprocess.run(
+        [sys.executable, "-m", "spread", "gateway", "--data", str(comp), "--run", str(run), "--members", "holdout",
+         "--out", str(tmp_path / "s.parquet")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0, done.stdout
+    assert lines[-1].startswith("score: ") and sum(line.startswith("score") for line in lines) == 1, lines[-5:]
+    assert sum(lines[-1].split(": ")[1] in line for line in lines) == 1
+
+
+def test_gateway_help_shows_the_defaults(capsys) -> None:
+    from spread.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["gateway", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("default submission.parquet", "default 300", "served (default", "holdout"):
+        assert default in text, default
+
+
+def test_infer_kernel_exits_1_when_degraded_outside_the_rerun(roles_run, tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+
+    comp, run = roles_run
+    path = Path(__file__).resolve().parents[1] / "kernel_infer.py"
+    spec = importlib.util.spec_from_file_location("kernel_infer_loud", path)
+    kernel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel)
+    monkeypatch.setattr(kernel, "import_inference_server", lambda data_dir: None)  # the project's gateway
+    args = ["--data", str(comp), "--artifacts", str(_corrupt_copy(run, tmp_path)), "--out", str(tmp_path / "s.parquet")]
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    assert kernel.main(args) == 1
+    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    assert kernel.main(args) == 0
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN")
+    assert kernel.main(["--data", str(comp), "--artifacts", str(run), "--out", str(tmp_path / "s.parquet")]) == 0

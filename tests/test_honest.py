@@ -17,6 +17,7 @@ from conftest import TINY_RUN
 
 import spread.fit as fit
 from spread.checkpoint import load_checkpoint, verify_manifest
+from spread.competition import load_competition
 from spread.config import load_config
 from spread.trainer import epoch_count, train
 from spread.train_config import TrainConfig
@@ -202,6 +203,8 @@ def test_final_fit_members_and_the_manifest(small: Path, tmp_path: Path) -> None
     assert not torch.equal(ckpts[0]["model"]["input_proj.weight"], ckpts[1]["model"]["input_proj.weight"])
     assert summary["final_fit"]["seeds"] == [3, 5] and set(summary["final_fit"]["members"]) == {"final-s3", "final-s5"}
     assert load_checkpoint(tmp_path / "run/fold0/best.pt")["role"] == "fold"
+    pairs = load_competition(small, require_test=False).pairs["pair"].to_list()
+    assert all(c["target_pairs"] == pairs for c in ckpts)  # the predictor refuses a member trained on other pairs
 
 
 def test_resume_removes_the_temporaries_of_an_interrupted_write(small: Path, tmp_path: Path) -> None:

@@ -30,27 +30,37 @@ TINY = {
 }
 
 
-def write_run(run: Path, comp_dir: Path, seed: int = 0, every: int = 1) -> dict:
-    """A run folder with one randomly initialised checkpoint, written the way the trainer writes them; its model
-    reads every `every`-th panel feature (as if screened)."""
+def write_run(
+    run: Path, comp_dir: Path, seed: int = 0, every: int = 1, members: dict[str, dict] | None = None,
+    inference: list[str] | None = None,
+) -> dict:
+    """A run folder with randomly initialised checkpoints written the way the trainer writes them: one per entry of
+    `members` (folder -> extra checkpoint keys such as `fold` or `role`; default one plain `fold0`), seeds `seed`,
+    `seed + 1`, ..., the manifest serving `inference` (default every member). Every model reads every `every`-th
+    panel feature (as if screened); the parts returned are the first member's."""
     comp = load_competition(comp_dir)
     cfg = config_from_dict(TINY)
     panel = competition_panel(comp, cfg.features)
     keep = panel.names[::every]
     fit_rows = np.arange(30, 250)
     scaler = Scaler.fit(panel.values[fit_rows], keep, cfg.scaling, columns=panel.column_indices(keep))
-    torch.manual_seed(seed)
-    model = GatedTransformer(cfg.model, n_features=len(keep), target_lags=comp.target_lags.tolist())
     scale = np.where(comp.target_lags == 1, 0.01, 0.02 * comp.target_lags)
-    ckpt = {
-        "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": keep,
-        "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(keep), dtype=torch.bool),
-        "target_names": comp.target_names, "target_lags": comp.target_lags.tolist(), "target_scale": scale.tolist(),
-    }
-    save_checkpoint(run / "fold0/best.pt", ckpt)
+    members = members or {"fold0": {}}
+    models = []
+    for index, (folder, extra) in enumerate(members.items()):
+        torch.manual_seed(seed + index)
+        model = GatedTransformer(cfg.model, n_features=len(keep), target_lags=comp.target_lags.tolist())
+        ckpt = {
+            "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": keep,
+            "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(keep), dtype=torch.bool),
+            "target_names": comp.target_names, "target_lags": comp.target_lags.tolist(),
+            "target_scale": scale.tolist(), **extra,
+        }
+        save_checkpoint(run / folder / "best.pt", ckpt)
+        models.append(model.eval())
     write_prior(run / "prior.json", comp.target_names, mean_rank_prior(comp.labels.drop("date_id").to_numpy()))
-    write_manifest(run, ["fold0/best.pt"])
-    return {"comp": comp, "cfg": cfg, "panel": panel, "scaler": scaler, "model": model.eval(), "scale": scale}
+    write_manifest(run, inference or [f"{folder}/best.pt" for folder in members])
+    return {"comp": comp, "cfg": cfg, "panel": panel, "scaler": scaler, "model": models[0], "scale": scale}
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +193,7 @@ def test_internal_errors_fall_back_to_the_prior_and_are_counted(small: dict) -> 
     answer = predictor.predict(*batches)
     assert predictor.fallback_calls == 2 and predictor.calls == 2
     assert answer.columns == small["comp"].target_names and np.isfinite(answer.to_numpy()).all()
-    assert predictor.stats() == {"calls": 2, "fallback_calls": 2}
+    assert {k: predictor.stats()[k] for k in ("calls", "fallback_calls")} == {"calls": 2, "fallback_calls": 2}
 
 
 def test_altered_artefact_is_an_error_at_load_naming_the_file(small: dict, tmp_path: Path) -> None:
@@ -199,7 +209,7 @@ def test_altered_artefact_is_an_error_at_load_naming_the_file(small: dict, tmp_p
     predict = make_predict(run, small["dir"])  # the kernel's path: never raises, answers the prior
     for _, batches in small["batches"][:3]:
         assert np.isfinite(predict(*batches).to_numpy()).all()
-    assert predict.stats() == {"calls": 3, "fallback_calls": 3}
+    assert {k: predict.stats()[k] for k in ("calls", "fallback_calls")} == {"calls": 3, "fallback_calls": 3}
     assert isinstance(predict.lazy.load_error, ArtifactError)
     with pytest.raises(ArtifactError):
         make_predict(run, small["dir"], strict=True)(*small["batches"][0][1])
@@ -209,7 +219,7 @@ def test_make_predict_is_lazy_and_named_predict(small: dict) -> None:
     predict = make_predict(small["run"], small["dir"], device="cpu")
     assert predict.__name__ == "predict" and predict.lazy.predictor is None
     predict(*small["batches"][0][1])
-    assert predict.lazy.predictor is not None and predict.stats() == {"calls": 1, "fallback_calls": 0}
+    assert predict.lazy.predictor is not None and {k: predict.stats()[k] for k in ("calls", "fallback_calls")} == {"calls": 1, "fallback_calls": 0}
 
 
 def test_without_run_or_competition_every_call_is_still_answered(small: dict, tmp_path: Path) -> None:
@@ -223,7 +233,7 @@ def test_without_run_or_competition_every_call_is_still_answered(small: dict, tm
     values = answer.to_numpy()[0]
     assert answer.columns == expected and np.isfinite(values).all() and values.max() > values.min()
     assert nothing(*small["batches"][1][1]).columns == expected  # no retry of the load, same answer shape
-    assert nothing.stats() == {"calls": 2, "fallback_calls": 2} and nothing.lazy.predictor is None
+    assert {k: nothing.stats()[k] for k in ("calls", "fallback_calls")} == {"calls": 2, "fallback_calls": 2} and nothing.lazy.predictor is None
 
 
 def test_truncating_the_test_set_keeps_earlier_predictions_bit_identical(small: dict, tmp_path: Path) -> None:
