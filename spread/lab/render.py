@@ -18,9 +18,11 @@ from spread.lab.grid import MITSUI, REAL, SYNTHETIC, BenchConfig
 from spread.lab.stats import PEERS, TRANSFORMERS
 
 SOURCE_TITLES = {
-    SYNTHETIC: "synthetic `realistic` preset (the default: asynchronous closes, regime-switching drifts, signal a "
-               "linear model cannot fully capture; oracle = the generator's true expectation)",
-    MITSUI: "synthetic `mitsui` preset (signal linear in FX momentum; oracle = the generator's true expectation)",
+    SYNTHETIC: "synthetic `realistic` preset, the default (557 features, 424 targets; asynchronous closes, "
+               "regime-switching drifts, signal a linear model cannot fully capture; oracle = the generator's true "
+               "expectation)",
+    MITSUI: "synthetic `mitsui` preset (557 features, 424 targets; signal linear in FX momentum; oracle = the "
+            "generator's true expectation)",
     REAL: "real daily prices (skfolio: 20 S&P 500 stocks, the index and 5 factor ETFs, 2000-2022; 104 targets)",
 }
 LEVERS_FILE = "LEVERS.md"
