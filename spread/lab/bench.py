@@ -29,7 +29,7 @@ Transformer run: latency p50 / p99 after the first call and resident-memory grow
 continuing past the test period like the forecasting phase). The Transformer runs above also give an end-to-end
 throughput (epoch wall time, validation included).
 
-Quick mode (default) keeps the whole run near 15 minutes on 2 CPU cores: one data seed, two training seeds, four
+Quick mode (default) keeps the whole run near 15 minutes on 2 CPU cores: one data seed, three training seeds, four
 walk-forward folds plus the holdout, and every Transformer config forced to a small shape and a short budget
 (`QUICK`, stated in the report; "tuned" then differs from "default" only in learning rate, loss weights and gate
 lambda). `--full` runs the real grid (`FULL`: 3 data seeds x 6 walk-forward folds + holdout x 3 training seeds, the

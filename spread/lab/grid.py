@@ -74,7 +74,7 @@ class BenchConfig:
 
 QUICK_SHAPE = ["data.window=64", "model.d_model=64", "model.n_layers=2", "model.n_heads=4"]
 QUICK = BenchConfig(
-    mode="quick", sources=[SYNTHETIC, REAL], data_seeds=[0], train_seeds=[0, 1], n_folds=4,
+    mode="quick", sources=[SYNTHETIC, REAL], data_seeds=[0], train_seeds=[0, 1, 2], n_folds=4,
     transformer_overrides=[*QUICK_SHAPE, "train.epochs=4", "train.max_steps_per_epoch=40", "train.final_fit=false",
                            "train.progress=false"],
     tune_trials=3, tune_space_overrides={"windows": [64], "d_models": [64], "heads": [4], "layers": (2, 2)},
