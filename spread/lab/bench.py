@@ -1,14 +1,21 @@
-"""`python -m spread bench`: the benchmark report bench/RESULTS.md (quality against baselines, speed, provenance).
+"""`python -m spread bench`: the benchmark report bench/RESULTS.md (honest quality against peers, speed, provenance).
 
-Quality. On two sources, the synthetic `mitsui` preset (where the generator's oracle gives a ceiling) and the real
-daily price panel shipped with skfolio (`spread.lab.realdata`, data nobody tuned on), every model is scored on the same
-folds (walk-forward folds plus the competition-like holdout, `spread.splits`) with the competition score:
-the baselines and peers (`spread.lab.baselines`; lightgbm when installed), the Transformer with the default config and with the tuned config. A
-cell is (data seed, training seed, fold); the baselines do not depend on the training seed, so each Transformer
-cell is paired with the best baseline's score on the same data seed and fold. The table gives, per model, the
-mean +- population std of the score over cells, the paired difference to the best baseline (the baseline with the
-highest mean on that source) with its std and the number of cells won, and on synthetic data the fraction of the
-oracle's mean score reached on the same dates.
+Quality. On the synthetic `realistic` preset (the default; the generator's oracle gives a ceiling; full mode adds
+the older `mitsui` preset, whose signal is linear) and the real daily price panel shipped with skfolio
+(`spread.lab.realdata`, data nobody tuned on), every model is scored on the same folds (at least two walk-forward
+folds plus the competition-like holdout, `spread.splits`) with the competition score: every baseline and peer of
+`spread.lab.baselines` (lightgbm when installed) and the Transformer with the default and with the tuned config.
+Every score is honest (`spread.lab.stats`): a Transformer's walk-forward fold counts with its `honest_score` (the
+epoch count chosen by the other folds), never the best epoch picked on the fold being scored; its holdout is a
+fixed-length fit whose epoch count the walk-forward folds chose; baselines and peers choose no epoch, so their
+fold scores are honest as they are. A cell is (data seed, training seed, fold); the baselines do not depend on the
+training seed, so each Transformer cell is paired with the best peer's score on the same data seed and fold (the
+best peer: the highest mean among `spread.lab.stats.PEERS`). The table gives, per model, the mean +- population
+std over cells, the paired difference to the best peer with its std and the number of cells won, on synthetic
+data the fraction of the oracle's mean score reached on the same cells, and the per-fold honest scores; the same
+table is drawn with error bars into bench/scores.png (`spread.plots.plot_bench_scores`), linked from the report.
+A bench/LEVERS.md beside the report (the Transformer's lever measurements) is included verbatim as its Levers
+section.
 
 Tuning. The tuned config is `configs/tuned.yaml` when it exists (from `python -m spread tune`); otherwise the bench
 tunes first (`spread.lab.tune`) on a separate synthetic draw (data seed `TUNE_DATA_SEED`, never one of the scored
@@ -22,10 +29,11 @@ Transformer run: latency p50 / p99 after the first call and resident-memory grow
 continuing past the test period like the forecasting phase). The Transformer runs above also give an end-to-end
 throughput (epoch wall time, validation included).
 
-Quick mode (default) keeps the whole run near 10-15 minutes on 2 CPU cores: one data seed, two walk-forward folds
-plus the holdout, and every Transformer config forced to a small shape and a short budget (`QUICK`, stated in the
-report; "tuned" then differs from "default" only in learning rate, loss weights and gate lambda). `--full` runs the
-real grid (`FULL`); it is meant for a GPU. Every run folder is kept under the work folder and reused when its
+Quick mode (default) keeps the whole run near 15 minutes on 2 CPU cores: one data seed, three training seeds, four
+walk-forward folds plus the holdout, and every Transformer config forced to a small shape and a short budget
+(`QUICK`, stated in the report; "tuned" then differs from "default" only in learning rate, loss weights and gate
+lambda). `--full` runs the real grid (`FULL`: 3 data seeds x 6 walk-forward folds + holdout x 3 training seeds, the
+`mitsui` preset too); it is meant for a GPU. Every run folder is kept under the work folder and reused when its
 config is unchanged (the bench's tuning study when its settings are), so an interrupted bench resumes; `scores.csv`
 there holds every cell.
 
@@ -45,11 +53,15 @@ import polars as pl
 
 from spread.lab.grid import FULL, QUICK, REAL, SYNTHETIC, RunTally, bench_split, run_source, tuned_config_path
 from spread.lab.provenance import provenance
-from spread.lab.render import render_report
+from spread.lab.render import read_levers, render_report
 from spread.lab.speed import data_build_speed, predict_speed, train_step_speed, training_speed
-from spread.lab.stats import SCORE_SCHEMA, quality_table
+from spread.lab.stats import SCORE_SCHEMA, fold_scores, quality_table
+from spread.plots import plot_bench_scores
 
 log = logging.getLogger(__name__)
+
+SCORES_PICTURE = "scores.png"
+"""The score table's picture, written beside the report."""
 
 
 def bench(
@@ -76,10 +88,9 @@ def bench(
         notes["transformer_default"] = "quick shape and budget (overrides above)"
         notes["transformer_tuned"] = f"{tuned_remark}; quick shape and budget (overrides above)"
 
-    sources = [SYNTHETIC]
-    if importlib.util.find_spec("skfolio") is not None:
-        sources.append(REAL)
-    else:
+    sources = list(bench_cfg.sources)
+    if REAL in sources and importlib.util.find_spec("skfolio") is None:
+        sources.remove(REAL)
         remarks.append("real panel skipped: skfolio is not installed (pip install -r requirements-bench.txt)")
     cells, runs = [], {}
     for source in sources:
@@ -105,6 +116,8 @@ def bench(
 
     out = Path(out_md)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(bench_cfg, info, table, speed, notes, remarks))
+    plot_bench_scores(table.iter_rows(named=True), out.parent / SCORES_PICTURE)
+    out.write_text(render_report(bench_cfg, info, table, fold_scores(scores), speed, notes, remarks,
+                                 figure=SCORES_PICTURE, levers=read_levers(out.parent)))
     log.info("wrote %s", out)
     return out

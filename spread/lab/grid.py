@@ -1,9 +1,12 @@
 """The bench's grid: what one mode runs, and running it with every finished run folder reused.
 
-Per source (the synthetic `mitsui` preset, where the generator's oracle gives a ceiling, and the real daily price
-panel of `spread.lab.realdata`), per data seed, every model is scored on the same folds (the mode's walk-forward
-folds plus the competition-like holdout): the baselines and peers of `spread.lab.baselines` (lightgbm when installed), the oracle on synthetic
-data, and the Transformer with the default and with the tuned config per training seed. The tuned config is
+Per source (the synthetic `realistic` preset, where the generator's oracle gives a ceiling; in full mode also the
+older `mitsui` preset, whose signal is linear in an observable state; and the real daily price panel of
+`spread.lab.realdata`), per data seed, every model is scored on the same folds (the mode's walk-forward folds, at
+least two, plus the competition-like holdout): the baselines and peers of `spread.lab.baselines` (lightgbm when
+installed), the oracle on synthetic data, and the Transformer with the default and with the tuned config per
+training seed. At least two walk-forward folds, because a Transformer's honest fold score is its score at the
+epoch count the other folds choose (`spread.trainer.honest_scores`): with one fold there is none. The tuned config is
 `configs/tuned.yaml` when it exists; otherwise a tuning study (`spread.lab.tune`) runs first on a synthetic draw
 that is never scored (`TUNE_DATA_SEED`), in a folder named by its settings. A run folder whose config.yaml matches
 is reused, so an interrupted bench resumes; a `RunTally` counts what ran and what was reused.
@@ -20,12 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spread.errors import ConfigError
 from spread.lab import REPO_ROOT
 from spread.lab.stats import BASELINE_NAMES, ORACLE, summary_cells
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC, REAL = "synthetic", "real"
+SYNTHETIC, MITSUI, REAL = "synthetic", "mitsui", "real"
+SYNTHETIC_PRESETS = {SYNTHETIC: "realistic", MITSUI: "mitsui"}
+"""The synthetic sources and the `spread.synth` preset each is drawn from (each has the generator's oracle)."""
 TUNE_DATA_SEED = 100
 """Synthetic data seed the bench tunes on when no configs/tuned.yaml exists (never a scored seed)."""
 TUNED_CONFIG = Path("configs/tuned.yaml")
@@ -37,6 +43,8 @@ class BenchConfig:
 
     mode: str
     """"quick" or "full" (named in the report)."""
+    sources: list[str]
+    """Sources scored, in report order: keys of `SYNTHETIC_PRESETS` and/or `REAL` (skipped without skfolio)."""
     data_seeds: list[int]
     """Seeds of the competitions built per source (synthetic draw; real: the pair draw)."""
     train_seeds: list[int]
@@ -54,17 +62,27 @@ class BenchConfig:
     data_bench_batches: int = 150
     """DataLoader batches timed by bench/bench_data.py."""
 
+    def __post_init__(self) -> None:
+        if self.n_folds < 2:
+            raise ConfigError(f"bench {self.mode}: n_folds must be >= 2 (a walk-forward fold's honest score is chosen "
+                              f"by the other folds), got {self.n_folds}")
+        unknown = [s for s in self.sources if s not in SYNTHETIC_PRESETS and s != REAL]
+        if unknown or SYNTHETIC not in self.sources:
+            raise ConfigError(f"bench {self.mode}: sources must include {SYNTHETIC!r} and be among "
+                              f"{[*SYNTHETIC_PRESETS, REAL]}, got {self.sources}")
+
 
 QUICK_SHAPE = ["data.window=64", "model.d_model=64", "model.n_layers=2", "model.n_heads=4"]
 QUICK = BenchConfig(
-    mode="quick", data_seeds=[0], train_seeds=[0, 1, 2], n_folds=2,
-    transformer_overrides=[*QUICK_SHAPE, "train.epochs=4", "train.max_steps_per_epoch=40", "train.progress=false"],
-    tune_trials=4, tune_space_overrides={"windows": [64], "d_models": [64], "heads": [4], "layers": (2, 2)},
+    mode="quick", sources=[SYNTHETIC, REAL], data_seeds=[0], train_seeds=[0, 1, 2], n_folds=4,
+    transformer_overrides=[*QUICK_SHAPE, "train.epochs=4", "train.max_steps_per_epoch=40", "train.final_fit=false",
+                           "train.progress=false"],
+    tune_trials=3, tune_space_overrides={"windows": [64], "d_models": [64], "heads": [4], "layers": (2, 2)},
     data_bench_batches=40,
 )
 FULL = BenchConfig(
-    mode="full", data_seeds=[0, 1, 2], train_seeds=[0, 1, 2], n_folds=3,
-    transformer_overrides=["train.progress=false"],
+    mode="full", sources=[SYNTHETIC, MITSUI, REAL], data_seeds=[0, 1, 2], train_seeds=[0, 1, 2], n_folds=6,
+    transformer_overrides=["train.final_fit=false", "train.progress=false"],
 )
 
 
@@ -119,10 +137,10 @@ def bench_split(bench_cfg: BenchConfig) -> list[str]:
 
 def build_source(source: str, out: Path, seed: int) -> Path:
     """The competition folder of `source` for `seed` (deterministic, rewritten every time)."""
-    if source == SYNTHETIC:
+    if source in SYNTHETIC_PRESETS:
         from spread.synth import generate
 
-        return generate(out, seed=seed, preset="mitsui", overwrite=True)
+        return generate(out, seed=seed, preset=SYNTHETIC_PRESETS[source], overwrite=True)
     from spread.lab.realdata import realdata
 
     return realdata(out, seed=seed, overwrite=True)
@@ -168,7 +186,7 @@ def run_source(
         run_root = work / "runs" / f"{source}-s{data_seed}"
         baseline_cfg = load_config(None, split)
         names = [name for name in BASELINE_NAMES if name != "lightgbm" or importlib.util.find_spec("lightgbm")]
-        names += [ORACLE] if source == SYNTHETIC else []
+        names += [ORACLE] if source in SYNTHETIC_PRESETS else []
         for name in names:
             run_dir = run_root / name
             summary = cached_run(run_dir, baseline_cfg, lambda: run_baseline(name, baseline_cfg, data, run_dir), tally)

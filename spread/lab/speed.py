@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from spread.lab import REPO_ROOT
-from spread.lab.grid import BenchConfig
+from spread.lab.grid import SYNTHETIC, SYNTHETIC_PRESETS, BenchConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def data_build_speed(data_dir: Path, bench_cfg: BenchConfig, work: Path) -> list
     if text is None:
         return [("data build", "not measured", "bench/bench_data.py missing or failed (see the log)")]
     numbers = json.loads(text)
-    setting = (f"synthetic mitsui, L={numbers.get('window')}, {numbers.get('dates')} dates x "
+    setting = (f"synthetic {SYNTHETIC_PRESETS[SYNTHETIC]}, L={numbers.get('window')}, {numbers.get('dates')} dates x "
                f"{numbers.get('raw_columns')} raw columns -> {numbers.get('kept_features')} features; bench_data.py")
     loaders = {key: value for key, value in numbers.items() if key.startswith("batches_per_s")}
     rows = [
