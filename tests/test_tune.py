@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -52,9 +53,17 @@ def test_two_trials_write_a_loadable_best_config_and_resume(small: Path, tmp_pat
     assert (trial_run / "summary.json").is_file()
     assert not list(trial_run.rglob("*.pt"))  # checkpoints deleted once scored
     assert not list(trial_run.glob("holdout"))  # walk-forward folds only
+    summary = json.loads((trial_run / "summary.json").read_text())  # trials are ranked by the honest score
+    assert float(rows[0]["value"]) == pytest.approx(summary["mean"]["honest_score"])
 
     again = tune(cfg, small, tmp_path / "tune", n_trials=3, space=TINY_SPACE, seed=1, write_config=best_yaml)
     assert again["n_trials"] == 3  # the stored study resumed: one more trial, not three
+
+
+def test_a_study_needs_two_walk_forward_folds_for_an_honest_score(small: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="split.n_folds"):
+        tune(load_config(None, [*TINY, "split.n_folds=1"]), small, tmp_path / "tune", n_trials=1, space=TINY_SPACE)
+    assert not (tmp_path / "tune").exists()
 
 
 def test_with_params_sets_dotted_keys() -> None:

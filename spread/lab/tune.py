@@ -2,7 +2,8 @@
 
 Each trial trains the Transformer with `spread.trainer.train` on the walk-forward folds only (`split.holdout` is
 switched off inside the search, so the competition-like holdout stays untouched by every choice made here) and
-returns the mean of the folds' best-epoch scores. The space (`SearchSpace`) covers the window L in {128, 192, 256}
+returns the mean of the folds' honest scores (each fold scored at the epoch count the other folds choose,
+`spread.trainer`), never a best epoch picked on the dates being scored; so a study needs `split.n_folds >= 2`. The space (`SearchSpace`) covers the window L in {128, 192, 256}
 (the roadmap's comparison), d_model, depth, heads, the learning rate, the regression and ranking loss weights and
 the feature-gate penalty lambda; d_model choices are multiples of 24 so every head count divides them. Sampling is
 TPE (Bergstra et al. 2011, "Algorithms for Hyper-Parameter Optimization"; Akiba et al. 2019, "Optuna").
@@ -121,12 +122,13 @@ def _objective(cfg: Config, space: SearchSpace, data_dir: Path, trials_dir: Path
         summary = train(trial_cfg, data_dir, run_dir)
         if not keep_checkpoints:
             _delete_checkpoints(run_dir)
-        score, std = summary["mean"].get("score", float("nan")), summary["std"].get("score", float("nan"))
+        score, std = summary["mean"].get("honest_score"), summary["std"].get("honest_score")
+        score = float("nan") if score is None else score
         trial.set_user_attr("score_std", std)
         trial.set_user_attr("n_folds", len(summary["folds"]))
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
         trial.set_user_attr("run_dir", str(run_dir))
-        log.info("trial %d: mean walk-forward score %.4f +- %.4f with %s", trial.number, score, std, params)
+        log.info("trial %d: mean honest walk-forward score %.4f +- %.4f with %s", trial.number, score, std, params)
         return score
 
     return objective
@@ -165,6 +167,9 @@ def tune(
     optuna = _import_optuna()
     if n_trials < 1:
         raise ConfigError(f"tune: n_trials must be >= 1, got {n_trials}")
+    if cfg.split.n_folds < 2:
+        raise ConfigError(f"split.n_folds: tune scores the honest walk-forward score, which needs >= 2 folds, "
+                          f"got {cfg.split.n_folds}")
     if not Path(data_dir).is_dir():
         raise DataError(f"{data_dir}: competition folder not found")
     space = space or SearchSpace()
@@ -197,5 +202,5 @@ def tune(
         "config_path": str(config_path), "storage": storage, "study_name": study_name,
     }
     write_json(out / TUNE_SUMMARY, result)
-    log.info("best trial %d: mean walk-forward score %.4f; config written to %s", best.number, best.value, config_path)
+    log.info("best trial %d: mean honest walk-forward score %.4f; config written to %s", best.number, best.value, config_path)
     return result
