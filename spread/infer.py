@@ -77,13 +77,6 @@ MEMBER_SETS = ("served", "holdout", "folds", "final")
 RERUN_VARIABLE = "KAGGLE_IS_COMPETITION_RERUN"
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto": the first CUDA device when there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # history
 
@@ -601,8 +594,9 @@ class Predictor:
         """
         from spread.checkpoint import read_manifest
         from spread.competition import load_competition
+        from spread.runtime import resolve_device
 
-        run_dir, device = Path(run_dir), resolve_device(device)
+        run_dir, device = Path(run_dir), resolve_device(device, setting="device")
         started = time.perf_counter()
         problems = Problems() if problems is None else problems
         manifest = read_manifest(run_dir)
