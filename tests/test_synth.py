@@ -34,8 +34,9 @@ PRICE_PATTERN = r"LME_[A-Z]{2}_Close|JPX_[A-Za-z0-9_-]+_Futures_Close|US_Stock_[
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Competition:
-    return load_competition(generate(tmp_path_factory.mktemp("synth") / "small", seed=0, preset="small"))
+def small(small: Path) -> Competition:
+    """conftest's `small` preset, loaded."""
+    return load_competition(small)
 
 
 def group_of(name: str) -> str:
