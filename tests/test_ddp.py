@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = [*TINY_RUN, "split.n_folds=0", "model.dropout=0.0", "train.max_steps_per_epoch=4"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_torchrun_two_gloo_processes_match_single_process(small: Path, tmp_path: Path) -> None:
     data = small

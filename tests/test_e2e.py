@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from spread.checkpoint import verify_manifest
 
@@ -33,6 +34,7 @@ def _run_hidden(script: Path, args: list[str], cwd: Path) -> subprocess.Complete
     return result
 
 
+@pytest.mark.slow
 def test_bundled_kernels_train_and_serve_the_small_preset(small: Path, tmp_path: Path) -> None:
     data = small
     dist = build_bundle.build(tmp_path / "dist")

@@ -21,6 +21,7 @@ TINY = [
 TINY_SPACE = SearchSpace(windows=[16, 32], d_models=[24], heads=[2, 4], layers=(1, 1))
 
 
+@pytest.mark.slow
 def test_two_trials_write_a_loadable_best_config_and_resume(small: Path, tmp_path: Path) -> None:
     cfg = load_config(None, TINY)
     best_yaml = tmp_path / "configs" / "tuned.yaml"
