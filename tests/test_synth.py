@@ -18,7 +18,7 @@ from spread.lab.baselines import competition_folds, run_baseline
 from spread.competition import Competition, check_labels, load_competition
 from spread.config import load_config
 from spread.errors import ConfigError, DataError
-from spread.layout import ORACLE_FILE, draw_pairs, write_competition
+from spread.competition_writer import ORACLE_FILE, draw_pairs, write_competition
 from spread.metrics import rank_correlation_sharpe
 from spread.synth import DEFAULT_PRESET, PRESETS, RECORDED, MarketState, build_universe, generate, market_model
 from spread.targets import compute_targets, parse_pair
