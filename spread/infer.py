@@ -512,7 +512,7 @@ def usable(values: np.ndarray) -> bool:
     return values.size > 0 and bool(np.isfinite(values).all()) and float(values.max() - values.min()) > 0
 
 
-def spread_out(values: np.ndarray) -> np.ndarray:
+def break_ties(values: np.ndarray) -> np.ndarray:
     """`values` with a tiny index-ordered tie-break when constant, so that the answer is never constant."""
     if usable(values):
         return values
@@ -560,7 +560,7 @@ class Predictor:
         self.history = history
         self.pairs = pairs.select("target", "lag", "pair")
         self.members = members
-        self.prior = spread_out(np.asarray(prior, dtype=np.float64))
+        self.prior = break_ties(np.asarray(prior, dtype=np.float64))
         self.prior_source = prior_source
         """Where the prior came from: "run" (its prior.json), "labels" (train_labels.csv) or "given"."""
         self.device = torch.device(device)
@@ -886,7 +886,7 @@ def emergency_values(
 
     try:
         values, source = served_prior(run_dir, target_names, labels, problems)
-        return spread_out(values), "prior"
+        return break_ties(values), "prior"
     except Exception as exc:  # nothing left but the placeholder
         problems.report("placeholder", f"no prior either ({type(exc).__name__}: {exc}): placeholder answers",
                         logging.ERROR)
