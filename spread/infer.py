@@ -596,7 +596,7 @@ class Predictor:
         from spread.competition import load_competition
         from spread.runtime import resolve_device
 
-        run_dir, device = Path(run_dir), resolve_device(device, setting="device")
+        run_dir, device = Path(run_dir), resolve_device(device, strict=False)
         started = time.perf_counter()
         problems = Problems() if problems is None else problems
         manifest = read_manifest(run_dir)
