@@ -47,6 +47,7 @@ def assert_png(path: Path) -> np.ndarray:
     return image
 
 
+@pytest.mark.slow
 def test_every_picture_of_a_run_is_a_valid_png(run: Path, tmp_path: Path, capsys) -> None:
     written = write_run_plots(run)
     assert written == [run / PLOTS_DIR / name for name in RUN_PLOTS]

@@ -289,6 +289,7 @@ TINY = dataclasses.replace(
 )
 
 
+@pytest.mark.slow
 def test_oracle_is_the_conditional_expectation_by_brute_force() -> None:
     """From the simulated state at several dates, 60 000 continuations of the generator's own dynamics average to
     the oracle's expected log change of every asset at every lag (within 4.5 standard errors), and do not average

@@ -320,6 +320,7 @@ def test_leak_noise_after_train_end_plus_5_changes_nothing(small: Path, tmp_path
     assert verify_manifest(tmp_path / "clean")["inference"]["checkpoints"] == ["final-s0/best.pt"]
 
 
+@pytest.mark.slow
 def test_smoke_config_beats_random_on_the_small_preset(small: Path, tmp_path: Path) -> None:
     summary = train(load_config(CONFIGS[0].parent / "smoke.yaml"), small, tmp_path / "smoke")
     rng = np.random.default_rng(0)
