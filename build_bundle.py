@@ -51,7 +51,7 @@ CONFIG_READERS = ("train",)
 kernel rebuilds its models from the config stored in each checkpoint)."""
 LAYERS = (
     ("spread", "spread.errors"),
-    ("spread.competition", "spread.layout", "spread.synth", "spread.targets"),
+    ("spread.competition", "spread.competition_writer", "spread.synth", "spread.targets"),
     ("spread.features", "spread.scaling", "spread.screening", "spread.splits", "spread.windows"),
     ("spread.model",),
     ("spread.losses", "spread.metrics"),

@@ -35,9 +35,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from spread.checkpoint import save_checkpoint, write_manifest  # noqa: E402
+from spread.checkpoint import save_checkpoint, serving_state, write_manifest  # noqa: E402
 from spread.competition import load_competition  # noqa: E402
-from spread.config import config_to_dict, load_config  # noqa: E402
+from spread.config import load_config  # noqa: E402
 from spread.gateway import generate_batches, read_served_files  # noqa: E402
 from spread.infer import latency_stats, make_predict  # noqa: E402
 from spread.model import GatedTransformer  # noqa: E402
@@ -76,12 +76,9 @@ def random_run(run: Path, data: Path, config: Path, members: int, all_features: 
         torch.manual_seed(index)
         model = GatedTransformer(cfg.model, n_features=len(keep), target_lags=comp.target_lags.tolist())
         names.append(f"fold{index}/best.pt")
-        save_checkpoint(run / names[-1], {
-            "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": keep,
-            "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(keep), dtype=torch.bool),
-            "target_names": comp.target_names, "target_lags": comp.target_lags.tolist(),
-            "target_scale": [0.01 * int(lag) for lag in comp.target_lags],
-        })
+        scale = [0.01 * int(lag) for lag in comp.target_lags]
+        save_checkpoint(run / names[-1], serving_state(model, cfg, keep, scaler, comp.target_names, comp.target_lags,
+                                                       scale))
     write_prior(run / "prior.json", comp.target_names, mean_rank_prior(comp.labels.drop("date_id").to_numpy()))
     write_manifest(run, names)
     print(f"wrote {run}: {members} checkpoint(s), {len(keep)} of {len(panel.names)} panel features as inputs, "

@@ -35,7 +35,9 @@ from spread.runfolder import MANIFEST_FILE, PRIOR_FILE, atomic_write, is_tempora
 
 if TYPE_CHECKING:
     from spread.competition import Competition
+    from spread.config import Config
     from spread.model import GatedTransformer
+    from spread.scaling import Scaler
 
 MANIFEST_FORMAT = 1
 REQUIRED_KEYS = ("model", "config", "feature_names", "target_names", "target_lags", "target_scale", "gate_mask")
@@ -59,6 +61,27 @@ def to_cpu_plain(value: Any) -> Any:
         items = [to_cpu_plain(item) for item in value]
         return tuple(items) if isinstance(value, tuple) else items
     return value
+
+
+def serving_state(
+    model: "GatedTransformer", cfg: "Config", feature_names: list[str], scaler: "Scaler", target_names: list[str],
+    target_lags: Any, target_scale: Any,
+) -> dict:
+    """The part of a checkpoint that serving reads (`REQUIRED_KEYS` and the scaler): the weights, the gate mask,
+    the resolved config, the model's input features and their scaling, the targets with their lags and scales.
+    The trainer adds its training state (`spread.fit.checkpoint_state`); a test or bench writes it as is."""
+    from spread.config import config_to_dict
+
+    return {
+        "model": model.state_dict(),
+        "config": config_to_dict(cfg),
+        "feature_names": list(feature_names),
+        "scaler": scaler.to_dict(),
+        "gate_mask": model.gate.mask,
+        "target_names": list(target_names),
+        "target_lags": torch.as_tensor(target_lags).tolist(),
+        "target_scale": torch.as_tensor(target_scale).tolist(),
+    }
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

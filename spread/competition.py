@@ -15,7 +15,6 @@ column and line: a text cell becomes null, label columns are matched by name. In
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,6 @@ log = logging.getLogger(__name__)
 
 TRAIN, LABELS, PAIRS, TEST = "train.csv", "train_labels.csv", "target_pairs.csv", "test.csv"
 LAG_DIR = "lagged_test_labels"
-LAG_FILE = re.compile(r"test_labels_lag_(\d+)\.csv$")
 VALID_LAGS = range(1, 5)
 
 

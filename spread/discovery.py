@@ -26,11 +26,6 @@ MAX_DEPTH = 6
 """How many folder levels below a search root are visited (`competitions/<owner>/<slug>/<run>/<fold>` fits)."""
 
 
-def on_kaggle() -> bool:
-    """True inside a Kaggle kernel (its input mount exists or its runtime variables are set)."""
-    return KAGGLE_INPUT.is_dir() or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
-
-
 def working_dir() -> Path:
     """Where outputs go: `/kaggle/working` on Kaggle, else the current directory."""
     return KAGGLE_WORKING if KAGGLE_WORKING.is_dir() else Path.cwd()

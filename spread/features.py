@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from spread.errors import ConfigError, DataError
+from spread.errors import ConfigError, DataError, check_range
 from spread.targets import release_date
 
 OHLC_SUFFIXES = ("open", "high", "low", "close")
@@ -64,8 +64,7 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if any(not isinstance(h, int) or h < 1 for h in self.return_horizons):
             raise ConfigError(f"features.return_horizons: expected positive integers, got {self.return_horizons}")
-        if self.ffill_limit < 0:
-            raise ConfigError(f"features.ffill_limit: expected >= 0, got {self.ffill_limit}")
+        check_range("features", "ffill_limit", self.ffill_limit, low=0)
 
     def lookback(self) -> int:
         """How many raw rows before t any feature of row t may read (revealed labels read no raw row)."""

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from spread.checkpoint import load_checkpoint, save_checkpoint
+from spread.checkpoint import load_checkpoint, save_checkpoint, serving_state
 from spread.competition import Competition
 from spread.errors import ConfigError
 from spread.forecast import predict_dataset
@@ -271,27 +271,19 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
 
 
 def checkpoint_state(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPlan, state: FitState) -> dict:
-    """Everything a checkpoint holds (see `spread.checkpoint`)."""
-    from spread.config import config_to_dict
-
+    """Everything a checkpoint holds (see `spread.checkpoint`): what serving reads, then the training state."""
     model = learner.raw_model
     schedule = {"name": ctx.cfg.train.schedule, "step": state.step, "total_steps": plan.total_steps,
                 "warmup_steps": warmup_steps(ctx.cfg.train, plan.total_steps)}
     return {
-        "model": model.state_dict(),
+        **serving_state(model, ctx.cfg, job.data.feature_names, job.data.scaler, ctx.comp.target_names,
+                        ctx.target_lags, learner.target_scale),
         "optimizer": learner.optimizer.state_dict(),
         "scheduler": schedule,
         "grad_scaler": learner.grad_scaler.state_dict(),
-        "config": config_to_dict(ctx.cfg),
-        "feature_names": list(job.data.feature_names),
-        "scaler": job.data.scaler.to_dict(),
         "screen_dropped": dict(job.data.screen.dropped),
-        "gate_mask": model.gate.mask,
         "gate": model.gate.values().detach().tolist(),
-        "target_names": ctx.comp.target_names,
         "target_pairs": ctx.comp.pairs["pair"].to_list(),
-        "target_lags": ctx.target_lags.tolist(),
-        "target_scale": learner.target_scale.tolist(),
         "fold": job.fold.record(),
         "role": job.role,
         "seed": job.seed,

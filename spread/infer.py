@@ -77,13 +77,6 @@ MEMBER_SETS = ("served", "holdout", "folds", "final")
 RERUN_VARIABLE = "KAGGLE_IS_COMPETITION_RERUN"
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto": the first CUDA device when there is one, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # history
 
@@ -519,7 +512,7 @@ def usable(values: np.ndarray) -> bool:
     return values.size > 0 and bool(np.isfinite(values).all()) and float(values.max() - values.min()) > 0
 
 
-def spread_out(values: np.ndarray) -> np.ndarray:
+def break_ties(values: np.ndarray) -> np.ndarray:
     """`values` with a tiny index-ordered tie-break when constant, so that the answer is never constant."""
     if usable(values):
         return values
@@ -567,7 +560,7 @@ class Predictor:
         self.history = history
         self.pairs = pairs.select("target", "lag", "pair")
         self.members = members
-        self.prior = spread_out(np.asarray(prior, dtype=np.float64))
+        self.prior = break_ties(np.asarray(prior, dtype=np.float64))
         self.prior_source = prior_source
         """Where the prior came from: "run" (its prior.json), "labels" (train_labels.csv) or "given"."""
         self.device = torch.device(device)
@@ -601,8 +594,9 @@ class Predictor:
         """
         from spread.checkpoint import read_manifest
         from spread.competition import load_competition
+        from spread.runtime import resolve_device
 
-        run_dir, device = Path(run_dir), resolve_device(device)
+        run_dir, device = Path(run_dir), resolve_device(device, strict=False)
         started = time.perf_counter()
         problems = Problems() if problems is None else problems
         manifest = read_manifest(run_dir)
@@ -892,7 +886,7 @@ def emergency_values(
 
     try:
         values, source = served_prior(run_dir, target_names, labels, problems)
-        return spread_out(values), "prior"
+        return break_ties(values), "prior"
     except Exception as exc:  # nothing left but the placeholder
         problems.report("placeholder", f"no prior either ({type(exc).__name__}: {exc}): placeholder answers",
                         logging.ERROR)

@@ -1,7 +1,7 @@
 """The run folder's layout: every file name a run writes, and the atomic writes that make its files whole.
 
-The counterpart of the competition writer (`spread.layout`): one place owns the names, so the trainer, the run
-log, the gate analysis, checkpoints and the manifest agree on them.
+The counterpart of the competition writer (`spread.competition_writer`): one place owns the names, so the trainer,
+the run log, the gate analysis, checkpoints and the manifest agree on them.
 
     RUN/config.yaml            the resolved config (a resumed run must match it)
     RUN/data.json              the competition folder the run trains on (`train --resume RUN` reads it)

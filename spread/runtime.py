@@ -53,11 +53,16 @@ class Runtime:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
 
 
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+def resolve_device(requested: str | torch.device, local_rank: int = 0, strict: bool = True) -> torch.device:
+    """"auto": this process's CUDA device when there is one, else the CPU; "cuda": this process's CUDA device.
+
+    `strict` (training): ConfigError when CUDA is asked for and absent. The predictor is not strict: it tries the
+    device it is given and retries each member on the CPU when that fails (`spread.infer.place_member`)."""
+    requested = str(requested)
     if requested == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     device = torch.device(f"cuda:{local_rank}" if requested == "cuda" else requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if strict and device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {requested!r} requested but CUDA is not available")
     return device
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from spread.errors import ArtifactError, ConfigError
+from spread.errors import ArtifactError, ConfigError, check_range
 from spread.features import column_chunks
 
 T = TypeVar("T")
@@ -49,8 +49,7 @@ class ScalingConfig:
     """Clip standardised values to [-clip, clip] (0 disables clipping)."""
 
     def __post_init__(self) -> None:
-        if self.clip < 0:
-            raise ConfigError(f"scaling.clip: expected >= 0, got {self.clip}")
+        check_range("scaling", "clip", self.clip, low=0)
 
 
 def column_quantiles(block: np.ndarray, quantiles: list[float]) -> np.ndarray:

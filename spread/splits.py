@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from spread.errors import ConfigError, DataError
+from spread.errors import ConfigError, DataError, check_choice, check_range
 from spread.targets import release_date
 
 SCHEMES = ("expanding", "sliding")
@@ -53,13 +53,11 @@ class SplitConfig:
     """Add the competition-like holdout fold (named "holdout") after the walk-forward folds."""
 
     def __post_init__(self) -> None:
-        if self.scheme not in SCHEMES:
-            raise ConfigError(f"split.scheme: expected one of {SCHEMES}, got {self.scheme!r}")
+        check_choice("split", "scheme", self.scheme, SCHEMES)
         for name in ("val_size", "step", "min_train", "train_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"split.{name}: expected >= 1, got {getattr(self, name)}")
-        if self.n_folds < 0 or self.embargo < 0:
-            raise ConfigError("split.n_folds and split.embargo must be >= 0")
+            check_range("split", name, getattr(self, name), low=1)
+        for name in ("n_folds", "embargo"):
+            check_range("split", name, getattr(self, name), low=0)
         if self.n_folds == 0 and not self.holdout:
             raise ConfigError("split: n_folds = 0 and holdout = false leave no fold")
 

@@ -72,7 +72,7 @@ import numpy as np
 import polars as pl
 
 from spread.errors import ConfigError
-from spread.layout import ORACLE_FILE, draw_pairs, refuse_non_empty, write_competition
+from spread.competition_writer import ORACLE_FILE, draw_pairs, refuse_non_empty, write_competition
 from spread.targets import parse_pair
 
 LME_METALS = ("AH", "CA", "PB", "ZS")

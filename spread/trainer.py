@@ -118,7 +118,7 @@ def final_fold(comp: Competition, limit: int) -> Fold:
 
 def load_oracle(data_dir: Path, comp: Competition) -> np.ndarray | None:
     """The synthetic generator's oracle predictions on the train dates, when the folder has them."""
-    from spread.layout import ORACLE_FILE
+    from spread.competition_writer import ORACLE_FILE
     from spread.metrics import read_table
 
     path = data_dir / ORACLE_FILE

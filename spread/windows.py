@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from spread.competition import Competition
-from spread.errors import ArtifactError, ConfigError, DataError
+from spread.errors import ArtifactError, ConfigError, DataError, check_range
 from spread.features import FeatureConfig, Panel, build_panel, panel_inputs, released
 from spread.scaling import Scaler, ScalingConfig
 from spread.screening import ScreenConfig, ScreenResult, screen_features, training_rows
@@ -53,8 +53,10 @@ class DataConfig:
     """DataLoader worker processes (0: load in the training process)."""
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.batch_size < 1 or self.num_workers < 0 or not self.time_scale > 0:
-            raise ConfigError("data: window and batch_size must be >= 1, num_workers >= 0 and time_scale > 0")
+        check_range("data", "window", self.window, low=1)
+        check_range("data", "batch_size", self.batch_size, low=1)
+        check_range("data", "num_workers", self.num_workers, low=0)
+        check_range("data", "time_scale", self.time_scale, low=0, low_open=True)
 
 
 class WindowSource:

@@ -32,15 +32,9 @@ from spread.competition import load_competition
 from spread.config import Config, load_config
 from spread.errors import ConfigError, DataError
 from spread.prior import mean_rank_prior
-from spread.synth import generate
 from spread.windows import competition_panel, label_matrix
 
 SMALL_SPLIT = ["split.val_size=30", "split.step=30", "split.min_train=50"]
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(tmp_path_factory.mktemp("synth") / "small", seed=0, preset="small")
 
 
 @pytest.fixture(scope="module")

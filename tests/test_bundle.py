@@ -19,6 +19,8 @@ from spread.config import config_to_dict, load_config
 from spread.discovery import find_competition_dir, find_run_dir
 from spread.errors import ConfigError
 
+from conftest import TINY_RUN
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import build_bundle  # noqa: E402  (a top-level script of the repository)
@@ -578,16 +580,11 @@ def _resource_module(kernel: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_bundled_train_kernel_under_torchrun_writes_one_run_folder(tmp_path: Path) -> None:
+def test_bundled_train_kernel_under_torchrun_writes_one_run_folder(small: Path, tmp_path: Path) -> None:
     """Kaggle's T4 x2 path, on 2 gloo CPU processes: torchrun on the bundled script, config embedded at build."""
     from spread.checkpoint import verify_manifest
-    from spread.synth import generate
-
-    data = generate(tmp_path / "data", seed=0, preset="small")
-    tiny = ["data.window=8", "data.batch_size=16", "features.return_horizons=[1, 5]", "screen.min_abs_ic=0.0",
-            "split.n_folds=0", "model.d_model=8", "model.n_layers=1", "model.n_heads=2", "model.mlp_ratio=1",
-            "model.time2vec_dim=2", "train.epochs=2", "train.max_steps_per_epoch=3"]
-    folders = build_bundle.build(tmp_path / "dist", owner="alice", overrides=tiny)
+    data = small
+    folders = build_bundle.build(tmp_path / "dist", owner="alice", overrides=[*TINY_RUN, "split.n_folds=0"])
     work = tmp_path / "work"
     work.mkdir()
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -18,11 +18,11 @@ from spread.errors import ArtifactError
 from spread.model import GatedTransformer
 from spread.prior import mean_rank_prior, read_prior, write_prior
 
-TINY_MODEL = ["model.d_model=8", "model.n_layers=1", "model.n_heads=2", "model.time2vec_dim=2", "model.dropout=0.0"]
+from conftest import TINY_RUN
 
 
 def tiny_checkpoint() -> tuple[dict, GatedTransformer]:
-    cfg = load_config(None, TINY_MODEL)
+    cfg = load_config(None, TINY_RUN)
     lags = [1, 1, 2, 2, 3]
     torch.manual_seed(0)
     model = GatedTransformer(cfg.model, n_features=6, target_lags=lags)

@@ -15,23 +15,21 @@ import torch
 from spread.checkpoint import load_checkpoint, verify_manifest
 from spread.config import config_from_dict, load_config
 from spread.model import GatedTransformer
-from spread.synth import generate
 from spread.runtime import seed_everything
 from spread.trainer import train
+
+from conftest import TINY_RUN
 
 REPO = Path(__file__).resolve().parents[1]
 # Full batches only (max_steps_per_epoch), no dropout: the two ranks' half batches together are exactly the
 # single-process batch, so the runs differ only by how masked means are split over the ranks.
-OVERRIDES = [
-    "data.window=8", "data.batch_size=16", "features.return_horizons=[1, 5]", "screen.min_abs_ic=0.0",
-    "split.n_folds=0", "model.d_model=8", "model.n_layers=1", "model.n_heads=2", "model.mlp_ratio=1",
-    "model.time2vec_dim=2", "model.dropout=0.0", "train.epochs=2", "train.max_steps_per_epoch=4", "train.lr=0.001",
-]
+OVERRIDES = [*TINY_RUN, "split.n_folds=0", "model.dropout=0.0", "train.max_steps_per_epoch=4"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_torchrun_two_gloo_processes_match_single_process(tmp_path: Path) -> None:
-    data = generate(tmp_path / "small", seed=0, preset="small")
+def test_torchrun_two_gloo_processes_match_single_process(small: Path, tmp_path: Path) -> None:
+    data = small
     single = train(load_config(None, OVERRIDES), data, tmp_path / "single")
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from spread.checkpoint import verify_manifest
-from spread.synth import generate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -34,8 +34,9 @@ def _run_hidden(script: Path, args: list[str], cwd: Path) -> subprocess.Complete
     return result
 
 
-def test_bundled_kernels_train_and_serve_the_small_preset(tmp_path: Path) -> None:
-    data = generate(tmp_path / "data", seed=0, preset="small")
+@pytest.mark.slow
+def test_bundled_kernels_train_and_serve_the_small_preset(small: Path, tmp_path: Path) -> None:
+    data = small
     dist = build_bundle.build(tmp_path / "dist")
     work = tmp_path / "empty"
     work.mkdir()

@@ -331,7 +331,18 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_base(tmp_path_factory.mktemp("faults"))
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+FAST_SCENARIOS = {
+    "clean", "test.csv text cell", "lag file column missing", "train.csv unreadable: the run's prior",
+    "nothing readable: the placeholder", "one checkpoint of two altered", "device fails at load",
+    "lag batches are None", "served +-inf", "0-row test frame",
+}
+"""One scenario of each kind of fault for the developer loop; the others (about 0.5 s each, 30 s together) are
+marked slow."""
+
+
+@pytest.mark.parametrize("scenario", [
+    pytest.param(s, id=s.name, marks=() if s.name in FAST_SCENARIOS else pytest.mark.slow) for s in SCENARIOS
+])
 def test_every_call_is_answered_by_the_model_wherever_it_can(
     scenario: Scenario, base: tuple[Path, Path], tmp_path: Path, single_thread
 ) -> None:

@@ -273,6 +273,7 @@ def test_gateway_command_exits_1_when_degraded_outside_the_rerun(
     assert main(["gateway", "--data", str(comp), "--run", str(run), "--out", str(tmp_path / "s.parquet")]) == 0
 
 
+@pytest.mark.slow
 def test_gateway_command_prints_its_score_once_and_last(roles_run, tmp_path: Path) -> None:
     """stdout and stderr together, as a terminal shows them: nothing (no log line) after the score."""
     import os

@@ -128,6 +128,7 @@ def test_epoch_rule() -> None:
     assert epoch_count(TrainConfig(epochs=10, final_fit_epochs=6), [3, 8])[0] == 6
 
 
+@pytest.mark.slow
 def test_the_holdout_epoch_count_ignores_its_own_validation_labels(small: Path, tmp_path: Path) -> None:
     """Labels of the holdout's validation dates (the scored test dates) changed: same epoch count, same weights."""
     overrides = [*TINY_RUN, "split.n_folds=2", "train.epochs=3"]

@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 import torch
 
-from spread.checkpoint import save_checkpoint, write_manifest
+from spread.checkpoint import save_checkpoint, serving_state, write_manifest
 from spread.competition import load_competition
-from spread.config import config_from_dict, config_to_dict
+from spread.config import config_from_dict
 from spread.errors import ArtifactError
 from spread.gateway import generate_batches, read_served_files, run_gateway
 from spread.infer import History, Predictor, make_predict
@@ -50,13 +50,8 @@ def write_run(
     for index, (folder, extra) in enumerate(members.items()):
         torch.manual_seed(seed + index)
         model = GatedTransformer(cfg.model, n_features=len(keep), target_lags=comp.target_lags.tolist())
-        ckpt = {
-            "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": keep,
-            "scaler": scaler.to_dict(), "gate_mask": torch.ones(len(keep), dtype=torch.bool),
-            "target_names": comp.target_names, "target_lags": comp.target_lags.tolist(),
-            "target_scale": scale.tolist(), **extra,
-        }
-        save_checkpoint(run / folder / "best.pt", ckpt)
+        ckpt = serving_state(model, cfg, keep, scaler, comp.target_names, comp.target_lags, scale)
+        save_checkpoint(run / folder / "best.pt", {**ckpt, **extra})
         models.append(model.eval())
     write_prior(run / "prior.json", comp.target_names, mean_rank_prior(comp.labels.drop("date_id").to_numpy()))
     write_manifest(run, inference or [f"{folder}/best.pt" for folder in members])

@@ -6,33 +6,23 @@ lazy imports of `spread/cli.py`, the one core module allowed to name it.
 
 from __future__ import annotations
 
-import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "spread"
+sys.path.insert(0, str(PACKAGE_DIR.parent))
+import build_bundle  # noqa: E402  (a top-level script of the repository)
+
 LAB = "spread.lab"
 DISPATCHER = "cli.py"
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """Every module an import statement anywhere in `path` names (relative imports resolved inside `spread`)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # a core module sits directly in spread/, so one dot is the package itself
-                base = ".".join(filter(None, ["spread", base]))
-            names.add(base)
-            names |= {f"{base}.{alias.name}" for alias in node.names}  # `from spread import lab`
-    return names
-
-
 def _lab_imports(path: Path) -> set[str]:
-    return {name for name in _imported_modules(path) if name == LAB or name.startswith(LAB + ".")}
+    """The lab modules `path` imports anywhere outside `if TYPE_CHECKING:` blocks, relative imports resolved inside
+    `spread` (the bundle's walker, as in test_imports: an import that never runs neither loads nor embeds the lab)."""
+    return {name for name in build_bundle.imported_names(path, "spread") if name == LAB or name.startswith(LAB + ".")}
 
 
 def _core_modules() -> list[Path]:
@@ -58,6 +48,8 @@ def test_the_walk_sees_every_import_form(tmp_path: Path) -> None:
     assert _lab_imports(probe) == {"spread.lab", "spread.lab.grid"}
     probe.write_text("from spread.labels import x\nimport spreadlab\n")
     assert not _lab_imports(probe)
+    probe.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from spread.lab import grid\n")
+    assert not _lab_imports(probe)  # never runs: the kernels neither load nor embed it
 
 
 def test_kernels_do_not_import_the_lab() -> None:

@@ -75,22 +75,6 @@ def test_gradients_reach_gate_time2vec_and_every_head():
         assert head.weight.grad.abs().sum() > 0, name
 
 
-def test_gate_values_stay_in_unit_interval():
-    model = make_model()
-    assert torch.allclose(model.gate.values(), torch.sigmoid(torch.tensor(TINY.gate_init)).expand(5))
-    with torch.no_grad():
-        model.gate.logit.copy_(torch.tensor([-1e4, -3.0, 0.0, 3.0, 1e4]))  # saturated both ways
-    values = model.gate.values()
-    assert ((values >= 0) & (values <= 1)).all()
-    for _ in range(5):  # big gradient steps on the logits, pushing some gates up and others down
-        model.zero_grad()
-        (model(*make_batch()).reg.sum() * 10 - model.gate.l1() * 100).backward()
-        with torch.no_grad():
-            model.gate.logit -= 10.0 * model.gate.logit.grad
-        values = model.gate.values()
-        assert ((values >= 0) & (values <= 1)).all()
-
-
 def test_frozen_mask_prunes_features_from_values_l1_and_outputs():
     model = make_model(replace(TINY, dropout=0.0))
     keep = torch.tensor([True, False, True, True, False])
@@ -222,7 +206,6 @@ def test_construction_is_deterministic_with_a_seed():
     first, second = make_model(seed=7), make_model(seed=7)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert first.num_parameters() == sum(p.numel() for p in first.parameters()) > 0
 
 
 @pytest.mark.parametrize(

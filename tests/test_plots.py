@@ -16,7 +16,6 @@ from spread.cli import main
 from spread.config import load_config
 from spread.errors import DataError
 from spread.plots import PLOTS_DIR, RUN_PLOTS, plot_bench_scores, write_run_plots
-from spread.synth import generate
 from spread.trainer import train
 
 from conftest import TINY_RUN
@@ -25,11 +24,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, single_thread: None) -> Path:
+def run(tmp_path_factory: pytest.TempPathFactory, small: Path, single_thread: None) -> Path:
     """A finished run folder from the trainer itself: one walk-forward fold and the holdout."""
     root = tmp_path_factory.mktemp("plots")
-    data = generate(root / "small", seed=0, preset="small")
-    train(load_config(None, [*TINY_RUN, "train.plots=true"]), data, root / "run")
+    train(load_config(None, [*TINY_RUN, "train.plots=true"]), small, root / "run")
     return root / "run"
 
 
@@ -49,6 +47,7 @@ def assert_png(path: Path) -> np.ndarray:
     return image
 
 
+@pytest.mark.slow
 def test_every_picture_of_a_run_is_a_valid_png(run: Path, tmp_path: Path, capsys) -> None:
     written = write_run_plots(run)
     assert written == [run / PLOTS_DIR / name for name in RUN_PLOTS]

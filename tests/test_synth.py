@@ -18,7 +18,7 @@ from spread.lab.baselines import competition_folds, run_baseline
 from spread.competition import Competition, check_labels, load_competition
 from spread.config import load_config
 from spread.errors import ConfigError, DataError
-from spread.layout import ORACLE_FILE, draw_pairs, write_competition
+from spread.competition_writer import ORACLE_FILE, draw_pairs, write_competition
 from spread.metrics import rank_correlation_sharpe
 from spread.synth import DEFAULT_PRESET, PRESETS, RECORDED, MarketState, build_universe, generate, market_model
 from spread.targets import compute_targets, parse_pair
@@ -34,8 +34,9 @@ PRICE_PATTERN = r"LME_[A-Z]{2}_Close|JPX_[A-Za-z0-9_-]+_Futures_Close|US_Stock_[
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Competition:
-    return load_competition(generate(tmp_path_factory.mktemp("synth") / "small", seed=0, preset="small"))
+def small(small: Path) -> Competition:
+    """conftest's `small` preset, loaded."""
+    return load_competition(small)
 
 
 def group_of(name: str) -> str:
@@ -288,6 +289,7 @@ TINY = dataclasses.replace(
 )
 
 
+@pytest.mark.slow
 def test_oracle_is_the_conditional_expectation_by_brute_force() -> None:
     """From the simulated state at several dates, 60 000 continuations of the generator's own dynamics average to
     the oracle's expected log change of every asset at every lag (within 4.5 standard errors), and do not average

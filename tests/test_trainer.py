@@ -31,13 +31,12 @@ from spread.trainer import train
 from spread.windows import EpochSampler, prepare_fold
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-TINY = TINY_RUN
 
 
 @pytest.fixture(scope="module")
 def tiny_run(small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    return run, train(load_config(None, TINY), small, run)
+    return run, train(load_config(None, TINY_RUN), small, run)
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -134,7 +133,7 @@ def test_precision_choice_on_the_cpu() -> None:
 
 
 def test_bf16_autocast_training_step_on_the_cpu() -> None:
-    cfg = load_config(None, [*TINY, "train.amp=bf16"])
+    cfg = load_config(None, [*TINY_RUN, "train.amp=bf16"])
     lags = [1, 1, 2, 2]
     torch.manual_seed(0)
     model = GatedTransformer(cfg.model, n_features=5, target_lags=lags)
@@ -210,7 +209,7 @@ def test_best_checkpoint_is_self_describing_and_reproduces_its_score(tiny_run: t
     from spread.competition import load_competition
     from spread.splits import Fold
 
-    cfg = load_config(None, TINY)
+    cfg = load_config(None, TINY_RUN)
     record = ckpt["fold"]
     fold = Fold("holdout", tuple(record["train_dates"]), tuple(record["val_dates"]), record["embargo"], record["cutoff"])
     data = prepare_fold(load_competition(small), fold, cfg.features, cfg.screen, cfg.scaling, cfg.data)
@@ -223,9 +222,9 @@ def test_best_checkpoint_is_self_describing_and_reproduces_its_score(tiny_run: t
 
 def test_same_seed_same_data_gives_identical_weights(tiny_run: tuple[Path, dict], small: Path, tmp_path: Path) -> None:
     run, _ = tiny_run
-    train(load_config(None, TINY), small, tmp_path / "again")
+    train(load_config(None, TINY_RUN), small, tmp_path / "again")
     assert_same_weights(run, tmp_path / "again", ["fold0/last.pt", "holdout/last.pt", "holdout/best.pt"])
-    other = load_config(None, [*TINY, "seed=1", "split.n_folds=0", "train.tensorboard=true"])
+    other = load_config(None, [*TINY_RUN, "seed=1", "split.n_folds=0", "train.tensorboard=true"])
     train(other, small, tmp_path / "seed1")
     assert not torch.equal(weights(run / "holdout/last.pt")["input_proj.weight"],
                            weights(tmp_path / "seed1/holdout/last.pt")["input_proj.weight"])
@@ -250,7 +249,7 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
     monkeypatch.setattr(fit, "save_checkpoint", crash_after_first_epoch)
     resumed = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        train(load_config(None, TINY), small, resumed)
+        train(load_config(None, TINY_RUN), small, resumed)
     assert load_checkpoint(resumed / "fold0" / "last.pt")["epoch"] == 1
     assert not (resumed / "holdout").exists()
 
@@ -269,9 +268,9 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
 def test_run_folder_guards(tiny_run: tuple[Path, dict], small: Path) -> None:
     run, _ = tiny_run
     with pytest.raises(ConfigError, match="not empty"):
-        train(load_config(None, TINY), small, run)
+        train(load_config(None, TINY_RUN), small, run)
     with pytest.raises(ConfigError, match="changed: model.d_model"):
-        train(load_config(None, [*TINY, "model.d_model=16"]), small, run, resume=True)
+        train(load_config(None, [*TINY_RUN, "model.d_model=16"]), small, run, resume=True)
 
 
 def noisy_copy(source: Path, target: Path, after: int) -> Path:
@@ -296,7 +295,7 @@ def test_leak_noise_after_train_end_plus_5_changes_nothing(small: Path, tmp_path
     gives bit-identical weights when every row and label after T + 5 is noise."""
     end = 250
     noisy = noisy_copy(small, tmp_path / "noisy", after=end + 5)
-    overrides = [*TINY, f"data.train_end={end}", "split.holdout=false", "train.final_fit=true",
+    overrides = [*TINY_RUN, f"data.train_end={end}", "split.holdout=false", "train.final_fit=true",
                  "train.finetune_pruned=true", "train.finetune_epochs=1", "train.prune_top_k=20"]
     cfg = load_config(None, overrides)
     clean_summary = train(cfg, small, tmp_path / "clean")
@@ -321,6 +320,7 @@ def test_leak_noise_after_train_end_plus_5_changes_nothing(small: Path, tmp_path
     assert verify_manifest(tmp_path / "clean")["inference"]["checkpoints"] == ["final-s0/best.pt"]
 
 
+@pytest.mark.slow
 def test_smoke_config_beats_random_on_the_small_preset(small: Path, tmp_path: Path) -> None:
     summary = train(load_config(CONFIGS[0].parent / "smoke.yaml"), small, tmp_path / "smoke")
     rng = np.random.default_rng(0)
@@ -366,11 +366,11 @@ def test_a_failed_train_writes_nothing(small: Path, tmp_path: Path, capsys: pyte
     }
     for name, argv in cases.items():
         run = tmp_path / name.replace(" ", "_")
-        assert main(["train", "--out", str(run), *TINY, *argv]) == 2, name
+        assert main(["train", "--out", str(run), *TINY_RUN, *argv]) == 2, name
         assert not run.exists(), name
         assert "error:" in capsys.readouterr().err
     # and the fixed command then runs in that same folder
-    assert main(["train", "--out", str(tmp_path / "bad_config"), "--data", str(small), *TINY]) == 0
+    assert main(["train", "--out", str(tmp_path / "bad_config"), "--data", str(small), *TINY_RUN]) == 0
 
 
 def test_pruned_features_file_and_summary_agree(tiny_run: tuple[Path, dict]) -> None:

@@ -12,7 +12,6 @@ pytest.importorskip("optuna")
 
 from spread.config import Config, load_config  # noqa: E402
 from spread.errors import ConfigError  # noqa: E402
-from spread.synth import generate  # noqa: E402
 from spread.lab.tune import SearchSpace, tune, with_params  # noqa: E402
 
 TINY = [
@@ -23,11 +22,7 @@ TINY = [
 TINY_SPACE = SearchSpace(windows=[16, 32], d_models=[24], heads=[2, 4], layers=(1, 1))
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(tmp_path_factory.mktemp("synth") / "small", seed=0, preset="small")
-
-
+@pytest.mark.slow
 def test_two_trials_write_a_loadable_best_config_and_resume(small: Path, tmp_path: Path) -> None:
     cfg = load_config(None, TINY)
     best_yaml = tmp_path / "configs" / "tuned.yaml"

@@ -48,7 +48,7 @@ from spread.competition import Competition, load_competition
 from spread.config import Config, save_config
 from spread.errors import ConfigError, DataError
 from spread.features import Panel, log_levels, raw_matrix, released, revealed_label_features, write_differences
-from spread.layout import ORACLE_FILE
+from spread.competition_writer import ORACLE_FILE
 from spread.metrics import average_ranks, validation_metrics
 from spread.prior import UNSEEN, mean_rank_prior
 from spread.runfolder import SUMMARY_FILE, write_json

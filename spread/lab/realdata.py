@@ -3,9 +3,9 @@
 A model tuned on the synthetic generator only proves it can find what the generator planted. To measure the margin
 over simple baselines on data nobody tuned it to, this module turns any wide daily price table into a folder laid
 out exactly like the MITSUI challenge (shared COMPETITION.md), using the same writer as the synthetic generator
-(`spread.layout.write_competition`: labels by `spread.targets`, test.csv with `is_scored`, lag files by the release
-rule) and the same real-like pair drawing (`spread.layout.draw_pairs`: lags 1-4, mostly two-leg spreads, some single
-assets, some reversed).
+(`spread.competition_writer.write_competition`: labels by `spread.targets`, test.csv with `is_scored`, lag files by
+the release rule) and the same real-like pair drawing (`spread.competition_writer.draw_pairs`: lags 1-4, mostly
+two-leg spreads, some single assets, some reversed).
 
 Input table: a `date_id` (integers) or `date` (calendar dates, any case) column plus numeric columns.
 - Rows. With `date`, each row present is a trading date and rows are renumbered 0..n-1 in date order (a holiday is a
@@ -35,7 +35,7 @@ import polars as pl
 
 from spread.competition import coerce_numeric
 from spread.errors import ConfigError, DataError
-from spread.layout import draw_pairs, write_competition
+from spread.competition_writer import draw_pairs, write_competition
 
 log = logging.getLogger(__name__)
 
