@@ -51,7 +51,8 @@ CONFIG_READERS = ("train",)
 kernel rebuilds its models from the config stored in each checkpoint)."""
 LAYERS = (
     ("spread", "spread.errors"),
-    ("spread.competition", "spread.competition_writer", "spread.synth", "spread.targets"),
+    ("spread.competition", "spread.competition_writer", "spread.synth", "spread.synth_market", "spread.synth_momentum",
+     "spread.synth_presets", "spread.targets"),
     ("spread.features", "spread.scaling", "spread.screening", "spread.splits", "spread.windows"),
     ("spread.model",),
     ("spread.losses", "spread.metrics"),
