@@ -51,14 +51,16 @@ CONFIG_READERS = ("train",)
 kernel rebuilds its models from the config stored in each checkpoint)."""
 LAYERS = (
     ("spread", "spread.errors"),
-    ("spread.competition", "spread.competition_writer", "spread.synth", "spread.targets"),
+    ("spread.competition", "spread.competition_writer", "spread.synth", "spread.synth_market", "spread.synth_momentum",
+     "spread.synth_presets", "spread.targets"),
     ("spread.features", "spread.scaling", "spread.screening", "spread.splits", "spread.windows"),
     ("spread.model",),
     ("spread.losses", "spread.metrics"),
     ("spread.config", "spread.train_config"),
     ("spread.checkpoint", "spread.fit", "spread.forecast", "spread.optim", "spread.prior", "spread.pruning",
      "spread.runfolder", "spread.runlog", "spread.runtime", "spread.trainer"),
-    ("spread.discovery", "spread.gateway", "spread.infer", "spread.plots", "spread.publish"),
+    ("spread.discovery", "spread.fallback", "spread.gateway", "spread.infer", "spread.members", "spread.plots",
+     "spread.problems", "spread.publish", "spread.served"),
 )
 """The kernel core in the order data flows (package, data, features and windows, model, losses, config, training,
 serving): where the import graph leaves the order open, a module of an earlier layer comes first, then by name;

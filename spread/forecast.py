@@ -4,7 +4,7 @@
 regression head is unscaled back to label units with the fold's per-target scale, the score head is used as is,
 and the blend mixes the per-date z-scores of both. It keeps non-finite values: the caller decides what a NaN
 means (validation scores it as 0 so that no date drops out of the score; the predictor drops that member).
-`predict_batch` is the forward pass both the trainer (`predict_dataset`) and `spread.infer.run_member` call, in
+`predict_batch` is the forward pass both the trainer (`predict_dataset`) and `spread.members.run_member` call, in
 eval precision (`spread.runtime.inference_dtype`), so training scores and served answers cannot drift apart.
 """
 

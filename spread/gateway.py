@@ -233,7 +233,7 @@ def score_submission(data_dir: str | Path, submission: pl.DataFrame) -> float:
 
 def in_sample(summary: dict, scored_dates: list[int]) -> dict[str, int]:
     """{served member: how many of `scored_dates` it trained on}, for the members that trained on any."""
-    from spread.infer import trained_dates
+    from spread.members import trained_dates
 
     counts = {m["name"]: len(trained_dates(m["role"], m["fold"], scored_dates)) for m in summary["members"]["served"]}
     return {name: count for name, count in counts.items() if count}

@@ -57,7 +57,7 @@ def resolve_device(requested: str | torch.device, local_rank: int = 0, strict: b
     """"auto": this process's CUDA device when there is one, else the CPU; "cuda": this process's CUDA device.
 
     `strict` (training): ConfigError when CUDA is asked for and absent. The predictor is not strict: it tries the
-    device it is given and retries each member on the CPU when that fails (`spread.infer.place_member`)."""
+    device it is given and retries each member on the CPU when that fails (`spread.members.place_member`)."""
     requested = str(requested)
     if requested == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")

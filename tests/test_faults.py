@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 from spread.checkpoint import load_checkpoint, save_checkpoint, write_manifest
 from spread.gateway import generate_batches, read_served_files, validate_answer
-from spread.infer import History, Predictor, make_predict
+from spread.infer import Predictor, make_predict
+from spread.served import History
 from spread.synth import generate
 from test_infer import write_run
 

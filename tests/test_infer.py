@@ -15,10 +15,11 @@ from spread.competition import load_competition
 from spread.config import config_from_dict
 from spread.errors import ArtifactError
 from spread.gateway import generate_batches, read_served_files, run_gateway
-from spread.infer import History, Predictor, make_predict
+from spread.infer import Predictor, make_predict
 from spread.model import GatedTransformer
 from spread.prior import mean_rank_prior, write_prior
 from spread.scaling import Scaler
+from spread.served import History
 from spread.synth import generate
 from spread.forecast import predict_dataset
 from spread.windows import WindowDataset, competition_panel, scaled_source

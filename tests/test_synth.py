@@ -20,7 +20,9 @@ from spread.config import load_config
 from spread.errors import ConfigError, DataError
 from spread.competition_writer import ORACLE_FILE, draw_pairs, write_competition
 from spread.metrics import rank_correlation_sharpe
-from spread.synth import DEFAULT_PRESET, PRESETS, RECORDED, MarketState, build_universe, generate, market_model
+from spread.synth import generate
+from spread.synth_market import RECORDED, MarketState, market_model
+from spread.synth_presets import DEFAULT_PRESET, PRESETS, build_universe
 from spread.targets import compute_targets, parse_pair
 
 GROUP_PATTERNS = {
