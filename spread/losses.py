@@ -178,10 +178,11 @@ def pairwise_rank_loss(
 
 def unit_ranks(y: Tensor, known: Tensor) -> Tensor:
     """(B, N) per date, the average ranks of the known values, centred and scaled to unit variance (0 elsewhere)."""
-    filled = torch.where(known, y, torch.full_like(y, float("inf")))  # unknown last
-    below = (filled[:, None, :] < filled[:, :, None]) & known[:, None, :]  # (B, N, N): j known and below i
-    ties = (filled[:, None, :] == filled[:, :, None]) & known[:, None, :]  # (B, N, N), i itself included
-    rank = below.sum(-1).float() + 0.5 * (ties.sum(-1).float() - 1.0)  # (B, N) 0-based average ranks
+    filled = torch.where(known, y, torch.full_like(y, float("inf"))).contiguous()  # unknown last
+    ordered = filled.sort(dim=1).values  # (B, N)
+    below = torch.searchsorted(ordered, filled, right=False)  # (B, N): values strictly below
+    at_most = torch.searchsorted(ordered, filled, right=True)  # (B, N): values below or tied, itself included
+    rank = 0.5 * (below + at_most - 1).float()  # (B, N) 0-based average ranks (ties share their mean rank)
     n = known.sum(1, keepdim=True).float()  # (B, 1)
     centred = (rank - 0.5 * (n - 1.0)) / torch.sqrt(((n * n - 1.0) / 12.0).clamp_min(1e-12))  # uniform-rank std
     return torch.where(known, centred, torch.zeros_like(centred))
