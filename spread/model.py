@@ -441,7 +441,7 @@ class GatedTransformer(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, valid: Tensor) -> ModelOutput:
         """x (B, L, F) standardised features, t (B, L) time input, valid (B, L) bool (False = left padding)."""
-        B, L, n_features = x.shape
+        B, _, n_features = x.shape
         if n_features != self.n_features:
             raise DataError(f"model input: expected {self.n_features} features, got {n_features}")
         tokens, t, valid = self.patches(x, t, valid.to(torch.bool))  # (B, S, P, F), (B, S), (B, S)

@@ -56,7 +56,7 @@ def test_step_ms_and_gate_stats_read_the_run_folder(tmp_path):
 
 def test_a_run_is_reused_only_when_finished_with_the_same_command(tmp_path):
     out = tmp_path / "run"
-    argv = ["python", "-m", "spread", "train", "seed=0"]
+    argv = ["python", "-m", "spread", "train", "--config", str(levers.BASE_CONFIG), "seed=0"]
     assert levers.pending(out, argv)
     out.mkdir()
     (out / "partial.txt").write_text("x")

@@ -1,13 +1,14 @@
 """The lever lab: named override sets of the Transformer against a reference and the peers, on the same folds.
 
-    python -m spread.lab.levers --work /tmp/levers [--levers ref patch16 ...] [--data-seeds 0 1 2]
-        [--train-seeds 0] [--peers ridge reduced_rank regularised_prior lightgbm] [--jobs 2] [--out FILE.md]
+    python -m spread.lab.levers --work /tmp/levers [--base configs/default.yaml] [--levers ref patch16 ...]
+        [--data-seeds 0 1 2] [--train-seeds 0] [--peers ridge reduced_rank regularised_prior lightgbm] [--jobs 2]
+        [--out FILE.md]
 
 Every run is a child process (`python -m spread train` or `python -m spread baseline`, OMP_NUM_THREADS=1, at most
 `--jobs` at once) on the synthetic `realistic` preset at its default size, data seed by data seed, with the config
-`BASE_CONFIG` plus `BUDGET` (a short CPU budget and no final fit, identical for every lever) plus the lever's
-overrides. A finished run folder (summary.json present, its command unchanged: `lab.json`) is reused, so an
-interrupted lab resumes.
+`--base` (default `BASE_CONFIG`) plus `BUDGET` (a short CPU budget and no final fit, identical for every lever) plus the lever's
+overrides. A finished run folder (summary.json present, its command and the base config's text unchanged:
+`lab.json`) is reused, so an interrupted lab resumes.
 
 Only honest scores are cells: per walk-forward fold its `honest_score` (the validation score at the epoch count the
 other folds choose) and the holdout's `public_leaderboard_estimate` (fixed length, epochs from the walk-forward
@@ -16,7 +17,7 @@ training seed, fold); a lever is paired with the reference on the same cell, wit
 the same (data seed, fold). Per lever the table gives the mean +- population std over cells, the paired delta, the
 cells won, the median ms per optimiser step (epoch wall time including its validation / steps), the fraction of the
 oracle's mean score on the same cells, and the gate's selection: the share of gates below `train.prune_threshold`,
-and the AUC of the planted drivers' features among the gates (features of the generator's driver FX pairs, the
+the std of the gates within a fit, and the AUC of the planted drivers' features among the gates (features of the generator's driver FX pairs, the
 only inputs of its regime-dependent lead-lag signal; `spread.synth.build_universe` replays the draw).
 """
 
@@ -55,8 +56,13 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "lr1e-3": ("train.lr=0.001",),
     "gate_select": ("model.gate_init=0.0", "loss.gate_lambda=0.0003", "train.gate_lr_scale=100",
                     "train.finetune_pruned=true", "train.finetune_epochs=2"),
+    "gate_init0": ("model.gate_init=0.0",),
+    "gate_strong": ("model.gate_init=0.0", "loss.gate_lambda=0.003", "train.gate_lr_scale=100",
+                    "train.finetune_pruned=true", "train.finetune_epochs=2", "train.prune_top_k=32"),
+    "listwise_gate": ("loss.rank_loss=listwise", "model.gate_init=0.0", "loss.gate_lambda=0.003",
+                      "train.gate_lr_scale=100"),
 }
-"""Lever name -> overrides on top of BASE_CONFIG and BUDGET (ref: the base config itself)."""
+"""Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 PEERS = ("ridge", "reduced_rank", "regularised_prior", "lightgbm")
 HOLDOUT = "holdout"
 
@@ -71,15 +77,16 @@ def data_folder(work: Path, seed: int) -> Path:
     return folder
 
 
-def command(kind: str, name: str, data: Path, out: Path, seed: int, overrides: tuple[str, ...]) -> list[str]:
+def command(kind: str, name: str, data: Path, out: Path, seed: int, overrides: tuple[str, ...],
+            base: Path = BASE_CONFIG) -> list[str]:
     head = ["train"] if kind == "lever" else ["baseline", name]
-    return [sys.executable, "-m", "spread", *head, "--data", str(data), "--out", str(out), "--config",
-            str(BASE_CONFIG), *BUDGET, *overrides, f"seed={seed}"]
+    return [sys.executable, "-m", "spread", *head, "--data", str(data), "--out", str(out), "--config", str(base),
+            *BUDGET, *overrides, f"seed={seed}"]
 
 
 def run_record(argv: list[str]) -> list[str]:
-    """What makes a run folder reusable: its command line and the base config's text."""
-    return [*argv[1:], BASE_CONFIG.read_text()]
+    """What makes a run folder reusable: its command line and the text of its base config (after --config)."""
+    return [*argv[1:], Path(argv[argv.index("--config") + 1]).read_text()]
 
 
 def pending(out: Path, argv: list[str]) -> bool:
@@ -186,7 +193,7 @@ def fmt(mean: float, std: float) -> str:
 
 
 def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[int], peers: list[str],
-        parallel: int) -> str:
+        parallel: int, base: Path = BASE_CONFIG) -> str:
     """Run (or reuse) every run and return the markdown report."""
     from spread.config import load_config
 
@@ -194,16 +201,16 @@ def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[
     for data_seed in data_seeds:
         data = data_folder(work, data_seed)
         for name in levers:
-            load_config(BASE_CONFIG, [*BUDGET, *LEVERS[name]])  # fail fast on a bad override
+            load_config(base, [*BUDGET, *LEVERS[name]])  # fail fast on a bad override
             for seed in train_seeds:
                 out = work / "runs" / name / f"s{data_seed}" / f"t{seed}"
-                argv = command("lever", name, data, out, seed, LEVERS[name])
+                argv = command("lever", name, data, out, seed, LEVERS[name], base)
                 runs[(name, data_seed, seed)] = out
                 if pending(out, argv):
                     jobs.append((out, argv))
         for name in [*peers, "oracle"]:
             out = work / "runs" / name / f"s{data_seed}"
-            argv = command("peer", name, data, out, 0, ())
+            argv = command("peer", name, data, out, 0, (), base)
             runs[(name, data_seed, None)] = out
             if pending(out, argv):
                 jobs.append((out, argv))
@@ -223,7 +230,7 @@ def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[
     peer_scores = {name: cells_of(name, [None])[0] for name in [*peers, "oracle"]}
     oracle_by = {(d, f): v for (d, _, f), v in peer_scores["oracle"].items()}
     best_peer = max(peers, key=lambda name: np.mean(list(peer_scores[name].values()))) if peers else None
-    threshold = load_config(BASE_CONFIG).train.prune_threshold
+    threshold = load_config(base).train.prune_threshold
     lever_scores = {name: cells_of(name, train_seeds)[0] for name in levers}
     reference = lever_scores.get(REFERENCE, {})
 
@@ -235,9 +242,9 @@ def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[
         return np.array([s - peer_scores[best_peer][(d, None, f)] for (d, _, f), s in scores.items()])
 
     lines = [f"Cells: {len(data_seeds)} data seeds x {len(train_seeds)} training seeds x (walk-forward folds + the "
-             f"holdout); budget `{' '.join(BUDGET)}` on `{BASE_CONFIG.relative_to(REPO_ROOT)}`.", "",
+             f"holdout); budget `{' '.join(BUDGET)}` on `{base}`.", "",
              "| lever | overrides | cells | honest score mean ± std | paired Δ vs ref | cells won | Δ vs best peer "
-             "| ms/step | of oracle | gates < thr | driver AUC |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| ms/step | of oracle | gates < thr | gate std | driver AUC |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in levers:
         scores = lever_scores[name]
         values = np.array(list(scores.values()))
@@ -251,7 +258,7 @@ def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[
             f"| {fmt(delta.mean(), delta.std()) if len(delta) else '(reference)'} | {won} "
             f"| {fmt(vs_peer.mean(), vs_peer.std()) if len(vs_peer) else '—'} ({int((vs_peer > 0).sum())}/"
             f"{len(vs_peer)}) | {ms:.0f} | {of_oracle(scores)} | {np.mean([g['closed'] for g in gates]):.0%} "
-            f"| {np.nanmean([g['driver_auc'] for g in gates]):.2f} |")
+            f"| {np.mean([g['gate_std'] for g in gates]):.3f} | {np.nanmean([g['driver_auc'] for g in gates]):.2f} |")
     lines += ["", "| peer | cells | score mean ± std | paired Δ vs best peer | cells won | of oracle |",
               "|---|---|---|---|---|---|"]
     for name in [*peers, "oracle"]:
@@ -291,6 +298,7 @@ def pruned_lines(levers: list[str], runs: dict, data_seeds: list[int], train_see
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="work folder (data, run folders; reused)")
+    parser.add_argument("--base", type=Path, default=BASE_CONFIG, help="base config of every run (the reference)")
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
     parser.add_argument("--data-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0])
@@ -299,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
     args = parser.parse_args(argv)
     levers = args.levers if REFERENCE in args.levers else [REFERENCE, *args.levers]
-    report = lab(args.work, levers, args.data_seeds, args.train_seeds, args.peers, args.jobs)
+    report = lab(args.work, levers, args.data_seeds, args.train_seeds, args.peers, args.jobs, args.base)
     print(report)
     if args.out:
         args.out.write_text(report)
