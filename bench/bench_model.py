@@ -1,6 +1,6 @@
 """CPU benchmark of the gated Transformer: forward+backward time per batch against a plain nn.TransformerEncoder.
 
-    python bench/bench_model.py [--lengths 128 192 256] [--batch 32] [--reps 3]
+    python bench/bench_model.py [--lengths 128 192 256] [--batch 32] [--reps 3] [--patch-lens 1 4 8 16]
 
 For each window length L the default `ModelConfig` (d_model 192, 4 layers, 6 heads) with F features and N targets
 is timed in fp32, training mode, one forward + backward per step, against `PlainBaseline`: the same input
@@ -10,6 +10,9 @@ models alternate so that background load hits all alike; the median of `--reps` 
 is reported, with ratio = ours / plain (target <= 1.0). Two variants of ours at the middle length
 (attention=math, norm=rmsnorm) show whether the defaults are the faster choices. FLOPs per sample are counted by
 torch's FlopCounterMode on a forward pass (matmuls and attention; the backward costs about twice as much).
+A second table times ours with the window cut into tokens of `--patch-lens` rows (`model.patch_len`, PatchTST)
+at every length, against the one-row-per-token model of the same length; `--d-model`, `--layers`, `--heads`
+and `--features` set the shape (default: the `ModelConfig` defaults, 600 features).
 """
 
 from __future__ import annotations
@@ -104,11 +107,15 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=600)
     parser.add_argument("--targets-per-lag", type=int, default=106)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--patch-lens", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--d-model", type=int, default=ModelConfig.d_model)
+    parser.add_argument("--layers", type=int, default=ModelConfig.n_layers)
+    parser.add_argument("--heads", type=int, default=ModelConfig.n_heads)
     args = parser.parse_args()
 
     torch.manual_seed(0)
     lags = [lag for lag in (1, 2, 3, 4) for _ in range(args.targets_per_lag)]
-    cfg = ModelConfig()
+    cfg = ModelConfig(d_model=args.d_model, n_layers=args.layers, n_heads=args.heads)
     ours = GatedTransformer(cfg, args.features, lags).train()
     plain = PlainBaseline(cfg, args.features, len(lags)).train()
     variants = {
@@ -135,6 +142,20 @@ def main() -> None:
         for name in variants:
             if name in seconds:
                 print(f"{'':>5} {name}: {1e3 * seconds[name]:.1f} ms ({seconds[name] / seconds['ours']:.2f} x ours)")
+    patch_table(cfg, args, lags)
+
+
+def patch_table(cfg: ModelConfig, args: argparse.Namespace, lags: list[int]) -> None:
+    """ms per training step of ours at each (window length, patch_len), and the speed-up over patch_len 1."""
+    print(f"\n{'L':>5} {'patch':>5} {'tokens':>6} {'ours ms':>9} {'speed-up':>8}")
+    for length in args.lengths:
+        batch = make_batch(args.batch, length, args.features)
+        models = {p: GatedTransformer(replace(cfg, patch_len=p), args.features, lags).train() for p in args.patch_lens}
+        seconds = time_pair({p: partial(ours_step, model, batch) for p, model in models.items()}, args.reps)
+        base = seconds.get(1)
+        for p, value in seconds.items():
+            speed_up = f"{base / value:8.2f}" if base else f"{'n/a':>8}"
+            print(f"{length:>5} {p:>5} {-(-length // p):>6} {1e3 * value:9.1f} {speed_up}")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,15 @@
 - Regression: Huber (delta 0.2 by default), MSE, or their mean ("hybrid"), averaged over the known targets only.
   `y` is expected pre-scaled by the caller (the trainer divides each target by its lag's train-slice std, so one
   delta suits all four lags); NaN targets are excluded and never reach the arithmetic.
-- Ranking: the pairwise logistic loss of RankNet (Burges et al. 2005) on the score logits, within each date,
-  each pair weighted by |y_i - y_j| (so that swapping two nearly equal targets costs little, cf. LambdaRank's
-  metric-weighted pairs, Burges 2010). The competition metric ranks all 424 targets of a date together, hence the
-  default scope "all"; "lag" keeps pairs within one lag, "both" averages the two. Large cross-sections are
-  subsampled: a fixed number of pairs per date drawn uniformly, fully batched (no loop over dates or pairs).
+- Ranking (`rank_loss`): "pairwise", the pairwise logistic loss of RankNet (Burges et al. 2005) on the score
+  logits, within each date, each pair weighted by |y_i - y_j| (so that swapping two nearly equal targets costs
+  little, cf. LambdaRank's metric-weighted pairs, Burges 2010); large cross-sections are subsampled: a fixed number
+  of pairs per date drawn uniformly, fully batched (no loop over dates or pairs). Or "listwise", the ListNet
+  top-one cross-entropy (Cao et al. 2007; the 5th place of the real competition used a listwise loss): per date,
+  -sum_i softmax(r / tau)_i log softmax(s)_i over the known targets, r the targets' daily ranks scaled to unit
+  variance, so that the loss sees the order the metric scores and no outlier dominates; every target, no sampling.
+  The competition metric ranks all 424 targets of a date together, hence the default scope "all"; "lag" ranks
+  within one lag, "both" averages the two.
 - Gate: lambda * ||g||_1 with a warm start: 0 for the first epochs (let the model learn before pruning), then a
   linear ramp to lambda.
 
@@ -29,6 +33,7 @@ from spread.model import ModelOutput
 
 REGRESSION_CHOICES = ("huber", "mse", "hybrid")
 RANK_SCOPES = ("all", "lag", "both")
+RANK_LOSSES = ("pairwise", "listwise")
 
 
 @dataclass
@@ -43,10 +48,16 @@ class LossConfig:
     """Weight of the regression term in the total."""
     rank_weight: float = 1.0
     """Weight of the pairwise ranking term in the total; 0 skips it."""
+    rank_loss: str = "pairwise"
+    """Ranking term: pairwise (RankNet logistic loss on |y_i - y_j|-weighted pairs) | listwise (ListNet top-one
+    cross-entropy against the softmax of the daily ranks)."""
     rank_scope: str = "all"
-    """Pairs within each date across all targets (all), within each lag (lag), or the mean of both (both)."""
+    """Rank within each date across all targets (all), within each lag (lag), or the mean of both (both)."""
     max_pairs: int = 4096
-    """Pairs sampled per date when the cross-section has more candidate pairs; 0 = always use all pairs."""
+    """Pairwise: pairs sampled per date when the cross-section has more candidate pairs; 0 = always use all pairs."""
+    listwise_temperature: float = 1.0
+    """Listwise: tau of the target distribution softmax(r / tau), r the unit-variance daily ranks (lower = the
+    loss concentrates on the top of the ranking)."""
     gate_lambda: float = 1e-4
     """Weight lambda of the feature-gate L1 penalty once the warm start is over."""
     gate_warmup_epochs: int = 1
@@ -58,6 +69,10 @@ class LossConfig:
         if self.regression not in REGRESSION_CHOICES:
             choices = "|".join(REGRESSION_CHOICES)
             raise ConfigError(f"loss.regression: expected one of {choices}, got {self.regression!r}")
+        if self.rank_loss not in RANK_LOSSES:
+            raise ConfigError(f"loss.rank_loss: expected one of {'|'.join(RANK_LOSSES)}, got {self.rank_loss!r}")
+        if not self.listwise_temperature > 0:
+            raise ConfigError(f"loss.listwise_temperature: must be > 0, got {self.listwise_temperature}")
         if self.rank_scope not in RANK_SCOPES:
             raise ConfigError(f"loss.rank_scope: expected one of {'|'.join(RANK_SCOPES)}, got {self.rank_scope!r}")
         if self.huber_delta <= 0:
@@ -161,16 +176,61 @@ def pairwise_rank_loss(
     return (per_date * has_pairs).sum() / has_pairs.sum().clamp_min(1)
 
 
+def unit_ranks(y: Tensor, known: Tensor) -> Tensor:
+    """(B, N) per date, the average ranks of the known values, centred and scaled to unit variance (0 elsewhere)."""
+    filled = torch.where(known, y, torch.full_like(y, float("inf"))).contiguous()  # unknown last
+    ordered = filled.sort(dim=1).values  # (B, N)
+    below = torch.searchsorted(ordered, filled, right=False)  # (B, N): values strictly below
+    at_most = torch.searchsorted(ordered, filled, right=True)  # (B, N): values below or tied, itself included
+    rank = 0.5 * (below + at_most - 1).float()  # (B, N) 0-based average ranks (ties share their mean rank)
+    n = known.sum(1, keepdim=True).float()  # (B, 1)
+    centred = (rank - 0.5 * (n - 1.0)) / torch.sqrt(((n * n - 1.0) / 12.0).clamp_min(1e-12))  # uniform-rank std
+    return torch.where(known, centred, torch.zeros_like(centred))
+
+
+def listwise_rank_loss(
+    score: Tensor, y: Tensor, mask: Tensor, groups: Tensor | None = None, temperature: float = 1.0
+) -> Tensor:
+    """ListNet top-one cross-entropy, averaged over the (date, group) lists with at least two known targets.
+
+    Per date and group: -sum_i p_i log q_i over the known targets, p = softmax(r / temperature) of their unit
+    ranks r, q = softmax(s) of their scores; `groups` (N,) splits each date into lists (None: one list).
+    """
+    known = known_targets(y, mask)  # (B, N)
+    score = score.float()
+    y = torch.where(known, y.float(), torch.zeros_like(score))
+    group = (torch.zeros(score.size(1), dtype=torch.long, device=score.device) if groups is None
+             else torch.unique(groups.to(score.device), return_inverse=True)[1])  # (N,)
+    total, lists = score.new_zeros(()), score.new_zeros(())
+    for g in range(int(group.max()) + 1):
+        member = known & (group == g)[None, :]  # (B, N)
+        has_list = member.sum(1) >= 2  # (B,)
+        relevance = unit_ranks(y, member) / temperature
+        off_list = ~member & has_list[:, None]  # (B, N); a date without a list keeps finite (unused) values
+        target = torch.softmax(relevance.masked_fill(off_list, float("-inf")), dim=1)  # (B, N), 0 off the list
+        log_q = torch.log_softmax(score.masked_fill(off_list, float("-inf")), dim=1)  # (B, N)
+        per_date = -(target * torch.where(member, log_q, torch.zeros_like(log_q))).sum(1)  # (B,)
+        total = total + (per_date * has_list).sum()
+        lists = lists + has_list.sum()
+    return total / lists.clamp_min(1)
+
+
 def rank_loss(
     score: Tensor, y: Tensor, mask: Tensor, target_lags: Tensor, cfg: LossConfig,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """The pairwise rank loss over the configured scope (all targets, within each lag, or the mean of both)."""
+    """The configured rank loss (pairwise or listwise) over the configured scope (all targets, within each lag,
+    or the mean of both)."""
+    def one(groups: Tensor | None) -> Tensor:
+        if cfg.rank_loss == "listwise":
+            return listwise_rank_loss(score, y, mask, groups, cfg.listwise_temperature)
+        return pairwise_rank_loss(score, y, mask, groups, cfg.max_pairs, generator)
+
     loss_all = loss_lag = None
     if cfg.rank_scope in ("all", "both"):
-        loss_all = pairwise_rank_loss(score, y, mask, None, cfg.max_pairs, generator)
+        loss_all = one(None)
     if cfg.rank_scope in ("lag", "both"):
-        loss_lag = pairwise_rank_loss(score, y, mask, target_lags, cfg.max_pairs, generator)
+        loss_lag = one(target_lags)
     if loss_all is None:
         return loss_lag
     return loss_all if loss_lag is None else 0.5 * (loss_all + loss_lag)

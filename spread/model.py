@@ -7,6 +7,7 @@ logit (the losses live in `spread.losses`).
 
 Shape legend (used in the comments on tensor lines)
     B   batch (dates)                     L   window length (rows, oldest first; the last row is "today")
+    P   rows per token (patch_len)        S   tokens, ceil(L / P)
     F   input features                    D   d_model
     H   attention heads                   Dh  head size, D // H
     T   Time2Vec components               N   targets, in target_pairs.csv order (424 on MITSUI)
@@ -14,9 +15,10 @@ Shape legend (used in the comments on tensor lines)
 
 Data flow
     x (B, L, F) -> x * g, g = sigmoid(logit) in [0, 1]               feature gate, L1-penalised by the loss
-                -> Linear(F, D) + Linear(Time2Vec(t)) + PE(age)      (B, L, D) embeddings
+                -> patches of P rows (left-padded to S P rows)        (B, S, P F) tokens; P = 1: one row a token
+                -> Linear(P F, D) + Linear(Time2Vec(t)) + PE(age)    (B, S, D) embeddings (t, age: a patch's last row)
                 -> n_layers x [h + Attn(Norm(h)); h + MLP(Norm(h))]   pre-LN encoder, padding keys masked
-                -> Norm -> concat(last row, mean over valid rows)    (B, 2D) pooled
+                -> Norm -> concat(last token, mean over valid tokens) (B, 2D) pooled
                 -> one Linear(2D, 2 Nk) per lag                       (B, 2, Nk) regression and score
                 -> scattered back to target order                     reg, score: (B, N)
 
@@ -37,6 +39,9 @@ References
     Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost" (gradient checkpointing).
     Yamada et al. 2020, "Feature Selection using Stochastic Gates" (a gate per input feature with a sparsity
     penalty; here the deterministic sigmoid relaxation with an L1 norm).
+    Nie et al. 2023, "A Time Series is Worth 64 Words: Long-term Forecasting with Transformers" (PatchTST:
+    tokens of several consecutive rows; here every feature of the P rows goes into one token, so the gate and the
+    shared input projection still see the cross-asset inputs together).
     Karpathy, nanoGPT (code structure and weight initialisation).
 """
 
@@ -102,6 +107,10 @@ class ModelConfig:
     """Normalisation layer: layernorm (torch's fused native kernel) | rmsnorm."""
     gate_init: float = 3.0
     """Initial logit of every feature gate; sigmoid(3) = 0.95, so every feature starts open."""
+    patch_len: int = 1
+    """P: consecutive window rows per token (PatchTST, Nie et al. 2023); the window becomes ceil(L / P) tokens
+    (left-padded with invalid rows), each the gated features of its P rows through one Linear(P F, D), timed and
+    positioned by its last row. 1 = one token per row. Attention costs O((L / P)^2) and the encoder O(L / P)."""
 
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
@@ -121,6 +130,8 @@ class ModelConfig:
             raise ConfigError(f"model.attention: expected one of {'|'.join(ATTENTION_CHOICES)}, got {self.attention!r}")
         if self.norm not in NORM_CHOICES:
             raise ConfigError(f"model.norm: expected one of {'|'.join(NORM_CHOICES)}, got {self.norm!r}")
+        if self.patch_len < 1:
+            raise ConfigError(f"model.patch_len: must be >= 1, got {self.patch_len}")
 
 
 @dataclass
@@ -361,7 +372,7 @@ class GatedTransformer(nn.Module):
         log.info("attention path: %s (config %s; %s)", self.attention_backend, cfg.attention, reason)
 
         self.gate = FeatureGate(n_features, cfg.gate_init)
-        self.input_proj = nn.Linear(n_features, cfg.d_model)  # shared by every target
+        self.input_proj = nn.Linear(cfg.patch_len * n_features, cfg.d_model)  # shared by every target; (P F) -> D
         self.time2vec = Time2Vec(cfg.time2vec_dim, cfg.time2vec_periods) if cfg.time2vec_dim else None
         self.time_proj = nn.Linear(cfg.time2vec_dim, cfg.d_model, bias=False) if cfg.time2vec_dim else None
         self.embed_dropout = nn.Dropout(cfg.dropout)
@@ -393,36 +404,57 @@ class GatedTransformer(nn.Module):
         """Number of trainable and frozen parameters (buffers excluded)."""
         return sum(p.numel() for p in self.parameters())
 
+    def patches(self, x: Tensor, t: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Group the window into tokens of P rows, oldest first, left-padded with invalid zero rows to S P rows.
+
+        Returns x (B, S, P, F), each token's time input and validity (B, S): those of its last (newest) row, which
+        is valid whenever any row of the token is (padding only ever comes first). Invalid rows inside a valid
+        token are zeroed, so that they carry nothing into it."""
+        B, L, n_features = x.shape
+        P = self.cfg.patch_len
+        if P > 1 and not bool(valid.all()):
+            x = x * valid.unsqueeze(-1).to(x.dtype)  # (B, L, F)
+        pad = -L % P
+        if pad:
+            x = F.pad(x, (0, 0, pad, 0))  # (B, S P, F)
+            t = F.pad(t, (pad, 0), value=0.0)  # (B, S P)
+            valid = F.pad(valid, (pad, 0), value=False)  # (B, S P)
+        S = x.size(1) // P
+        return x.reshape(B, S, P, n_features), t.reshape(B, S, P)[..., -1], valid.reshape(B, S, P)[..., -1]
+
     def embed(self, x: Tensor, t: Tensor) -> Tensor:
-        """(B, L, D) embeddings of the gated features plus the time and position encodings."""
+        """(B, S, D) embeddings of the gated feature tokens (B, S, P, F) plus the time and position encodings of
+        the tokens, t (B, S)."""
+        B, S, P, _ = x.shape
         if self.training or bool(self.gate.mask.all()):
-            h = self.input_proj(self.gate(x))  # (B, L, D)
+            h = self.input_proj(self.gate(x).reshape(B, S, -1))  # (B, S, D)
         else:  # pruned features cost nothing: only the kept columns are multiplied
             kept = self.gate.kept_indices()  # (F_kept,)
-            gated = x.index_select(-1, kept) * self.gate.values()[kept]  # (B, L, F_kept)
-            h = F.linear(gated, self.input_proj.weight[:, kept], self.input_proj.bias)  # (B, L, D)
+            gated = x.index_select(-1, kept) * self.gate.values()[kept]  # (B, S, P, F_kept)
+            weight = self.input_proj.weight.view(self.cfg.d_model, P, self.n_features)[:, :, kept]  # (D, P, F_kept)
+            h = F.linear(gated.reshape(B, S, -1), weight.reshape(self.cfg.d_model, -1), self.input_proj.bias)
         if self.time2vec is not None:
-            h = h + self.time_proj(self.time2vec(t))  # (B, L, D)
+            h = h + self.time_proj(self.time2vec(t))  # (B, S, D)
         if self.cfg.positional_encoding:
-            h = h + sinusoidal_encoding(x.size(1), self.cfg.d_model, x.device)  # (B, L, D)
+            h = h + sinusoidal_encoding(S, self.cfg.d_model, x.device)  # (B, S, D)
         return self.embed_dropout(h)
 
     def forward(self, x: Tensor, t: Tensor, valid: Tensor) -> ModelOutput:
         """x (B, L, F) standardised features, t (B, L) time input, valid (B, L) bool (False = left padding)."""
-        B, L, n_features = x.shape
+        B, _, n_features = x.shape
         if n_features != self.n_features:
             raise DataError(f"model input: expected {self.n_features} features, got {n_features}")
-        valid = valid.to(torch.bool)
+        tokens, t, valid = self.patches(x, t, valid.to(torch.bool))  # (B, S, P, F), (B, S), (B, S)
         # Without padding, no mask: SDPA may then use its fastest kernel (flash takes no mask).
-        key_mask = None if bool(valid.all()) else valid[:, None, None, :]  # (B, 1, 1, L)
+        key_mask = None if bool(valid.all()) else valid[:, None, None, :]  # (B, 1, 1, S)
 
-        h = self.embed(x, t)  # (B, L, D)
+        h = self.embed(tokens, t)  # (B, S, D)
         for block in self.blocks:
             if self.cfg.grad_checkpoint and self.training and torch.is_grad_enabled():
-                h = checkpoint(block, h, key_mask, use_reentrant=False)  # (B, L, D)
+                h = checkpoint(block, h, key_mask, use_reentrant=False)  # (B, S, D)
             else:
-                h = block(h, key_mask)  # (B, L, D)
-        h = self.norm_final(h)  # (B, L, D)
+                h = block(h, key_mask)  # (B, S, D)
+        h = self.norm_final(h)  # (B, S, D)
         pooled = torch.cat([h[:, -1], masked_mean(h, valid)], dim=-1)  # (B, 2D)
 
         per_head = [head(pooled).view(B, 2, -1) for head in self.heads.values()]  # K x (B, 2, Nk)

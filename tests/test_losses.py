@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from spread.errors import ConfigError
-from spread.losses import LossConfig, gate_weight, pairwise_rank_loss, rank_loss, regression_loss, total_loss
+from spread.losses import (
+    LossConfig, gate_weight, listwise_rank_loss, pairwise_rank_loss, rank_loss, regression_loss, total_loss, unit_ranks,
+)
 from spread.model import ModelOutput
 
 
@@ -199,8 +201,64 @@ def test_zero_rank_weight_skips_the_rank_term():
         (dict(huber_delta=0.0), "huber_delta"),
         (dict(max_pairs=-1), "max_pairs"),
         (dict(gate_lambda=-1.0), "gate_lambda"),
+        (dict(rank_loss="lambdarank"), "rank_loss"),
+        (dict(listwise_temperature=0.0), "listwise_temperature"),
     ],
 )
 def test_invalid_loss_config_raises_config_error_naming_the_field(change, field):
     with pytest.raises(ConfigError, match=f"loss.{field}"):
         LossConfig(**change)
+
+
+def brute_force_listwise_loss(score, y, mask, temperature=1.0) -> float:
+    """ListNet's top-one cross-entropy per date with explicit loops, over dates with >= 2 known targets."""
+    per_date = []
+    for b in range(score.shape[0]):
+        known = [i for i in range(score.shape[1]) if mask[b, i]]
+        if len(known) < 2:
+            continue
+        values = [y[b, i].item() for i in known]
+        ranks = [sum(v < w for v in values) + 0.5 * (sum(v == w for v in values) - 1) for w in values]
+        n = len(known)
+        relevance = [(r - (n - 1) / 2) / math.sqrt((n * n - 1) / 12) / temperature for r in ranks]
+        p = torch.softmax(torch.tensor(relevance), 0)
+        log_q = torch.log_softmax(score[b, known], 0)
+        per_date.append(-(p * log_q).sum().item())
+    return sum(per_date) / len(per_date) if per_date else 0.0
+
+
+@pytest.mark.parametrize("seed, temperature", [(0, 1.0), (1, 0.5), (2, 2.0)])
+def test_listwise_loss_equals_brute_force(seed, temperature):
+    score, y, mask = random_case(seed=seed)
+    y[0, :-1] = float("nan")  # a date with one known target has no list
+    mask = torch.isfinite(y)
+    expected = brute_force_listwise_loss(score, y, mask, temperature)
+    assert listwise_rank_loss(score, y, mask, temperature=temperature).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_unit_ranks_are_centred_average_ranks_with_unit_variance():
+    y = torch.tensor([[0.3, 0.1, 0.0, 0.2, 0.2]])
+    known = torch.tensor([[True, True, False, True, True]])
+    expected = torch.tensor([[3.0, 0.0, 0.0, 1.5, 1.5]]) - 1.5
+    expected[0, 2] = 0.0
+    assert torch.allclose(unit_ranks(y, known), expected / math.sqrt(15 / 12))
+
+
+def test_listwise_loss_prefers_the_true_order_and_groups_split_the_lists():
+    y = torch.tensor([[0.5, -0.2, 0.1, 0.9, float("nan")]])
+    mask = torch.isfinite(y)
+    order = torch.nan_to_num(y)
+    assert listwise_rank_loss(3 * order, y, mask) < listwise_rank_loss(-3 * order, y, mask)
+    groups = torch.tensor([1, 1, 2, 2, 2])
+    by_group = listwise_rank_loss(order, y, mask, groups).item()
+    first = listwise_rank_loss(order[:, :2], y[:, :2], mask[:, :2]).item()
+    second = listwise_rank_loss(order[:, 2:], y[:, 2:], mask[:, 2:]).item()
+    assert by_group == pytest.approx((first + second) / 2)
+
+
+def test_rank_loss_dispatches_to_listwise_with_the_scope():
+    score, y, mask = random_case(seed=3)
+    lags = torch.tensor([1, 2, 1, 2, 1, 2, 1, 2, 1])
+    cfg = LossConfig(rank_loss="listwise", rank_scope="both", listwise_temperature=0.7)
+    expected = 0.5 * (listwise_rank_loss(score, y, mask, None, 0.7) + listwise_rank_loss(score, y, mask, lags, 0.7))
+    assert rank_loss(score, y, mask, lags, cfg).item() == pytest.approx(expected.item())

@@ -239,3 +239,38 @@ def test_wrong_feature_count_raises_data_error():
     model = make_model()
     with pytest.raises(DataError, match="expected 5 features, got 6"):
         model(*make_batch(n_features=6))
+
+
+@pytest.mark.parametrize("length, patch_len", [(8, 4), (8, 3), (5, 8), (8, 1)])
+def test_patches_group_rows_into_tokens_left_padded(length, patch_len):
+    model = make_model(replace(TINY, patch_len=patch_len))
+    assert model.input_proj.in_features == patch_len * 5
+    x, t, valid = make_batch(length=length)
+    tokens, token_t, token_valid = model.patches(x, t, valid)
+    n_tokens = -(-length // patch_len)
+    assert tokens.shape == (3, n_tokens, patch_len, 5) and token_t.shape == token_valid.shape == (3, n_tokens)
+    assert torch.equal(tokens.reshape(3, -1, 5)[:, -length:], x)  # the rows in order, padding first
+    assert torch.equal(token_t[:, -1], t[:, -1]) and token_valid[1:].all()  # a token is timed by its newest row
+    assert token_valid[0, -1] and not token_valid[0, 0] or n_tokens == 1  # sample 0: only its last 3 rows valid
+    out = model(x, t, valid)
+    assert out.reg.shape == (3, len(LAGS)) and torch.isfinite(out.reg).all()
+
+
+def test_patched_model_ignores_padding_and_prunes_like_the_dense_path():
+    model = make_model(replace(TINY, patch_len=2, dropout=0.0)).eval()
+    x, t, valid = make_batch(length=9)
+    noisy = x.clone()
+    noisy[0, :6] = 10 * torch.randn(6, 5)  # sample 0's padding rows, which fill whole tokens
+    with torch.no_grad():
+        assert torch.allclose(model(x, t, valid).reg, model(noisy, t, valid).reg, atol=1e-6)
+    keep = torch.tensor([True, False, True, False, True])
+    model.gate.freeze_mask(keep)
+    with torch.no_grad():
+        sparse = model(x, t, valid).reg  # eval: only the kept columns of every row of a token are multiplied
+    dense = model.train()(x, t, valid).reg
+    assert torch.allclose(dense, sparse, atol=1e-6)
+
+
+def test_patch_len_must_be_positive():
+    with pytest.raises(ConfigError, match="model.patch_len"):
+        replace(TINY, patch_len=0)
