@@ -83,10 +83,6 @@ class RunContext:
         return self.comp.target_lags
 
 
-ROLES = ("fold", "holdout", "final")
-"""A fit's checkpoint key "role": a walk-forward fold, the holdout (never selected on its own dates), a final fit."""
-
-
 @dataclass
 class FitJob:
     """One model to fit: a fold (or the final fit), how long, with which seed, and from where."""
@@ -99,7 +95,7 @@ class FitJob:
     seed: int
     """Seeds the initialisation, the shuffles and the pair sampling (`Config.seed`, or one of `train.seeds`)."""
     role: str = "fold"
-    """One of ROLES; stored in the checkpoints."""
+    """One of `spread.runfolder.ROLES`; stored in the checkpoints."""
     selects: bool = True
     """True: validation picks best.pt and may stop the fit early (a walk-forward fold). False: a fixed-length fit
     whose best.pt is its last epoch, validated (when `validate`) only to report (the holdout, the final fit)."""

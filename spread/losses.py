@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from spread.errors import ConfigError
+from spread.errors import check_choice, check_range
 from spread.model import ModelOutput
 
 REGRESSION_CHOICES = ("huber", "mse", "hybrid")
@@ -66,21 +66,14 @@ class LossConfig:
     """Epochs over which lambda then ramps linearly from 0 to gate_lambda (0 = jump straight to it)."""
 
     def __post_init__(self) -> None:
-        if self.regression not in REGRESSION_CHOICES:
-            choices = "|".join(REGRESSION_CHOICES)
-            raise ConfigError(f"loss.regression: expected one of {choices}, got {self.regression!r}")
-        if self.rank_loss not in RANK_LOSSES:
-            raise ConfigError(f"loss.rank_loss: expected one of {'|'.join(RANK_LOSSES)}, got {self.rank_loss!r}")
-        if not self.listwise_temperature > 0:
-            raise ConfigError(f"loss.listwise_temperature: must be > 0, got {self.listwise_temperature}")
-        if self.rank_scope not in RANK_SCOPES:
-            raise ConfigError(f"loss.rank_scope: expected one of {'|'.join(RANK_SCOPES)}, got {self.rank_scope!r}")
-        if self.huber_delta <= 0:
-            raise ConfigError(f"loss.huber_delta: must be > 0, got {self.huber_delta}")
+        check_choice("loss", "regression", self.regression, REGRESSION_CHOICES)
+        check_choice("loss", "rank_loss", self.rank_loss, RANK_LOSSES)
+        check_range("loss", "listwise_temperature", self.listwise_temperature, low=0, low_open=True)
+        check_choice("loss", "rank_scope", self.rank_scope, RANK_SCOPES)
+        check_range("loss", "huber_delta", self.huber_delta, low=0, low_open=True)
         for name in ("regression_weight", "rank_weight", "gate_lambda", "max_pairs", "gate_warmup_epochs",
                      "gate_ramp_epochs"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"loss.{name}: must be >= 0, got {getattr(self, name)}")
+            check_range("loss", name, getattr(self, name), low=0)
 
 
 def known_targets(y: Tensor, mask: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ import torch
 
 from spread.errors import ArtifactError
 from spread.problems import Problems
+from spread.runfolder import ROLES
 
 if TYPE_CHECKING:
     from spread.competition import Competition
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from spread.scaling import Scaler
     from spread.served import History
 
-ROLES = ("fold", "holdout", "final")
-"""Checkpoint roles `--members` selects by (the checkpoint's `role`, else its fold record's name)."""
 MEMBER_SETS = ("served", "holdout", "folds", "final")
 """Named member selections: the manifest's inference checkpoints, or every checkpoint of one role."""
 

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from spread.errors import ConfigError, DataError
+from spread.errors import ConfigError, DataError, check_choice, check_range
 
 try:  # torch >= 2.3
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -115,23 +115,16 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
             raise ConfigError(f"model.d_model: {self.d_model} must be a positive multiple of n_heads={self.n_heads}")
-        if self.n_layers < 1:
-            raise ConfigError(f"model.n_layers: must be >= 1, got {self.n_layers}")
-        if self.mlp_ratio < 1:
-            raise ConfigError(f"model.mlp_ratio: must be >= 1, got {self.mlp_ratio}")
+        check_range("model", "n_layers", self.n_layers, low=1)
+        check_range("model", "mlp_ratio", self.mlp_ratio, low=1)
         for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"model.{name}: must be in [0, 1), got {getattr(self, name)}")
-        if self.time2vec_dim < 0:
-            raise ConfigError(f"model.time2vec_dim: must be >= 0, got {self.time2vec_dim}")
+            check_range("model", name, getattr(self, name), low=0.0, high=1.0, high_open=True)
+        check_range("model", "time2vec_dim", self.time2vec_dim, low=0)
         if len(self.time2vec_periods) != 2 or not 0 < self.time2vec_periods[0] <= self.time2vec_periods[1]:
             raise ConfigError(f"model.time2vec_periods: expected (shortest, longest) > 0, got {self.time2vec_periods}")
-        if self.attention not in ATTENTION_CHOICES:
-            raise ConfigError(f"model.attention: expected one of {'|'.join(ATTENTION_CHOICES)}, got {self.attention!r}")
-        if self.norm not in NORM_CHOICES:
-            raise ConfigError(f"model.norm: expected one of {'|'.join(NORM_CHOICES)}, got {self.norm!r}")
-        if self.patch_len < 1:
-            raise ConfigError(f"model.patch_len: must be >= 1, got {self.patch_len}")
+        check_choice("model", "attention", self.attention, ATTENTION_CHOICES)
+        check_choice("model", "norm", self.norm, NORM_CHOICES)
+        check_range("model", "patch_len", self.patch_len, low=1)
 
 
 @dataclass

@@ -46,6 +46,9 @@ BEST = "best.pt"
 """The model a fit reports and serves (best validation epoch, or the epoch-count model of a fixed-length fit)."""
 LAST = "last.pt"
 """The state after a fit's latest completed epoch: its resume point."""
+ROLES = ("fold", "holdout", "final")
+"""A fit's checkpoint key "role": a walk-forward fold, the holdout (never selected on its own dates), a final fit;
+`--members` selects checkpoints by it (else by their fold record's name)."""
 TEMP_MARK = ".tmp"
 """Part of every temporary file name of `atomic_write` (`.NAME.tmpPID`)."""
 

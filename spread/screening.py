@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spread.errors import ArtifactError, ConfigError
+from spread.errors import ArtifactError, ConfigError, check_choice, check_range
 from spread.features import Panel, column_chunks
 from spread.scaling import column_quantiles, read_json_artifact
 
@@ -52,14 +52,11 @@ class ScreenConfig:
     first, ties by mean |IC|: the union of every target's top-k features)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.max_missing <= 1.0:
-            raise ConfigError(f"screen.max_missing: expected a share in [0, 1], got {self.max_missing}")
-        if not 0.5 < self.max_mode_share <= 1.0:
-            raise ConfigError(f"screen.max_mode_share: expected a share in (0.5, 1], got {self.max_mode_share}")
-        if self.ic_rank not in IC_RANKS:
-            raise ConfigError(f"screen.ic_rank: expected one of {'|'.join(IC_RANKS)}, got {self.ic_rank!r}")
-        if self.min_std < 0 or self.min_abs_ic < 0 or self.ic_max_features < 0:
-            raise ConfigError("screen.min_std, screen.min_abs_ic and screen.ic_max_features must be >= 0")
+        check_range("screen", "max_missing", self.max_missing, low=0.0, high=1.0)
+        check_range("screen", "max_mode_share", self.max_mode_share, low=0.5, high=1.0, low_open=True)
+        check_choice("screen", "ic_rank", self.ic_rank, IC_RANKS)
+        for name in ("min_std", "min_abs_ic", "ic_max_features"):
+            check_range("screen", name, getattr(self, name), low=0)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from spread.errors import ConfigError
+from spread.errors import ConfigError, check_choice, check_range
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 SCHEDULES = ("cosine", "onecycle")
@@ -103,31 +103,21 @@ class TrainConfig:
     def __post_init__(self) -> None:
         choices = {"amp": AMP_CHOICES, "schedule": SCHEDULES, "predict_with": PREDICT_CHOICES}
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"train.{name}: expected one of {'|'.join(allowed)}, got {getattr(self, name)!r}")
+            check_choice("train", name, getattr(self, name), allowed)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device: expected auto|cpu|cuda|cuda:N, got {self.device!r}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("train.lr must be > 0, train.weight_decay and train.grad_clip >= 0")
+        check_range("train", "lr", self.lr, low=0, low_open=True)
         if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
             raise ConfigError(f"train.betas: expected two values in [0, 1), got {self.betas}")
-        positive = ("epochs", "eval_every", "eval_batch_size", "finetune_epochs")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name}: expected >= 1, got {getattr(self, name)}")
-        non_negative = ("warmup_steps", "early_stopping_patience", "max_steps_per_epoch", "final_fit_epochs",
-                        "prune_top_k")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name}: expected >= 0, got {getattr(self, name)}")
-        if self.gate_lr_scale < 0 or self.log_every_s < 0:
-            raise ConfigError(f"train.gate_lr_scale and train.log_every_s: expected >= 0, got {self.gate_lr_scale}, "
-                              f"{self.log_every_s}")
+        for name in ("epochs", "eval_every", "eval_batch_size", "finetune_epochs"):
+            check_range("train", name, getattr(self, name), low=1)
+        for name in ("weight_decay", "grad_clip", "warmup_steps", "early_stopping_patience", "max_steps_per_epoch",
+                     "final_fit_epochs", "prune_top_k", "gate_lr_scale", "log_every_s"):
+            check_range("train", name, getattr(self, name), low=0)
         if self.final_fit_epochs > self.epochs:
             raise ConfigError(f"train.final_fit_epochs: {self.final_fit_epochs} > train.epochs = {self.epochs} (the "
                               "fixed-length fits follow the walk-forward folds' schedule)")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"train.seeds: expected distinct seeds, got {self.seeds}")
         for name in ("warmup_frac", "min_lr_frac", "blend_weight"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"train.{name}: expected a value in [0, 1], got {getattr(self, name)}")
+            check_range("train", name, getattr(self, name), low=0.0, high=1.0)
