@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("baseline", help="score a baseline on the trainer's folds; writes a run folder")
     p.add_argument("name", help="mean_rank, last_label, ridge, reduced_rank, regularised_prior, lightgbm, or oracle "
-                                "(synthetic data: the planted ceiling)")
+                                "(synthetic data: the conditional expectation, a reference, not an upper bound)")
     p.add_argument("--data", required=True, type=Path, help="competition folder")
     p.add_argument("--out", required=True, type=Path, help="run folder to create")
     _add_config(p)

@@ -27,8 +27,8 @@ One seed's windows spread widely (the prior scores 0.15-0.74 on seed 1's five wi
 The oracle. `oracle_predictions.csv` holds, for every target and train date t, the exact conditional expectation of
 the target given the simulated state after date t (closed form for "momentum", an exact recursion on expectations
 for "market", `spread.synth_market.MarketModel.expected`). That state includes latent variables a model never
-observes directly (the volatility and drift regimes), so no model is expected to reach it; it is the ceiling, not a
-submission. It is the conditional mean, not the prediction that maximises the rank-correlation Sharpe: that score
+observes directly (the volatility and drift regimes), so no model is expected to reach it on average; it is a reference, not a
+submission, and not an upper bound on any one fold's score. It is the conditional mean, not the prediction that maximises the rank-correlation Sharpe: that score
 ranks the predictions and divides by the spread of the daily correlations over a short window, neither of which the
 mean optimises, and 90 dates leave a noise of ~0.1 on it; so a model can beat the oracle on a fold (and by a little
 on average).

@@ -27,7 +27,7 @@ where not released by the fold's cutoff, validation on the same dates and truths
   stds, read from the same release-rule series as the Transformer's revealed labels), its training mean daily
   rank, its lag and its index as a category; trained on centred daily ranks, rounds chosen on the inner split.
 - `oracle` (reference, synthetic folders only): the generator's true conditional expectation
-  (`oracle_predictions.csv`), the ceiling a model's score is compared with.
+  (`oracle_predictions.csv`), the reference a model's score is compared with (not an upper bound).
 
 `run_baseline` writes a run folder like the trainer's: config.yaml, folds.csv, metrics.csv (one row per fold, the
 trainer's `val_*` columns) and summary.json (`spread.runlog.summarize`: per-fold metrics, mean and population std

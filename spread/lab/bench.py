@@ -1,6 +1,6 @@
 """`python -m spread bench`: the benchmark report bench/RESULTS.md (honest quality against peers, speed, provenance).
 
-Quality. On the synthetic `realistic` preset (the default; the generator's oracle gives a ceiling; full mode adds
+Quality. On the synthetic `realistic` preset (the default; the generator's oracle gives a reference; full mode adds
 the older `mitsui` preset, whose signal is linear) and the real daily price panel shipped with skfolio
 (`spread.lab.realdata`, data nobody tuned on), every model is scored on the same folds (at least two walk-forward
 folds plus the competition-like holdout, `spread.splits`) with the competition score: every baseline and peer of

@@ -1,6 +1,6 @@
 """The bench's grid: what one mode runs, and running it with every finished run folder reused.
 
-Per source (the synthetic `realistic` preset, where the generator's oracle gives a ceiling; in full mode also the
+Per source (the synthetic `realistic` preset, where the generator's oracle gives a reference; in full mode also the
 older `mitsui` preset, whose signal is linear in an observable state; and the real daily price panel of
 `spread.lab.realdata`), per data seed, every model is scored on the same folds (the mode's walk-forward folds, at
 least two, plus the competition-like holdout): the baselines and peers of `spread.lab.baselines` (lightgbm when
