@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from spread.competition import coerce_numeric
+from spread.competition import coerce_numeric, read_text_csv
 from spread.errors import ConfigError, DataError
 from spread.competition_writer import draw_pairs, write_competition
 
@@ -172,13 +172,7 @@ def price_panel(raw: pl.DataFrame, where: str = "prices") -> pl.DataFrame:
 def read_prices(path: str | Path) -> pl.DataFrame:
     """A wide price CSV as a `price_panel` (date_id + Float64 columns, consecutive date_ids)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        raw = pl.read_csv(path, infer_schema_length=0)
-    except Exception as exc:  # polars raises several types for malformed csv
-        raise DataError(f"{path}: cannot be parsed as CSV: {exc}") from exc
-    return price_panel(raw, str(path))
+    return price_panel(read_text_csv(path), str(path))
 
 
 # ----------------------------------------------------------------------------------------------------------------
