@@ -81,10 +81,13 @@ def official_local_gateway_works() -> bool:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
+    rerun = os.getenv("KAGGLE_IS_COMPETITION_RERUN") is not None
     data_dir = find_competition_dir(args.data)
     if data_dir is None:
         log.error("no competition folder (a folder with target_pairs.csv) found; pass --data")
-        return 2
+        if not rerun:
+            return 2
+        # The rerun must still serve: every call then gets the emergency answer, built from the served batches.
     run_dir = find_run_dir(args.artifacts)
     if run_dir is None:
         log.error("no run folder (manifest.json) found: every answer will be the fallback prior")
@@ -92,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     predict = make_predict(run_dir, data_dir)
 
     server_class = import_inference_server(data_dir)
-    rerun = os.getenv("KAGGLE_IS_COMPETITION_RERUN") is not None
     if server_class is not None and rerun:
         atexit.register(predict.lazy.log_summary)  # the server may end the process: the summary is logged at exit
         server_class(predict).serve()

@@ -309,11 +309,11 @@ class LazyPredictor:
     """Loads a `Predictor` inside its first call; whatever fails, every call is answered."""
 
     def __init__(
-        self, run_dir: str | Path | None, competition_dir: str | Path, device: str = "auto", strict: bool = False,
-        members: str = "served",
+        self, run_dir: str | Path | None, competition_dir: str | Path | None, device: str = "auto",
+        strict: bool = False, members: str = "served",
     ):
         self.run_dir = None if run_dir is None else Path(run_dir)
-        self.competition_dir = Path(competition_dir)
+        self.competition_dir = None if competition_dir is None else Path(competition_dir)  # None: answers fall back
         self.device = device
         self.strict = strict
         self.members = members
@@ -335,6 +335,8 @@ class LazyPredictor:
         try:
             if self.run_dir is None:
                 raise ArtifactError("no run folder given")
+            if self.competition_dir is None:
+                raise ArtifactError("no competition folder found (the model needs train.csv and its labels)")
             self.predictor = Predictor.from_run(
                 self.run_dir, self.competition_dir, self.device, self.members, self.problems
             )
@@ -451,7 +453,7 @@ class LazyPredictor:
 
 
 def make_predict(
-    run_dir: str | Path | None, competition_dir: str | Path, device: str = "auto", strict: bool = False,
+    run_dir: str | Path | None, competition_dir: str | Path | None, device: str = "auto", strict: bool = False,
     members: str = "served",
 ) -> Callable[..., pl.DataFrame]:
     """The `predict` function for the inference server; loads the run in its first call and never raises.

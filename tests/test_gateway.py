@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -319,3 +320,43 @@ def test_infer_kernel_exits_1_when_degraded_outside_the_rerun(roles_run, tmp_pat
     assert kernel.main(args) == 0
     monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN")
     assert kernel.main(["--data", str(comp), "--artifacts", str(run), "--out", str(tmp_path / "s.parquet")]) == 0
+
+
+def test_infer_kernel_serves_the_rerun_even_without_a_competition_folder(roles_run, monkeypatch) -> None:
+    """Under the rerun a missing folder is logged, never fatal: the server starts and every call is answered."""
+    import importlib.util
+
+    import polars as pl
+
+    comp, run = roles_run
+    path = Path(__file__).resolve().parents[1] / "kernel_infer.py"
+    spec = importlib.util.spec_from_file_location("kernel_infer_nodata", path)
+    kernel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel)
+    pairs = pl.read_csv(comp / "target_pairs.csv")
+    targets = pairs["target"].to_list()
+    answers = []
+
+    def lag_batch(lag: int) -> pl.DataFrame:  # the API's batch of lag `lag`: its targets only
+        names = pairs.filter(pl.col("lag") == lag)["target"].to_list()
+        return pl.DataFrame({"date_id": [0], "label_date_id": [0], **{name: [0.1] for name in names}})
+
+    class Server:
+        def __init__(self, predict) -> None:
+            self.predict = predict
+
+        def serve(self) -> None:
+            test = pl.read_csv(comp / "test.csv").head(1)
+            answers.append(self.predict(test, *(lag_batch(lag) for lag in (1, 2, 3, 4))))
+
+    monkeypatch.setattr(kernel, "find_competition_dir", lambda given: None)
+    monkeypatch.setattr(kernel, "import_inference_server", lambda data_dir: Server)
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    assert kernel.main(["--artifacts", str(run)]) == 2 and not answers  # outside the rerun: a clear refusal
+    monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
+    assert kernel.main(["--artifacts", str(run)]) == 0
+    (answer,) = answers
+    assert answer.columns == targets and answer.height == 1
+    assert answer.select(pl.all().is_finite().all()).row(0) == (True,) * len(targets)
+    prior = json.loads((run / "prior.json").read_text())  # the run's prior, checked against the served targets
+    assert list(answer.row(0)) == pytest.approx(prior["prior"]) and prior["target_names"] == targets
