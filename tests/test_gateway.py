@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -322,7 +324,7 @@ def test_infer_kernel_exits_1_when_degraded_outside_the_rerun(roles_run, tmp_pat
     assert kernel.main(["--data", str(comp), "--artifacts", str(run), "--out", str(tmp_path / "s.parquet")]) == 0
 
 
-def test_infer_kernel_serves_the_rerun_even_without_a_competition_folder(roles_run, monkeypatch) -> None:
+def test_infer_kernel_serves_the_rerun_even_without_a_competition_folder(roles_run, monkeypatch, caplog) -> None:
     """Under the rerun a missing folder is logged, never fatal: the server starts and every call is answered."""
     import importlib.util
 
@@ -351,6 +353,8 @@ def test_infer_kernel_serves_the_rerun_even_without_a_competition_folder(roles_r
 
     monkeypatch.setattr(kernel, "find_competition_dir", lambda given: None)
     monkeypatch.setattr(kernel, "import_inference_server", lambda data_dir: Server)
+    at_exit = []  # the kernel logs its summary at exit under the rerun: run it here, not after pytest's last line
+    monkeypatch.setattr(kernel, "atexit", types.SimpleNamespace(register=at_exit.append))
     monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
     assert kernel.main(["--artifacts", str(run)]) == 2 and not answers  # outside the rerun: a clear refusal
     monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
@@ -360,3 +364,7 @@ def test_infer_kernel_serves_the_rerun_even_without_a_competition_folder(roles_r
     assert answer.select(pl.all().is_finite().all()).row(0) == (True,) * len(targets)
     prior = json.loads((run / "prior.json").read_text())  # the run's prior, checked against the served targets
     assert list(answer.row(0)) == pytest.approx(prior["prior"]) and prior["target_names"] == targets
+    (log_summary,) = at_exit
+    with caplog.at_level(logging.INFO):
+        log_summary()
+    assert "no competition folder found" in caplog.text and "fell back (prior 1" in caplog.text
