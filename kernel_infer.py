@@ -24,13 +24,12 @@ import argparse
 import atexit
 import importlib
 import logging
-import os
 import sys
 from pathlib import Path
 
 from spread.discovery import find_competition_dir, find_run_dir, working_dir
 from spread.gateway import DEFAULT_DEADLINE_S, run_gateway
-from spread.infer import exit_status, make_predict, summary_text
+from spread.infer import exit_status, in_rerun, make_predict, summary_text
 
 log = logging.getLogger("kernel_infer")
 SERVER_MODULE = "kaggle_evaluation.mitsui_inference_server"
@@ -81,7 +80,7 @@ def official_local_gateway_works() -> bool:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
-    rerun = os.getenv("KAGGLE_IS_COMPETITION_RERUN") is not None
+    rerun = in_rerun()
     data_dir = find_competition_dir(args.data)
     if data_dir is None:
         log.error("no competition folder (a folder with target_pairs.csv) found; pass --data")

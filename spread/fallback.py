@@ -20,6 +20,7 @@ import polars as pl
 
 from spread.errors import ArtifactError
 from spread.problems import Problems
+from spread.runfolder import PRIOR_FILE
 
 
 def checked_prior(path: Path, target_names: list[str]) -> np.ndarray:
@@ -63,7 +64,7 @@ def served_prior(
     if run_dir is not None and trust_run:
         try:
             manifest = read_manifest(run_dir)
-            path = verify_artifact(run_dir, manifest, manifest["inference"].get("prior", "prior.json"))
+            path = verify_artifact(run_dir, manifest, manifest["inference"].get("prior", PRIOR_FILE))
             return checked_prior(path, target_names), "run"
         except ArtifactError as exc:
             problems.report("prior-from-labels", f"{exc}; computing the prior from train_labels.csv", logging.ERROR)

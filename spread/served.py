@@ -26,6 +26,7 @@ import polars as pl
 
 from spread.errors import DataError
 from spread.problems import Problems
+from spread.targets import release_date
 
 LAGS = (1, 2, 3, 4)
 """Lag of each of the four label batches, in argument order."""
@@ -303,7 +304,7 @@ class Intake:
         if "label_date_id" in batch.columns:
             stated = [_parse_cell(value)[0] for value in batch["label_date_id"].to_list()]
         for index, date_id in enumerate(served):
-            label_date = date_id - lag - 1  # release rule: the lag-k label of date d is served on d + k + 1
+            label_date = date_id - release_date(0, lag)  # the lag-k label served on this date
             if stated is not None and stated[index] != label_date:
                 self.problems.report(
                     "lag-batch-label-date",
