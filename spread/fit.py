@@ -374,7 +374,12 @@ def extend_fit(ctx: RunContext, job: FitJob, to_epoch: int) -> dict:
     lines = progress_lines(ctx, job, plan)
     while state.epoch < to_epoch:
         save_epoch(ctx, job, learner, plan, state, run_epoch(ctx, job, learner, state, plan, score_only, lines))
-    row = next(row for row in state.rows if row["epoch"] == to_epoch)
+    return epoch_metrics(state.rows, to_epoch)
+
+
+def epoch_metrics(rows: list[dict], epoch: int) -> dict:
+    """The validation metrics (without the `val_` prefix) of `epoch` in a fit's rows; empty if not validated."""
+    row = next(row for row in rows if row["epoch"] == epoch)
     return {key[4:]: value for key, value in row.items() if key.startswith("val_")}
 
 

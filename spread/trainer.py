@@ -43,7 +43,7 @@ from spread.checkpoint import data_fingerprint, load_checkpoint, write_manifest
 from spread.competition import Competition, load_competition
 from spread.errors import ArtifactError, ConfigError
 from spread.features import released
-from spread.fit import FitJob, RunContext, extend_fit, fit
+from spread.fit import FitJob, RunContext, epoch_metrics, extend_fit, fit
 from spread.metrics import validation_metrics
 from spread.prior import mean_rank_prior, write_prior
 from spread.pruning import gate_table, select_features, write_gate_analysis
@@ -293,7 +293,11 @@ def honest_scores(ctx: RunContext, jobs: dict[str, FitJob], results: dict) -> di
                             "honest_score": None}
             continue
         epochs, _ = epoch_count(ctx.cfg.train, others)
-        metrics = broadcast_from_rank0(extend_fit(ctx, job, epochs), ctx.runtime)
+        if epochs <= results[name]["epochs_run"]:  # already trained and validated: read it, reload nothing
+            metrics = epoch_metrics(ctx.runlog.rows[name], epochs) if ctx.runtime.is_main else None
+        else:
+            metrics = extend_fit(ctx, job, epochs)
+        metrics = broadcast_from_rank0(metrics, ctx.runtime)
         honest[name] = {"best_epoch_score": results[name]["best_score"], "honest_epochs": epochs,
                         "honest_score": metrics.get("score")}
         if ctx.runtime.is_main:
