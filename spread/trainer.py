@@ -116,6 +116,12 @@ def final_fold(comp: Competition, limit: int) -> Fold:
     return Fold(FINAL_FOLD, (first, last_label), (limit + 1, limit), embargo=0, cutoff=limit)
 
 
+def competition_folds(comp: Competition, cfg: "Config") -> list[Fold]:
+    """The run's folds: walk-forward, then the holdout on the test's scored dates (the baselines use the same)."""
+    return make_folds(comp.labels["date_id"].to_numpy(), comp.target_lags, cfg.split,
+                      scored_dates=comp.scored_dates or None, train_end=cfg.data.train_end)
+
+
 def load_oracle(data_dir: Path, comp: Competition) -> np.ndarray | None:
     """The synthetic generator's oracle predictions on the train dates, when the folder has them."""
     from spread.competition_writer import ORACLE_FILE
@@ -210,8 +216,7 @@ def run(cfg: "Config", data_dir: Path | None, run_dir: Path, resume: bool, runti
             raise ConfigError("train: give --data DIR (the competition folder)")
         data_dir = read_data_record(run_dir)
     comp = load_competition(data_dir, require_test=False)
-    folds = make_folds(comp.labels["date_id"].to_numpy(), comp.target_lags, cfg.split,
-                       scored_dates=comp.scored_dates or None, train_end=cfg.data.train_end)
+    folds = competition_folds(comp, cfg)
     panel, oracle = competition_panel(comp, cfg.features), load_oracle(data_dir, comp)
     if runtime.is_main:  # everything is checked: only now does the run folder get written
         log.info("%s run %s on the data folder %s", "resuming" if resume else "starting", run_dir, data_dir)

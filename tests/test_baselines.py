@@ -14,7 +14,6 @@ from spread.lab.baselines import (
     BASELINES,
     _reduced_rank_fits,
     _ridge_solutions,
-    competition_folds,
     daily_ranks,
     fold_context,
     long_features,
@@ -28,6 +27,7 @@ from spread.lab.baselines import (
     run_baseline,
     weighted_prior,
 )
+from spread.trainer import competition_folds
 from spread.competition import load_competition
 from spread.config import Config, load_config
 from spread.errors import ConfigError, DataError

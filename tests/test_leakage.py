@@ -230,7 +230,8 @@ PEER_CONFIG = ["split.n_folds=2", "split.val_size=40", "split.step=40", "split.m
 
 def peer_predictions(comp: Competition, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(validation date_ids, predictions) of peer `name` on the holdout fold of `comp`."""
-    from spread.lab.baselines import BASELINES, competition_folds, fold_context
+    from spread.lab.baselines import BASELINES, fold_context
+    from spread.trainer import competition_folds
     from spread.config import load_config
     from spread.windows import competition_panel, label_matrix
 

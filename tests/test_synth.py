@@ -14,9 +14,10 @@ import polars as pl
 import pytest
 from scipy.stats import spearmanr
 
-from spread.lab.baselines import competition_folds, run_baseline
+from spread.lab.baselines import run_baseline
 from spread.competition import Competition, check_labels, load_competition
 from spread.config import load_config
+from spread.trainer import competition_folds
 from spread.errors import ConfigError, DataError
 from spread.competition_writer import ORACLE_FILE, draw_pairs, write_competition
 from spread.metrics import rank_correlation_sharpe

@@ -51,16 +51,15 @@ from spread.features import Panel, log_levels, raw_matrix, released, revealed_la
 from spread.competition_writer import ORACLE_FILE
 from spread.metrics import average_ranks, validation_metrics
 from spread.prior import UNSEEN, mean_rank_prior
-from spread.runfolder import SUMMARY_FILE, write_json
+from spread.runfolder import CONFIG_FILE, FOLDS_FILE, SUMMARY_FILE, write_json
 from spread.runlog import RunLog, summarize
-from spread.splits import Fold, fold_table, lag_mapping, make_folds
+from spread.splits import Fold, fold_table, lag_mapping
 from spread.targets import parse_pair
-from spread.trainer import load_oracle
+from spread.trainer import competition_folds, load_oracle
 from spread.windows import competition_panel, label_matrix, prepare_fold
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE, FOLDS_FILE = "config.yaml", "folds.csv"
 RIDGE_ALPHAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 """Ridge penalties tried per fold, in units of the number of training rows (features are standardised)."""
 INNER_VAL_SHARE = 0.2
@@ -405,14 +404,6 @@ BASELINES: dict[str, Callable[[FoldContext], np.ndarray]] = {
 """name -> predictor: (fold context) -> (validation days, targets) finite predictions."""
 REFERENCES: dict[str, Callable[[FoldContext], np.ndarray]] = {"oracle": predict_oracle}
 """Reference predictors that are not baselines (they use knowledge no model has)."""
-
-
-def competition_folds(comp: Competition, cfg: Config) -> list[Fold]:
-    """The trainer's folds: walk-forward then the holdout on the test's scored dates."""
-    return make_folds(
-        comp.labels["date_id"].to_numpy(), comp.target_lags, cfg.split, scored_dates=comp.scored_dates or None,
-        train_end=cfg.data.train_end,
-    )
 
 
 def fold_context(
