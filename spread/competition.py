@@ -78,12 +78,20 @@ def read_text_csv(path: Path) -> pl.DataFrame:
         frame = pl.read_csv(path, infer_schema_length=0)
     except Exception as exc:  # polars raises several types for malformed csv
         raise DataError(f"{path}: cannot be parsed as CSV: {exc}") from exc
+    return drop_trailing_blank_rows(frame)
+
+
+def drop_trailing_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` without its trailing blank lines (every cell null or, in a text column, only whitespace): they are
+    not data. A blank line inside the file stays, so that the reader's checks name its line."""
     if not frame.width:
         return frame
-    # Trailing blank lines are not data; a blank line inside the file stays (an error naming its line).
-    blank = frame.select(
-        pl.all_horizontal([pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "") for c in frame.columns])
-    ).to_series().to_numpy()
+    blank_cell = [
+        pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "") if frame.schema[c] == pl.String
+        else pl.col(c).is_null()
+        for c in frame.columns
+    ]
+    blank = frame.select(pl.all_horizontal(blank_cell)).to_series().to_numpy()
     kept = 0 if blank.all() else len(blank) - int(np.argmin(blank[::-1]))
     return frame.head(kept)
 

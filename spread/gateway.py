@@ -32,9 +32,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
+from spread.competition import drop_trailing_blank_rows
 from spread.errors import DataError, SpreadError
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,7 @@ def _read_csv(path: Path) -> pl.DataFrame:
         frame = pl.read_csv(path, infer_schema_length=None)
     except Exception as exc:  # polars raises several types for malformed csv
         raise DataError(f"{path}: cannot be parsed as CSV: {exc}") from exc
-    blank = frame.select(pl.all_horizontal(pl.all().is_null())).to_series().to_numpy() if frame.width else []
-    kept = len(blank) - int(np.argmin(blank[::-1])) if len(blank) and not blank.all() else 0
-    return frame.head(kept)
+    return drop_trailing_blank_rows(frame)
 
 
 def target_names_of(data_dir: Path) -> list[str]:

@@ -38,6 +38,7 @@ import polars as pl
 
 from spread.lab import REPO_ROOT
 from spread.runfolder import SUMMARY_FILE
+from spread.splits import HOLDOUT
 
 PRESET = "realistic"
 BASE_CONFIG = REPO_ROOT / "configs" / "default.yaml"
@@ -64,7 +65,6 @@ LEVERS: dict[str, tuple[str, ...]] = {
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 PEERS = ("ridge", "reduced_rank", "regularised_prior", "lightgbm")
-HOLDOUT = "holdout"
 
 
 def data_folder(work: Path, seed: int) -> Path:
