@@ -15,26 +15,35 @@ import numpy as np
 
 from spread.errors import ArtifactError
 from spread.metrics import average_ranks
+
 UNSEEN = 0.5
 """Prior of a target that never had a label: the middle rank."""
 
 
-def mean_rank_prior(labels: np.ndarray) -> np.ndarray:
-    """(N,) mean over days of each target's scaled daily rank, from a (D, N) label matrix with NaN for missing.
+def daily_ranks(values: np.ndarray) -> np.ndarray:
+    """Per row, average ranks of the finite values scaled to [0, 1] by (rank - 1) / (n - 1) (0.5 when n = 1).
 
-    A day's ranks among its n non-null labels are mapped to [0, 1] by (rank - 1) / (n - 1); a day with a single
-    label gives it 0.5. A target never observed gets 0.5.
+    NaN in the other cells. The rank scale the prior, the peers and every correction on ranks share.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    valid = np.isfinite(values)
+    ranks = average_ranks(np.where(valid, values, 0.0), valid)
+    counts = valid.sum(axis=1, keepdims=True).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = np.where(counts > 1, (ranks - 1.0) / (counts - 1.0), UNSEEN)
+    scaled[~valid] = np.nan
+    return scaled
+
+
+def mean_rank_prior(labels: np.ndarray) -> np.ndarray:
+    """(N,) mean over days of each target's scaled daily rank (`daily_ranks`), from a (D, N) label matrix with NaN
+    for missing. A target never observed gets 0.5.
     """
     labels = np.asarray(labels, dtype=np.float64)
     if labels.ndim != 2:
         raise ValueError(f"labels must be a (days, targets) matrix, got shape {labels.shape}")
-    observed = ~np.isnan(labels)
-    ranks = average_ranks(labels, observed)
-    counts = observed.sum(axis=1, keepdims=True).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scaled = np.where(counts > 1, (ranks - 1.0) / (counts - 1.0), UNSEEN)
-    scaled[~observed] = np.nan
-    days_seen = observed.sum(axis=0)
+    scaled = daily_ranks(labels)
+    days_seen = np.isfinite(scaled).sum(axis=0)
     totals = np.nansum(scaled, axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         prior = np.where(days_seen > 0, totals / np.maximum(days_seen, 1), UNSEEN)

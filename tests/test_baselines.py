@@ -14,7 +14,6 @@ from spread.lab.baselines import (
     BASELINES,
     _reduced_rank_fits,
     _ridge_solutions,
-    daily_ranks,
     fold_context,
     long_features,
     predict_last_label,
@@ -31,7 +30,7 @@ from spread.trainer import competition_folds
 from spread.competition import load_competition
 from spread.config import Config, load_config
 from spread.errors import ConfigError, DataError
-from spread.prior import mean_rank_prior
+from spread.prior import daily_ranks, mean_rank_prior
 from spread.windows import competition_panel, label_matrix
 
 SMALL_SPLIT = ["split.val_size=30", "split.step=30", "split.min_train=50"]

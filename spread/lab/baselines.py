@@ -49,8 +49,8 @@ from spread.config import Config, save_config
 from spread.errors import ConfigError, DataError
 from spread.features import Panel, log_levels, raw_matrix, released, revealed_label_features, write_differences
 from spread.competition_writer import ORACLE_FILE
-from spread.metrics import average_ranks, validation_metrics
-from spread.prior import UNSEEN, mean_rank_prior
+from spread.metrics import validation_metrics
+from spread.prior import UNSEEN, daily_ranks, mean_rank_prior
 from spread.runfolder import CONFIG_FILE, FOLDS_FILE, SUMMARY_FILE, write_json
 from spread.runlog import RunLog, summarize
 from spread.splits import Fold, fold_table, lag_mapping
@@ -111,20 +111,6 @@ class FoldContext:
     def prior(self) -> np.ndarray:
         """(N,) mean daily rank of each target over the training rows."""
         return mean_rank_prior(self.known[self.train_rows])
-
-
-def daily_ranks(values: np.ndarray) -> np.ndarray:
-    """Per row, average ranks of the finite values scaled to [0, 1] by (rank - 1) / (n - 1) (0.5 when n = 1).
-
-    NaN in the other cells.
-    """
-    valid = np.isfinite(values)
-    ranks = average_ranks(np.where(valid, values, 0.0), valid)
-    counts = valid.sum(axis=1, keepdims=True).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scaled = np.where(counts > 1, (ranks - 1.0) / (counts - 1.0), 0.5)
-    scaled[~valid] = np.nan
-    return scaled
 
 
 def predict_mean_rank(ctx: FoldContext) -> np.ndarray:
