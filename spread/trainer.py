@@ -173,7 +173,8 @@ def fit_job(ctx: RunContext, fold: Fold, **kwargs) -> FitJob:
 def finetune_pruned(ctx: RunContext, job: FitJob) -> dict:
     """Fine-tune a fit's best model with the low-gate features masked out; result of the pruned model.
 
-    The holdout's fine-tune is fixed-length like the holdout (its validation dates select nothing)."""
+    The holdout's fine-tune is fixed-length like the holdout (its validation dates select nothing). The gate is read
+    from best.pt, not from the fit's result: every rank must prune the same features, and only rank 0 tracks it."""
     cfg = ctx.cfg.train
     best_path = ctx.run_dir / checkpoint_name(job.name, BEST)
     keep = select_features(np.asarray(load_checkpoint(best_path)["gate"], dtype=np.float64), cfg.prune_threshold,
