@@ -377,6 +377,24 @@ def extend_fit(ctx: RunContext, job: FitJob, to_epoch: int) -> dict:
     return epoch_metrics(state.rows, to_epoch)
 
 
+def ensemble_metrics(ctx: RunContext, job: FitJob, checkpoints: list[Path]) -> dict:
+    """Validation metrics (rank 0; broadcast) of the mean prediction of `checkpoints`, fits on `job`'s fold: the
+    score of the ensemble the predictor would serve from them (it averages its members' predictions)."""
+    from spread.checkpoint import build_model
+
+    metrics = None
+    if ctx.runtime.is_main:
+        cfg, val = ctx.cfg.train, job.data.val
+        preds = []
+        for path in checkpoints:
+            ckpt = load_checkpoint(path)
+            model = build_model(ckpt).to(ctx.runtime.device)
+            scale = torch.as_tensor(ckpt["target_scale"], dtype=torch.float32)
+            preds.append(predict_dataset(model, val, scale, cfg, cfg.eval_batch_size, ctx.runtime.device)[1])
+        metrics = validation_metrics(dataset_labels(val), np.mean(preds, axis=0), ctx.target_lags)
+    return broadcast_from_rank0(metrics, ctx.runtime)
+
+
 def epoch_metrics(rows: list[dict], epoch: int) -> dict:
     """The validation metrics (without the `val_` prefix) of `epoch` in a fit's rows; empty if not validated."""
     row = next(row for row in rows if row["epoch"] == epoch)

@@ -82,6 +82,11 @@ class TrainConfig:
     `epochs`."""
     seeds: list[int] = field(default_factory=list)
     """Seeds of the final fit's members, a seed ensemble (e.g. [0, 1, 2]); empty = the run's `seed` alone."""
+    holdout_members: int = 1
+    """Fits of the holdout, with seeds `seed`, `seed` + 1, ... (folders holdout/, holdout-s<seed>/), all on the
+    holdout's one fold (same screen and scaler). Its score, the public-leaderboard estimate, is their ensemble's
+    (the mean of their predictions, as the predictor averages members): set it to the number of `seeds` for the
+    estimate of the served seed ensemble. `--members holdout` replays the same ensemble."""
     tensorboard: bool = False
     """Also write TensorBoard events to RUN/tensorboard (needs the tensorboard package)."""
     plots: bool = True
@@ -109,7 +114,7 @@ class TrainConfig:
         check_range("train", "lr", self.lr, low=0, low_open=True)
         if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
             raise ConfigError(f"train.betas: expected two values in [0, 1), got {self.betas}")
-        for name in ("epochs", "eval_every", "eval_batch_size", "finetune_epochs"):
+        for name in ("epochs", "eval_every", "eval_batch_size", "finetune_epochs", "holdout_members"):
             check_range("train", name, getattr(self, name), low=1)
         for name in ("weight_decay", "grad_clip", "warmup_steps", "early_stopping_patience", "max_steps_per_epoch",
                      "final_fit_epochs", "prune_top_k", "gate_lr_scale", "log_every_s"):

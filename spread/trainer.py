@@ -9,7 +9,9 @@ One explicit recipe, readable top to bottom (torchtune style: the library is `sp
         if finetune_pruned:   fit(fold with the gate mask frozen to the kept features) -> RUN/<fold>-pruned/
       honest scores:          each fold's score at the epoch count the other folds choose (trained on if needed)
       epoch count E:          from the walk-forward folds only (`epoch_count`; see TrainConfig's epoch rule)
-      holdout:                fit(E epochs, no selection) -> RUN/holdout/: the public-leaderboard estimate
+      holdout:                fit(E epochs, no selection) -> RUN/holdout/ (and RUN/holdout-s<seed>/ per extra
+                              member of train.holdout_members): its (ensemble's) score is the public-leaderboard
+                              estimate
       if final_fit:           per seed of train.seeds, fit(every date labelled by the limit, E epochs)
                               -> RUN/final-s<seed>/ (the served model)
       gate analysis:          gate_weights.csv (sorted), pruned_features.csv (threshold or top-k)
@@ -32,6 +34,7 @@ import logging
 import math
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +46,7 @@ from spread.checkpoint import data_fingerprint, load_checkpoint, write_manifest
 from spread.competition import Competition, load_competition
 from spread.errors import ArtifactError, ConfigError
 from spread.features import released
-from spread.fit import FitJob, RunContext, epoch_metrics, extend_fit, fit
+from spread.fit import FitJob, RunContext, ensemble_metrics, epoch_metrics, extend_fit, fit
 from spread.metrics import validation_metrics
 from spread.prior import mean_rank_prior, write_prior
 from spread.pruning import gate_table, select_features, write_gate_analysis
@@ -274,14 +277,37 @@ def fit_folds(ctx: RunContext, folds: list[Fold]) -> tuple[dict, dict, dict, dic
         if fold.name == HOLDOUT:
             job = fit_job(ctx, fold, epochs=epochs, seed=cfg.seed, role=HOLDOUT, selects=False)
             n_features[fold.name] = len(job.data.feature_names)
-            results[fold.name] = fit(ctx, job) | {"oracle_score": oracle_score(ctx, job), "epochs": epochs}
-            if ctx.runtime.is_main:
-                log.info("holdout score %.4f: the true out-of-sample estimate of the public leaderboard (%d epochs "
-                         "from the walk-forward folds, labels released by %d)", results[fold.name]["best_score"],
-                         epochs, fold.train_cutoff)
+            results[fold.name] = fit_holdout(ctx, job)
             if cfg.train.finetune_pruned:
                 pruned[fold.name] = finetune_pruned(ctx, job)
     return results, pruned, n_features, epoch_rule
+
+
+def holdout_name(seed: int, job: FitJob) -> str:
+    """The run folder's sub-folder of the holdout member with this seed (the run's seed keeps "holdout")."""
+    return job.name if seed == job.seed else f"{HOLDOUT}-s{seed}"
+
+
+def fit_holdout(ctx: RunContext, job: FitJob) -> dict:
+    """The holdout: `train.holdout_members` fixed-length fits on its fold (seeds job.seed, job.seed + 1, ...; one
+    screen and scaler), scored as their ensemble. The result is the first member's fit, with "epochs" and, for an
+    ensemble, "ensemble": {"seeds", "members" (folders), "score", "member_scores", "metrics"}."""
+    result = fit(ctx, job) | {"oracle_score": oracle_score(ctx, job), "epochs": job.epochs}
+    seeds = [job.seed + k for k in range(ctx.cfg.train.holdout_members)]
+    if len(seeds) > 1:
+        scores = {job.name: result["best_score"]}
+        for seed in seeds[1:]:
+            member = replace(job, name=holdout_name(seed, job), seed=seed)
+            scores[member.name] = fit(ctx, member)["best_score"]
+        metrics = ensemble_metrics(ctx, job, [ctx.run_dir / checkpoint_name(name) for name in scores])
+        result["ensemble"] = {"seeds": seeds, "members": list(scores), "score": metrics["score"],
+                              "member_scores": scores, "metrics": metrics}
+    if ctx.runtime.is_main:
+        score = result["ensemble"]["score"] if "ensemble" in result else result["best_score"]
+        log.info("holdout score %.4f%s: the true out-of-sample estimate of the public leaderboard (%d epochs from the "
+                 "walk-forward folds, labels released by %d)", score,
+                 f" (ensemble of seeds {seeds})" if len(seeds) > 1 else "", job.epochs, job.fold.train_cutoff)
+    return result
 
 
 def honest_scores(ctx: RunContext, jobs: dict[str, FitJob], results: dict) -> dict[str, dict]:
@@ -397,11 +423,14 @@ def build_summary(
         "fold's own validation dates and leans optimistic. Null with a single walk-forward fold.")
     summary["epoch_rule"] = epoch_rule
     holdout = results.get(HOLDOUT)
+    ensemble = (holdout or {}).get("ensemble")
     summary["public_leaderboard_estimate"] = None if holdout is None else {
-        "score": holdout["best_score"], "fold": HOLDOUT, "epochs": holdout["epochs"],
+        "score": ensemble["score"] if ensemble else holdout["best_score"], "fold": HOLDOUT,
+        "epochs": holdout["epochs"], "members": ensemble["members"] if ensemble else [HOLDOUT],
         "note": "the true out-of-sample estimate of the public leaderboard: the holdout validates on the test's "
                 "scored dates, trains on labels released before them, and its epoch count comes from the "
-                "walk-forward folds only"}
+                "walk-forward folds only; with train.holdout_members > 1 it is the score of those fits' ensemble "
+                "(what `gateway --members holdout` replays)"}
     oracle = [r["oracle_score"] for r in results.values() if math.isfinite(r["oracle_score"])]
     if oracle:
         summary["mean"]["oracle_score"] = sum(oracle) / len(oracle)

@@ -26,8 +26,9 @@ SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 END = 250
 """data.train_end of the leak tests (the small preset has dates 0..319, scored test dates 280..304)."""
 FULL = [*TINY_RUN, "split.n_folds=2", "train.finetune_pruned=true", "train.finetune_epochs=1", "train.prune_top_k=20",
-        "train.final_fit=true", "train.seeds=[0, 1]"]
-"""Holdout, two walk-forward folds (so honest scores exist), pruned fine-tunes and a two-seed final fit."""
+        "train.final_fit=true", "train.seeds=[0, 1]", "train.holdout_members=2"]
+"""Holdout (two members), two walk-forward folds (so honest scores exist), pruned fine-tunes and a two-seed final
+fit."""
 
 
 def noise_after(source: Path, target: Path, end: int) -> Path:
@@ -112,7 +113,8 @@ def test_nothing_after_train_end_reaches_a_weight_or_a_selection(
     names = assert_identical_runs(tmp_path / "clean", tmp_path / "noisy_run")
     assert "holdout/best.pt" in names
     if config is None:
-        assert {"fold1-pruned/best.pt", "holdout-pruned/best.pt", "final-s0/best.pt", "final-s1/best.pt"} <= set(names)
+        assert {"fold1-pruned/best.pt", "holdout-pruned/best.pt", "final-s0/best.pt", "final-s1/best.pt",
+                "holdout-s1/best.pt"} <= set(names)
     for summary in (clean_summary, noisy_summary):
         assert summary["folds"]["holdout"]["best_epoch"] == summary["epoch_rule"]["epochs"]
     # the noise did reach the data: the holdout validates on dates after T, and its score moves

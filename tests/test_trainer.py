@@ -267,6 +267,27 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
     assert run_facts["seconds"] == pytest.approx(run_facts["session_seconds"] + first_epoch, abs=0.02)
 
 
+def test_holdout_ensemble_is_scored_as_the_gateway_replays_it(small: Path, tmp_path: Path, single_thread) -> None:
+    """train.holdout_members = 2: a second holdout fit (seed + 1) on the same fold, and the public-leaderboard
+    estimate is their ensemble's score, the one `gateway --members holdout` gets by serving both."""
+    from spread.gateway import run_gateway
+    from spread.infer import make_predict
+
+    summary = train(load_config(None, [*TINY_RUN, "train.holdout_members=2"]), small, tmp_path / "run")
+    run = tmp_path / "run"
+    first, second = load_checkpoint(run / "holdout/best.pt"), load_checkpoint(run / "holdout-s1/best.pt")
+    assert (first["seed"], second["seed"]) == (0, 1) and first["role"] == second["role"] == "holdout"
+    assert first["feature_names"] == second["feature_names"] and first["scaler"] == second["scaler"]
+    assert not torch.equal(first["model"]["input_proj.weight"], second["model"]["input_proj.weight"])
+    ensemble, estimate = summary["folds"]["holdout"]["ensemble"], summary["public_leaderboard_estimate"]
+    assert estimate["members"] == ensemble["members"] == ["holdout", "holdout-s1"]
+    assert estimate["score"] == ensemble["score"] not in set(ensemble["member_scores"].values())
+    replay = run_gateway(small, make_predict(run, small, device="cpu", members="holdout"),
+                         out_file=tmp_path / "s.parquet")
+    assert replay["summary"]["members"]["loaded"] == ["holdout-s1/best.pt", "holdout/best.pt"]
+    assert replay["score"] == pytest.approx(estimate["score"], abs=1e-6)
+
+
 def test_run_folder_guards(tiny_run: tuple[Path, dict], small: Path) -> None:
     run, _ = tiny_run
     with pytest.raises(ConfigError, match="not empty"):
