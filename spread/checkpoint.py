@@ -118,7 +118,8 @@ def build_model(ckpt: dict) -> "GatedTransformer":
     try:
         cfg = config_from_dict(ckpt["config"])
         lags = torch.as_tensor(ckpt["target_lags"], dtype=torch.long)
-        model = GatedTransformer(cfg.model, n_features=len(ckpt["feature_names"]), target_lags=lags)
+        model = GatedTransformer(cfg.model, n_features=len(ckpt["feature_names"]), target_lags=lags,
+                                 window=cfg.data.window)
         model.load_state_dict(ckpt["model"])
         model.gate.freeze_mask(torch.as_tensor(ckpt["gate_mask"], dtype=torch.bool))
     except (KeyError, RuntimeError, ValueError, ConfigError) as exc:

@@ -230,7 +230,8 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
     (`continued`: by `extend_fit`, within this session)."""
     cfg, runtime = ctx.cfg, ctx.runtime
     seed_everything(job.seed)
-    raw_model = GatedTransformer(cfg.model, n_features=len(job.data.feature_names), target_lags=ctx.target_lags)
+    raw_model = GatedTransformer(cfg.model, n_features=len(job.data.feature_names), target_lags=ctx.target_lags,
+                                 window=cfg.data.window)
     if job.init_checkpoint is not None:
         raw_model.load_state_dict(load_checkpoint(job.init_checkpoint)["model"])
     if job.keep is not None:

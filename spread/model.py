@@ -3,7 +3,9 @@
 One file, read top to bottom (nanoGPT style). A sample is one date: the window of the last L rows of standardised
 features (oldest first, left-padded when the history is shorter), the dates of those rows, and a validity mask.
 The model returns, for every target in `target_pairs.csv` order, a regression forecast and a pairwise score
-logit (the losses live in `spread.losses`).
+logit (the losses live in `spread.losses`). Two token layouts (`ModelConfig.tokens`): "time", tokens of P
+consecutive rows with every feature in each (attention across time), and "variate", one token per feature holding
+its whole window (attention across features: iTransformer).
 
 Shape legend (used in the comments on tensor lines)
     B   batch (dates)                     L   window length (rows, oldest first; the last row is "today")
@@ -12,8 +14,9 @@ Shape legend (used in the comments on tensor lines)
     H   attention heads                   Dh  head size, D // H
     T   Time2Vec components               N   targets, in target_pairs.csv order (424 on MITSUI)
     K   distinct lags = heads (4)         Nk  targets of one lag (106 on MITSUI)
+    Fk  features the gate's hard mask keeps (F unless pruned)
 
-Data flow
+Data flow, tokens = "time"
     x (B, L, F) -> x * g, g = sigmoid(logit) in [0, 1]               feature gate, L1-penalised by the loss
                 -> patches of P rows (left-padded to S P rows)        (B, S, P F) tokens; P = 1: one row a token
                 -> Linear(P F, D) + Linear(Time2Vec(t)) + PE(age)    (B, S, D) embeddings (t, age: a patch's last row)
@@ -21,6 +24,13 @@ Data flow
                 -> Norm -> concat(last token, mean over valid tokens) (B, 2D) pooled
                 -> one Linear(2D, 2 Nk) per lag                       (B, 2, Nk) regression and score
                 -> scattered back to target order                     reg, score: (B, N)
+
+Data flow, tokens = "variate" (the window length L is fixed at construction: it is the token's input size)
+    x (B, L, F) -> x * g over the kept features, padding rows zeroed   (B, L, Fk)
+                -> each feature's window as one token: Linear(L, D)   (B, Fk, D) + feature embedding (Fk, D)
+                   + Linear(L, D) of the validity mask + Linear(Time2Vec(today))   (both shared by every token)
+                -> n_layers x pre-LN blocks, attention across features (every token valid: no mask)
+                -> Norm -> concat(attention pool, mean over features) (B, 2D) pooled, then the same heads
 
 Attention paths (`ModelConfig.attention`, decided once at construction and logged)
     flash  `F.scaled_dot_product_attention` with the backends restricted to flash -> memory-efficient -> math,
@@ -42,6 +52,9 @@ References
     Nie et al. 2023, "A Time Series is Worth 64 Words: Long-term Forecasting with Transformers" (PatchTST:
     tokens of several consecutive rows; here every feature of the P rows goes into one token, so the gate and the
     shared input projection still see the cross-asset inputs together).
+    Liu et al. 2024, "iTransformer: Inverted Transformers Are Effective for Time Series Forecasting" (each
+    variate's whole window embedded as one token, attention across variates); here with a learned embedding per
+    feature, since the heads read a pooled summary and must know which feature a token is.
     Karpathy, nanoGPT (code structure and weight initialisation).
 """
 
@@ -73,6 +86,7 @@ log = logging.getLogger(__name__)
 
 ATTENTION_CHOICES = ("auto", "flash", "sdpa", "math")
 NORM_CHOICES = ("layernorm", "rmsnorm")
+TOKEN_CHOICES = ("time", "variate")
 
 
 @dataclass
@@ -98,7 +112,8 @@ class ModelConfig:
     """Initial periods of the periodic Time2Vec components, spaced geometrically between these two, in units of
     the time input t (with t = date_id / 1000: 5 to 2000 dates); the frequencies are learned from there."""
     positional_encoding: bool = True
-    """Add a sinusoidal encoding of each row's position in the window, counted back from the last row."""
+    """Add a sinusoidal encoding of each token's position in the window, counted back from the last row (time
+    tokens only: variate tokens are told apart by their learned feature embedding)."""
     attention: str = "auto"
     """Attention path: auto (flash where the GPU supports it, else sdpa) | flash | sdpa | math (explicit)."""
     grad_checkpoint: bool = False
@@ -110,7 +125,13 @@ class ModelConfig:
     patch_len: int = 1
     """P: consecutive window rows per token (PatchTST, Nie et al. 2023); the window becomes ceil(L / P) tokens
     (left-padded with invalid rows), each the gated features of its P rows through one Linear(P F, D), timed and
-    positioned by its last row. 1 = one token per row. Attention costs O((L / P)^2) and the encoder O(L / P)."""
+    positioned by its last row. 1 = one token per row. Attention costs O((L / P)^2) and the encoder O(L / P).
+    Time tokens only (a variate token holds the whole window)."""
+    tokens: str = "time"
+    """Token layout: time (tokens of patch_len rows, every feature in each; attention across time) | variate (one
+    token per kept feature, its whole gated window through one Linear(L, D) plus a learned feature embedding;
+    attention across features, O(F^2); iTransformer, Liu et al. 2024). variate fixes the window length L at
+    construction (`GatedTransformer(window=...)`)."""
 
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
@@ -125,6 +146,7 @@ class ModelConfig:
         check_choice("model", "attention", self.attention, ATTENTION_CHOICES)
         check_choice("model", "norm", self.norm, NORM_CHOICES)
         check_range("model", "patch_len", self.patch_len, low=1)
+        check_choice("model", "tokens", self.tokens, TOKEN_CHOICES)
 
 
 @dataclass
@@ -350,22 +372,36 @@ def masked_mean(h: Tensor, valid: Tensor) -> Tensor:
 class GatedTransformer(nn.Module):
     """Feature-gated Transformer encoder with one regression + score head per target lag (see the module doc).
 
-    Pooling: the final hidden state of the last row (today) concatenated with the mean over the valid rows, so the
-    heads see both the latest state and a summary of the whole (possibly short) history.
+    Pooling, time tokens: the final hidden state of the last token (today) concatenated with the mean over the valid
+    tokens, so the heads see both the latest state and a summary of the whole (possibly short) history. Variate
+    tokens: a learned attention pool over the features (which ones matter) concatenated with their mean.
+
+    `window` (L) is required by tokens = "variate" (the size of a variate token's input); the time layout takes
+    windows of any length and ignores it.
     """
 
-    def __init__(self, cfg: ModelConfig, n_features: int, target_lags: Sequence[int]) -> None:
+    def __init__(self, cfg: ModelConfig, n_features: int, target_lags: Sequence[int],
+                 window: int | None = None) -> None:
         super().__init__()
         lags = [int(lag) for lag in target_lags]
         if n_features < 1 or not lags:
             raise ValueError(f"GatedTransformer needs >= 1 feature and >= 1 target, got {n_features} and {len(lags)}")
+        if cfg.tokens == "variate" and (window is None or window < 1):
+            raise ConfigError(f"model.tokens: variate needs the window length (data.window), got {window}")
         self.cfg = cfg
         self.n_features = n_features
+        self.window = window
         self.attention_backend, reason = resolve_attention(cfg.attention)
         log.info("attention path: %s (config %s; %s)", self.attention_backend, cfg.attention, reason)
 
         self.gate = FeatureGate(n_features, cfg.gate_init)
-        self.input_proj = nn.Linear(cfg.patch_len * n_features, cfg.d_model)  # shared by every target; (P F) -> D
+        if cfg.tokens == "variate":
+            self.variate_proj = nn.Linear(window, cfg.d_model)  # shared by every feature; L -> D
+            self.feature_embedding = nn.Parameter(0.02 * torch.randn(n_features, cfg.d_model))  # (F, D)
+            self.valid_proj = nn.Linear(window, cfg.d_model, bias=False)  # the window's validity mask; L -> D
+            self.pool_score = nn.Linear(cfg.d_model, 1)  # attention pool over the feature tokens
+        else:
+            self.input_proj = nn.Linear(cfg.patch_len * n_features, cfg.d_model)  # shared by every target; (P F) -> D
         self.time2vec = Time2Vec(cfg.time2vec_dim, cfg.time2vec_periods) if cfg.time2vec_dim else None
         self.time_proj = nn.Linear(cfg.time2vec_dim, cfg.d_model, bias=False) if cfg.time2vec_dim else None
         self.embed_dropout = nn.Dropout(cfg.dropout)
@@ -432,23 +468,53 @@ class GatedTransformer(nn.Module):
             h = h + sinusoidal_encoding(S, self.cfg.d_model, x.device)  # (B, S, D)
         return self.embed_dropout(h)
 
+    def embed_variates(self, x: Tensor, t: Tensor, valid: Tensor) -> Tensor:
+        """(B, Fk, D) one token per kept feature: its gated window x (B, L, F) (padding rows zeroed) through
+        Linear(L, D), plus its feature embedding, the window's validity (B, L) and today's time input t[:, -1].
+
+        Pruned features get no token (in training too), so a pruned model computes the same in both modes."""
+        B, L, _ = x.shape
+        if L != self.window:
+            raise DataError(f"model input: variate tokens expect windows of {self.window} rows, got {L}")
+        x = x * valid.unsqueeze(-1).to(x.dtype)  # (B, L, F), padding rows carry nothing
+        identity = self.feature_embedding  # (F, D)
+        if bool(self.gate.mask.all()):
+            gated = self.gate(x)  # (B, L, F)
+        else:
+            kept = self.gate.kept_indices()  # (Fk,)
+            gated = x.index_select(-1, kept) * self.gate.values()[kept]  # (B, L, Fk)
+            identity = identity[kept]  # (Fk, D)
+        h = self.variate_proj(gated.transpose(1, 2)) + identity  # (B, Fk, D)
+        h = h + self.valid_proj(valid.to(h.dtype)).unsqueeze(1)  # (B, Fk, D), the same for every token
+        if self.time2vec is not None:
+            h = h + self.time_proj(self.time2vec(t[:, -1:]))  # (B, 1, D) broadcast over the tokens
+        return self.embed_dropout(h)
+
     def forward(self, x: Tensor, t: Tensor, valid: Tensor) -> ModelOutput:
         """x (B, L, F) standardised features, t (B, L) time input, valid (B, L) bool (False = left padding)."""
         B, _, n_features = x.shape
         if n_features != self.n_features:
             raise DataError(f"model input: expected {self.n_features} features, got {n_features}")
-        tokens, t, valid = self.patches(x, t, valid.to(torch.bool))  # (B, S, P, F), (B, S), (B, S)
-        # Without padding, no mask: SDPA may then use its fastest kernel (flash takes no mask).
-        key_mask = None if bool(valid.all()) else valid[:, None, None, :]  # (B, 1, 1, S)
+        valid = valid.to(torch.bool)
+        if self.cfg.tokens == "variate":
+            h, key_mask = self.embed_variates(x, t, valid), None  # (B, Fk, D); every feature token is valid
+        else:
+            tokens, t, valid = self.patches(x, t, valid)  # (B, S, P, F), (B, S), (B, S)
+            # Without padding, no mask: SDPA may then use its fastest kernel (flash takes no mask).
+            key_mask = None if bool(valid.all()) else valid[:, None, None, :]  # (B, 1, 1, S)
+            h = self.embed(tokens, t)  # (B, S, D)
 
-        h = self.embed(tokens, t)  # (B, S, D)
         for block in self.blocks:
             if self.cfg.grad_checkpoint and self.training and torch.is_grad_enabled():
                 h = checkpoint(block, h, key_mask, use_reentrant=False)  # (B, S, D)
             else:
                 h = block(h, key_mask)  # (B, S, D)
-        h = self.norm_final(h)  # (B, S, D)
-        pooled = torch.cat([h[:, -1], masked_mean(h, valid)], dim=-1)  # (B, 2D)
+        h = self.norm_final(h)  # (B, S, D); S = Fk for variate tokens
+        if self.cfg.tokens == "variate":
+            weights = self.pool_score(h).softmax(dim=1)  # (B, Fk, 1) attention pool over the features
+            pooled = torch.cat([(weights * h).sum(1), h.mean(1)], dim=-1)  # (B, 2D)
+        else:
+            pooled = torch.cat([h[:, -1], masked_mean(h, valid)], dim=-1)  # (B, 2D)
 
         per_head = [head(pooled).view(B, 2, -1) for head in self.heads.values()]  # K x (B, 2, Nk)
         out = torch.cat(per_head, dim=-1).index_select(-1, self.target_index)  # (B, 2, N), target order

@@ -274,3 +274,122 @@ def test_patched_model_ignores_padding_and_prunes_like_the_dense_path():
 def test_patch_len_must_be_positive():
     with pytest.raises(ConfigError, match="model.patch_len"):
         replace(TINY, patch_len=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Variate tokens (iTransformer): one token per feature holding its whole window
+
+VARIATE = replace(TINY, tokens="variate", dropout=0.0)
+
+
+def make_variate(cfg: ModelConfig = VARIATE, n_features: int = 5, lags: list[int] = LAGS, window: int = 8,
+                 seed: int = 0) -> GatedTransformer:
+    torch.manual_seed(seed)
+    return GatedTransformer(cfg, n_features, lags, window=window)
+
+
+@pytest.mark.parametrize("n_features, lags", [(1, [1]), (5, LAGS), (13, [4, 4, 1, 1, 2, 3, 3, 2, 1, 2, 3, 4])])
+def test_variate_tokens_one_per_feature_and_output_shapes(n_features, lags):
+    model = make_variate(n_features=n_features, lags=lags)
+    assert model.variate_proj.in_features == 8 and model.feature_embedding.shape == (n_features, 16)
+    assert not hasattr(model, "input_proj")
+    x, t, valid = make_batch(n_features=n_features)
+    tokens = model.embed_variates(x, t, valid)
+    assert tokens.shape == (3, n_features, 16)
+    out = model(x, t, valid)
+    assert out.reg.shape == out.score.shape == (3, len(lags)) and torch.isfinite(out.reg).all()
+
+
+def test_variate_model_sees_only_its_own_window():
+    """No future and no neighbour: a sample's output depends on its own window's valid rows only, every one of
+    them (today's row included), and never on padding or on the other samples of the batch."""
+    model = make_variate().eval()
+    x, t, valid = make_batch()
+    with torch.no_grad():
+        clean = model(x, t, valid).reg
+        noisy = x.clone()
+        noisy[0, :5] = 10 * torch.randn(5, 5)  # sample 0's padding rows
+        noisy[2] += 5.0  # another sample of the batch
+        changed = model(noisy, t, valid).reg
+        assert torch.allclose(changed[:2], clean[:2], atol=1e-6) and not torch.allclose(changed[2], clean[2])
+        for row in (0, 7):  # the oldest and the newest row of sample 1
+            moved = x.clone()
+            moved[1, row, 2] += 1.0
+            assert not torch.allclose(model(moved, t, valid).reg[1], clean[1], atol=1e-6), row
+
+
+def test_variate_gate_multiplies_the_inputs_and_pruning_matches_both_modes():
+    model = make_variate()
+    x, t, valid = make_batch()
+    with torch.no_grad():
+        base = model.eval()(x, t, valid).reg
+        model.gate.logit[1] = 0.0  # gate 0.5 on feature 1 ...
+        halved = model(x, t, valid).reg
+        model.gate.logit[1] = VARIATE.gate_init
+        scaled = x.clone()
+        scaled[..., 1] *= 0.5 / torch.sigmoid(torch.tensor(VARIATE.gate_init))  # ... is the input scaled by it
+        assert torch.allclose(halved, model(scaled, t, valid).reg, atol=1e-5)
+        assert not torch.allclose(halved, base, atol=1e-4)
+
+    keep = torch.tensor([True, False, True, True, False])
+    model.gate.freeze_mask(keep)
+    garbage = x.clone()
+    garbage[..., ~keep] = 123.0
+    assert model.embed_variates(x, t, valid).shape == (3, 3, 16)  # pruned features get no token
+    with torch.no_grad():
+        sparse = model.eval()(x, t, valid).reg
+        assert torch.equal(sparse, model(garbage, t, valid).reg)
+    assert torch.allclose(model.train()(x, t, valid).reg, sparse, atol=1e-6)
+
+
+def test_variate_gradients_reach_gate_embeddings_pool_and_heads():
+    model = make_variate(replace(VARIATE, dropout=0.1)).train()
+    out = model(*make_batch())
+    (out.reg.square().mean() + out.score.sigmoid().mean() + model.gate.l1()).backward()
+    assert (model.gate.logit.grad != 0).all()
+    for name in ("variate_proj.weight", "feature_embedding", "valid_proj.weight", "pool_score.weight",
+                 "time_proj.weight", "time2vec.weight", "blocks.0.attn.qkv.weight"):
+        assert model.get_parameter(name).grad.abs().sum() > 0, name
+    for name, head in model.heads.items():
+        assert head.weight.grad.abs().sum() > 0, name
+
+
+def test_variate_window_length_is_checked_and_required():
+    model = make_variate()
+    with pytest.raises(DataError, match="windows of 8 rows, got 9"):
+        model(*make_batch(length=9))
+    with pytest.raises(ConfigError, match="model.tokens: variate needs the window length"):
+        GatedTransformer(VARIATE, 5, LAGS)
+    with pytest.raises(ConfigError, match="model.tokens"):
+        replace(TINY, tokens="channel")
+
+
+def test_time_tokens_ignore_the_window_argument():
+    """The default layout is unchanged by the window argument: same parameters, same outputs, any length."""
+    assert ModelConfig().tokens == "time"
+    plain = make_model()
+    torch.manual_seed(0)
+    given = GatedTransformer(TINY, 5, LAGS, window=99)
+    assert plain.state_dict().keys() == given.state_dict().keys()
+    for name, tensor in plain.state_dict().items():
+        assert torch.equal(tensor, given.state_dict()[name]), name
+    batch = make_batch(length=6)
+    assert torch.equal(plain.eval()(*batch).reg, given.eval()(*batch).reg)
+
+
+def test_variate_checkpoint_rebuilds_with_the_configured_window(tmp_path):
+    from spread.checkpoint import build_model, load_checkpoint, save_checkpoint
+    from spread.config import config_to_dict, load_config
+
+    cfg = load_config(None, ["data.window=8", "model.d_model=16", "model.n_heads=2", "model.n_layers=1",
+                             "model.tokens=variate"])
+    model = make_variate(cfg.model, n_features=6, lags=[1, 2, 2])
+    model.gate.freeze_mask(torch.tensor([True, True, False, True, True, True]))
+    save_checkpoint(tmp_path / "m.pt", {
+        "model": model.state_dict(), "config": config_to_dict(cfg), "feature_names": [f"f{i}" for i in range(6)],
+        "target_names": ["a", "b", "c"], "target_lags": [1, 2, 2], "target_scale": [0.01] * 3,
+        "gate_mask": model.gate.mask, "scaler": {}, "epoch": 1})
+    rebuilt = build_model(load_checkpoint(tmp_path / "m.pt"))
+    batch = make_batch(n_features=6)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(*batch).reg, model.eval()(*batch).reg)

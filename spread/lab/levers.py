@@ -62,6 +62,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
                     "train.finetune_pruned=true", "train.finetune_epochs=2", "train.prune_top_k=32"),
     "listwise_gate": ("loss.rank_loss=listwise", "model.gate_init=0.0", "loss.gate_lambda=0.003",
                       "train.gate_lr_scale=100"),
+    "variate": ("model.tokens=variate",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 PEERS = ("ridge", "reduced_rank", "regularised_prior", "lightgbm")
