@@ -1,4 +1,5 @@
-"""The lever lab's bookkeeping: honest cells, pairing, step times, the gates' driver AUC and the run cache."""
+"""The lever lab: its runs' configs, the tables (pairing with the reference and the best peer), step times, the
+gates' driver AUC and the run reuse."""
 
 from __future__ import annotations
 
@@ -8,25 +9,57 @@ import numpy as np
 import polars as pl
 import pytest
 
-from spread.config import load_config
+from spread.config import load_config, save_config
+from spread.errors import ConfigError
 from spread.lab import levers
+from spread.lab.grid import finished_summary
+from spread.lab.stats import SCORE_SCHEMA
 
 
-def test_honest_cells_take_the_walk_forward_honest_scores_and_the_holdout():
-    summary = {"folds": {
-        "fold0": {"metrics": {"score": 0.9}, "honest_score": 0.4, "oracle_score": 0.8},
-        "fold1": {"metrics": {"score": 0.7}, "honest_score": None, "oracle_score": 0.7},  # a single fold: no cell
-        "holdout": {"metrics": {"score": 0.5}, "oracle_score": 0.6},
-    }}
-    assert levers.honest_cells(summary) == {"fold0": (0.4, 0.8), "holdout": (0.5, 0.6)}
-    peer = {"folds": {"fold0": {"metrics": {"score": 0.2}, "oracle_score": 0.8}}}
-    assert levers.peer_cells(peer) == {"fold0": (0.2, 0.8)}
+def _cells(model: str, scores: dict[tuple[int, str], float], train_seed: int | None) -> list[dict]:
+    return [{"source": levers.PRESET, "model": model, "data_seed": d, "train_seed": train_seed, "fold": fold,
+             "score": score, "best_epoch_score": float("nan"), "oracle_score": float("nan")}
+            for (d, fold), score in scores.items()]
 
 
-def test_paired_differences_use_the_shared_cells_only():
-    cells = {("a", 0): 0.5, ("b", 0): 0.1, ("c", 0): 0.3}
-    reference = {("a", 0): 0.2, ("b", 0): 0.4}
-    assert levers.paired(cells, reference) == pytest.approx([0.3, -0.3])
+def test_render_levers_pairs_with_the_reference_seed_by_seed_and_with_the_best_peer():
+    folds = [(0, "fold0"), (0, "holdout"), (1, "fold0"), (1, "holdout")]
+    ref = {0: [0.4, 0.2, 0.3, 0.5], 1: [0.2, 0.2, 0.3, 0.3]}  # two training seeds
+    variate = {0: [0.5, 0.1, 0.3, 0.7], 1: [0.1, 0.4, 0.3, 0.31]}
+    cells = []
+    for seed in (0, 1):
+        cells += _cells("ref", dict(zip(folds, ref[seed])), seed)
+        cells += _cells("variate", dict(zip(folds, variate[seed])), seed)
+    cells += _cells("ridge", dict(zip(folds, [0.3] * 4)), None) + _cells("lightgbm", dict(zip(folds, [0.4] * 4)), None)
+    cells += _cells("oracle", dict(zip(folds, [1.0] * 4)), None)
+    scores = pl.DataFrame(cells, schema=SCORE_SCHEMA, orient="row")
+    extra = {"ms": 12.0, "closed": 0.25, "gate_std": 0.01, "driver_auc": 0.6}
+    lines = "\n".join(levers.render_levers(scores, ["ref", "variate"], {"ref": extra, "variate": extra})).splitlines()
+    cols = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("| `")]
+    row = {c[0].strip("`"): c for c in cols}
+    # variate - ref on the 8 (data seed, training seed, fold) cells: 0.1 -0.1 0 0.2, -0.1 0.2 0 0.01 (never across
+    # training seeds, which would give 16 pairs)
+    assert row["variate"][4] == "0.039 ± 0.111" and row["variate"][5] == "4/8"
+    assert row["ref"][4] == "(reference)" and row["ref"][2] == "8"
+    assert row["variate"][6] == "-0.061 ± 0.186 (2/8)"  # paired with lightgbm, the best peer, on (data seed, fold)
+    assert row["variate"][8] == "34%" and row["variate"][9] == "25%"
+    assert row["lightgbm"][3] == "(best peer)" and row["ridge"][3] == "-0.100 ± 0.000" and row["ridge"][5] == "30%"
+    assert row["oracle"][5] == "—" and len(row["oracle"]) == 6
+
+
+def test_plan_runs_resolve_each_childs_config_and_fail_fast_on_a_bad_override(tmp_path, monkeypatch):
+    monkeypatch.setattr(levers, "data_folder", lambda work, seed: work / f"data-s{seed}")
+    runs = levers.plan_runs(tmp_path, ["ref", "variate"], [0, 1], [0, 2], ["ridge"], levers.BASE_CONFIG)
+    assert len(runs) == 2 * (2 * 2 + 2)  # per data seed: 2 levers x 2 training seeds, ridge and the oracle
+    variate = next(r for r in runs if r.model == "variate" and r.data_seed == 1 and r.train_seed == 2)
+    assert variate.out == tmp_path / "runs/variate/s1/t2" and variate.cfg.model.tokens == "variate"
+    assert variate.cfg.seed == 2 and "model.tokens=variate" in variate.argv and variate.argv[3] == "train"
+    oracle = next(r for r in runs if r.model == "oracle" and r.data_seed == 0)
+    assert oracle.train_seed is None and oracle.out == tmp_path / "runs/oracle/s0" and oracle.argv[3:5] == [
+        "baseline", "oracle"]
+    monkeypatch.setitem(levers.LEVERS, "broken", ("model.tokens=channel",))
+    with pytest.raises(ConfigError, match="model.tokens"):
+        levers.plan_runs(tmp_path, ["broken"], [0], [0], [], levers.BASE_CONFIG)
 
 
 def test_auc_counts_ties_as_half():
@@ -54,18 +87,16 @@ def test_step_ms_and_gate_stats_read_the_run_folder(tmp_path):
     assert stats["closed"] == pytest.approx(0.5) and stats["gate_std"] == pytest.approx(0.445)
 
 
-def test_a_run_is_reused_only_when_finished_with_the_same_command(tmp_path):
+def test_a_run_is_reused_only_when_finished_with_the_same_config(tmp_path):
+    cfg = load_config(levers.BASE_CONFIG, [*levers.BUDGET, "seed=0"])
     out = tmp_path / "run"
-    argv = ["python", "-m", "spread", "train", "--config", str(levers.BASE_CONFIG), "seed=0"]
-    assert levers.pending(out, argv)
+    assert finished_summary(out, cfg) is None
     out.mkdir()
-    (out / "partial.txt").write_text("x")
-    assert levers.pending(out, argv) and not out.exists()  # a partial folder is removed
-    out.mkdir()
-    (out / "summary.json").write_text("{}")
-    (out / "lab.json").write_text(json.dumps(levers.run_record(argv)))
-    assert not levers.pending(out, argv)
-    assert levers.pending(out, [*argv, "model.patch_len=4"])
+    save_config(cfg, out / "config.yaml")
+    assert finished_summary(out, cfg) is None  # started, not finished
+    (out / "summary.json").write_text(json.dumps({"folds": {}}))
+    assert finished_summary(out, cfg) == {"folds": {}}
+    assert finished_summary(out, load_config(levers.BASE_CONFIG, [*levers.BUDGET, "seed=1"])) is None
 
 
 @pytest.mark.parametrize("name", sorted(levers.LEVERS))

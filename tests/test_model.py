@@ -393,3 +393,14 @@ def test_variate_checkpoint_rebuilds_with_the_configured_window(tmp_path):
     batch = make_batch(n_features=6)
     with torch.no_grad():
         assert torch.equal(rebuilt(*batch).reg, model.eval()(*batch).reg)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_variate_tokens_run_under_autocast(dtype):
+    model = make_variate(replace(VARIATE, attention="sdpa")).train()
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(*make_batch())
+        assert out.reg.dtype == dtype
+    (out.reg.float().square().mean() + out.score.float().square().mean()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.gate.logit.grad.dtype == torch.float32

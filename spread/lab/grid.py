@@ -26,6 +26,7 @@ from pathlib import Path
 from spread.errors import ConfigError
 from spread.lab import REPO_ROOT
 from spread.lab.stats import BASELINE_NAMES, ORACLE, summary_cells
+from spread.runfolder import CONFIG_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ FULL = BenchConfig(
 def _same_config(run_dir: Path, cfg) -> bool:
     from spread.config import config_to_dict, read_config_file
 
-    saved = run_dir / "config.yaml"
+    saved = run_dir / CONFIG_FILE
     return saved.is_file() and read_config_file(saved) == config_to_dict(cfg)
 
 
@@ -110,16 +111,23 @@ class RunTally:
         self.seconds += seconds
 
 
+def finished_summary(run_dir: Path, cfg) -> dict | None:
+    """summary.json of `run_dir` when a run finished there with the config `cfg`; None otherwise."""
+    summary_path = run_dir / SUMMARY_FILE
+    if summary_path.is_file() and _same_config(run_dir, cfg):
+        return json.loads(summary_path.read_text())
+    return None
+
+
 def cached_run(run_dir: Path, cfg, execute: Callable[[], dict], tally: RunTally) -> dict:
     """summary.json of `run_dir` when it was finished with the same config; otherwise (re)run it from scratch.
 
     Either way the run is counted in `tally`.
     """
-    summary_path = run_dir / "summary.json"
-    reused = summary_path.is_file() and _same_config(run_dir, cfg)
+    summary = finished_summary(run_dir, cfg)
+    reused = summary is not None
     if reused:
         log.info("reusing %s", run_dir)
-        summary = json.loads(summary_path.read_text())
     else:
         if run_dir.exists():
             shutil.rmtree(run_dir)

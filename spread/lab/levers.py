@@ -1,43 +1,48 @@
 """The lever lab: named override sets of the Transformer against a reference and the peers, on the same folds.
 
     python -m spread.lab.levers --work /tmp/levers [--base configs/default.yaml] [--levers ref patch16 ...]
-        [--data-seeds 0 1 2] [--train-seeds 0] [--peers ridge reduced_rank regularised_prior lightgbm] [--jobs 2]
-        [--out FILE.md]
+        [--data-seeds 0 1 2] [--train-seeds 0] [--peers ridge reduced_rank lightgbm regularised_prior mean_rank]
+        [--jobs 2] [--out FILE.md]
 
 Every run is a child process (`python -m spread train` or `python -m spread baseline`, OMP_NUM_THREADS=1, at most
 `--jobs` at once) on the synthetic `realistic` preset at its default size, data seed by data seed, with the config
-`--base` (default `BASE_CONFIG`) plus `BUDGET` (a short CPU budget and no final fit, identical for every lever) plus the lever's
-overrides. A finished run folder (summary.json present, its command and the base config's text unchanged:
-`lab.json`) is reused, so an interrupted lab resumes.
+`--base` (default `BASE_CONFIG`) plus `BUDGET` (a short CPU budget and no final fit, identical for every lever) plus
+the lever's overrides. A run folder is reused as the bench reuses its own (`spread.lab.grid.finished_summary`:
+summary.json present and config.yaml equal to the config the child resolves), so an interrupted lab resumes.
 
-Only honest scores are cells: per walk-forward fold its `honest_score` (the validation score at the epoch count the
-other folds choose) and the holdout's `public_leaderboard_estimate` (fixed length, epochs from the walk-forward
-folds); a peer's per-fold score (its hyper-parameters are chosen on training dates only). A cell is (data seed,
-training seed, fold); a lever is paired with the reference on the same cell, with the best peer (highest mean) on
-the same (data seed, fold). Per lever the table gives the mean +- population std over cells, the paired delta, the
+The cells, the pairing, the best peer and the oracle fraction are the bench's (`spread.lab.stats`): only honest
+scores count (per walk-forward fold its `honest_score`, the validation score at the epoch count the other folds
+choose; the holdout at a fixed epoch count from the walk-forward folds; a peer's per-fold score, its
+hyper-parameters chosen on training dates only). A cell is (data seed, training seed, fold); a lever is paired with
+the reference on the same cell, and with the best of `stats.PEERS` (highest mean) on the same (data seed, fold).
+Per lever the table gives the mean +- population std over cells, the paired delta, the
 cells won, the median ms per optimiser step (epoch wall time including its validation / steps), the fraction of the
 oracle's mean score on the same cells, and the gate's selection: the share of gates below `train.prune_threshold`,
-the std of the gates within a fit, and the AUC of the planted drivers' features among the gates (features of the generator's driver FX pairs, the
-only inputs of its regime-dependent lead-lag signal; `spread.synth.build_universe` replays the draw).
+the std of the gates within a fit, and the AUC of the planted drivers' features among the gates (features of the
+generator's driver FX pairs, the only inputs of its regime-dependent lead-lag signal; `spread.synth.build_universe`
+replays the draw).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from spread.config import Config, load_config
 from spread.lab import REPO_ROOT
-from spread.runfolder import SUMMARY_FILE
+from spread.lab.grid import RunTally, finished_summary
+from spread.lab.render import markdown_table, plus_minus
+from spread.lab.stats import ORACLE, PEERS, SCORE_SCHEMA, mean_std, paired_difference, quality_table, summary_cells
 from spread.splits import HOLDOUT
 
 PRESET = "realistic"
@@ -63,9 +68,13 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "listwise_gate": ("loss.rank_loss=listwise", "model.gate_init=0.0", "loss.gate_lambda=0.003",
                       "train.gate_lr_scale=100"),
     "variate": ("model.tokens=variate",),
+    "variate_lr1e-3": ("model.tokens=variate", "train.lr=0.001"),
+    "variate_d224": ("model.tokens=variate", "model.d_model=224"),
+    "variate_l4": ("model.tokens=variate", "model.n_layers=4"),
+    "variate_lr1e-4": ("model.tokens=variate", "train.lr=0.0001"),
+    "variate_dropout0.2": ("model.tokens=variate", "model.dropout=0.2"),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
-PEERS = ("ridge", "reduced_rank", "regularised_prior", "lightgbm")
 
 
 def data_folder(work: Path, seed: int) -> Path:
@@ -85,59 +94,59 @@ def command(kind: str, name: str, data: Path, out: Path, seed: int, overrides: t
             *BUDGET, *overrides, f"seed={seed}"]
 
 
-def run_record(argv: list[str]) -> list[str]:
-    """What makes a run folder reusable: its command line and the text of its base config (after --config)."""
-    return [*argv[1:], Path(argv[argv.index("--config") + 1]).read_text()]
+@dataclass
+class LabRun:
+    """One run of the lab: the model it scores, its cell keys, its folder, its child command and resolved config."""
+
+    model: str
+    """Lever name, or the peer's / the oracle's baseline name."""
+    data_seed: int
+    train_seed: int | None
+    """None for the peers and the oracle (they do not depend on it)."""
+    out: Path
+    argv: list[str]
+    cfg: Config
+    """The config the child resolves (`--config` plus the overrides): a finished folder with it is reused."""
 
 
-def pending(out: Path, argv: list[str]) -> bool:
-    """True when `out` holds no finished run of exactly `argv` (a stale or partial folder is removed)."""
-    record = out / "lab.json"
-    if (out / SUMMARY_FILE).is_file() and record.is_file() and json.loads(record.read_text()) == run_record(argv):
-        return False
-    if out.exists():
-        shutil.rmtree(out)
-    return True
+def plan_runs(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[int], peers: list[str],
+              base: Path) -> list[LabRun]:
+    """Every run of the lab, data seed by data seed: the levers per training seed, then the peers and the oracle."""
+    runs = []
+    for data_seed in data_seeds:
+        data = data_folder(work, data_seed)
+        models = [(name, "lever", LEVERS[name], seed) for name in levers for seed in train_seeds]
+        models += [(name, "peer", (), None) for name in [*peers, ORACLE]]
+        for name, kind, overrides, seed in models:
+            out = work / "runs" / name / f"s{data_seed}"
+            out = out if seed is None else out / f"t{seed}"
+            argv = command(kind, name, data, out, seed or 0, overrides, base)
+            cfg = load_config(base, [*BUDGET, *overrides, f"seed={seed or 0}"])  # fails fast on a bad override
+            runs.append(LabRun(name, data_seed, seed, out, argv, cfg))
+    return runs
 
 
-def run_all(jobs: list[tuple[Path, list[str]]], parallel: int) -> None:
+def run_all(runs: list[LabRun], parallel: int) -> None:
     """Run the child processes, `parallel` at a time, one thread each; a failure stops the lab."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    queue, running = list(jobs), []
+    queue, running = list(runs), []
     while queue or running:
         while queue and len(running) < parallel:
-            out, argv = queue.pop(0)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            log = open(out.parent / f"{out.name}.log", "w")
-            running.append((out, argv, subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-            print(f"started {out}", flush=True)
+            run = queue.pop(0)
+            run.out.parent.mkdir(parents=True, exist_ok=True)
+            log = open(run.out.parent / f"{run.out.name}.log", "w")
+            running.append((run, subprocess.Popen(run.argv, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+            print(f"started {run.out}", flush=True)
         time.sleep(1.0)
         for item in list(running):
-            out, argv, process, log = item
+            run, process, log = item
             if process.poll() is None:
                 continue
             running.remove(item)
             log.close()
             if process.returncode:
-                raise SystemExit(f"{' '.join(argv)} failed ({process.returncode}); see {out.parent / out.name}.log")
-            (out / "lab.json").write_text(json.dumps(run_record(argv)))
-            print(f"finished {out}", flush=True)
-
-
-def honest_cells(summary: dict) -> dict[str, tuple[float, float]]:
-    """fold -> (honest score, oracle score) of a trainer run: walk-forward honest scores and the holdout."""
-    cells = {}
-    for fold, result in summary["folds"].items():
-        score = result.get("metrics", {}).get("score") if fold == HOLDOUT else result.get("honest_score")
-        if score is not None:
-            cells[fold] = (float(score), float(result.get("oracle_score", float("nan"))))
-    return cells
-
-
-def peer_cells(summary: dict) -> dict[str, tuple[float, float]]:
-    """fold -> (score, oracle score) of a baseline run."""
-    return {fold: (float(r["metrics"]["score"]), float(r.get("oracle_score", float("nan"))))
-            for fold, r in summary["folds"].items()}
+                raise SystemExit(f"{' '.join(run.argv)} failed ({process.returncode}); see {run.out}.log")
+            print(f"finished {run.out}", flush=True)
 
 
 def step_ms(run: Path) -> float:
@@ -183,98 +192,87 @@ def gate_stats(run: Path, seed: int, threshold: float) -> dict[str, float]:
             if np.isfinite(aucs).any() else float("nan"), "drivers_screened": float(drivers.sum())}
 
 
-def paired(cells: dict, reference: dict) -> np.ndarray:
-    """Differences cell by cell over the cells both have."""
-    keys = sorted(set(cells) & set(reference))
-    return np.array([cells[k] - reference[k] for k in keys])
+def lever_extras(runs: list[LabRun], threshold: float) -> dict[str, dict[str, float]]:
+    """Per lever: the median ms per step and the mean gate statistics over its runs."""
+    extras = {}
+    for name in dict.fromkeys(run.model for run in runs if run.train_seed is not None):
+        mine = [run for run in runs if run.model == name]
+        gates = [gate_stats(run.out, run.data_seed, threshold) for run in mine]
+        extras[name] = {"ms": statistics.median(step_ms(run.out) for run in mine)}
+        extras[name] |= {key: float(np.nanmean([g[key] for g in gates]))
+                         for key in ("closed", "gate_std", "driver_auc")}
+    return extras
 
 
-def fmt(mean: float, std: float) -> str:
-    return f"{mean:+.3f} ± {std:.3f}" if np.isfinite(mean) else "—"
+def render_levers(scores: pl.DataFrame, levers: list[str], extras: dict[str, dict[str, float]]) -> list[str]:
+    """The lever table and the peer table (markdown lines) of the honest score cells `scores` (SCORE_SCHEMA).
+
+    Per lever: its paired difference to `REFERENCE` cell by cell (same data seed, training seed and fold), and from
+    `stats.quality_table` its paired difference to the best peer and its share of the oracle."""
+    quality = {row["model"]: row for row in quality_table(scores).iter_rows(named=True)}
+    reference = scores.filter(pl.col("model") == REFERENCE)
+
+    def versus_peer(row: dict) -> str:
+        return f"{plus_minus(row['diff_mean'], row['diff_std'])} ({row['wins'] or '—'})"
+
+    def of_oracle(row: dict) -> str:
+        return "—" if not np.isfinite(row["oracle_fraction"]) else f"{row['oracle_fraction']:.0%}"
+
+    rows = []
+    for name in levers:
+        row, extra = quality[name], extras[name]
+        delta = paired_difference(scores.filter(pl.col("model") == name), reference,
+                                  on=("data_seed", "train_seed", "fold"))
+        versus_ref, won = "(reference)", "—"
+        if name != REFERENCE:
+            versus_ref, won = plus_minus(*mean_std(delta)), f"{int((delta > 0).sum())}/{delta.size}"
+        rows.append([f"`{name}`", f"`{' '.join(LEVERS[name]) or '(base)'}`", str(row["cells"]),
+                     plus_minus(row["mean"], row["std"]), versus_ref, won, versus_peer(row), f"{extra['ms']:.0f}",
+                     of_oracle(row), f"{extra['closed']:.0%}", f"{extra['gate_std']:.3f}",
+                     f"{extra['driver_auc']:.2f}"])
+    lines = [markdown_table(["lever", "overrides", "cells", "honest score mean ± std", "paired Δ vs ref", "cells won",
+                             "Δ vs best peer", "ms/step", "of oracle", "gates < thr", "gate std", "driver AUC"], rows)]
+    rows = []
+    for name, row in quality.items():
+        if name in levers:
+            continue
+        is_best = name == row["best_peer"]
+        rows.append([f"`{name}`", str(row["cells"]), plus_minus(row["mean"], row["std"]),
+                     "(best peer)" if is_best else plus_minus(row["diff_mean"], row["diff_std"]),
+                     "—" if is_best else row["wins"] or "—", "—" if name == ORACLE else of_oracle(row)])
+    return lines + ["", markdown_table(["peer", "cells", "score mean ± std", "paired Δ vs best peer", "cells won",
+                                        "of oracle"], rows)]
 
 
 def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[int], peers: list[str],
         parallel: int, base: Path = BASE_CONFIG) -> str:
     """Run (or reuse) every run and return the markdown report."""
-    from spread.config import load_config
+    runs = plan_runs(work, levers, data_seeds, train_seeds, peers, base)
+    reused = [finished_summary(run.out, run.cfg) is not None for run in runs]
+    todo = [run for run, done in zip(runs, reused) if not done]
+    for run in todo:  # a partial or stale folder is started afresh
+        if run.out.exists():
+            shutil.rmtree(run.out)
+    print(f"{len(todo)} runs to do, {sum(reused)} reused", flush=True)
+    run_all(todo, parallel)
 
-    jobs, runs = [], {}
-    for data_seed in data_seeds:
-        data = data_folder(work, data_seed)
-        for name in levers:
-            load_config(base, [*BUDGET, *LEVERS[name]])  # fail fast on a bad override
-            for seed in train_seeds:
-                out = work / "runs" / name / f"s{data_seed}" / f"t{seed}"
-                argv = command("lever", name, data, out, seed, LEVERS[name], base)
-                runs[(name, data_seed, seed)] = out
-                if pending(out, argv):
-                    jobs.append((out, argv))
-        for name in [*peers, "oracle"]:
-            out = work / "runs" / name / f"s{data_seed}"
-            argv = command("peer", name, data, out, 0, (), base)
-            runs[(name, data_seed, None)] = out
-            if pending(out, argv):
-                jobs.append((out, argv))
-    print(f"{len(jobs)} runs to do, {len(runs) - len(jobs)} reused", flush=True)
-    run_all(jobs, parallel)
-
-    def cells_of(name: str, seeds: list) -> tuple[dict, dict]:
-        scores, oracle = {}, {}
-        for data_seed in data_seeds:
-            for seed in seeds:
-                summary = json.loads((runs[(name, data_seed, seed)] / SUMMARY_FILE).read_text())
-                pick = peer_cells if seed is None else honest_cells
-                for fold, (score, oracle_score) in pick(summary).items():
-                    scores[(data_seed, seed, fold)], oracle[(data_seed, seed, fold)] = score, oracle_score
-        return scores, oracle
-
-    peer_scores = {name: cells_of(name, [None])[0] for name in [*peers, "oracle"]}
-    oracle_by = {(d, f): v for (d, _, f), v in peer_scores["oracle"].items()}
-    best_peer = max(peers, key=lambda name: np.mean(list(peer_scores[name].values()))) if peers else None
-    threshold = load_config(base).train.prune_threshold
-    lever_scores = {name: cells_of(name, train_seeds)[0] for name in levers}
-    reference = lever_scores.get(REFERENCE, {})
-
-    def of_oracle(scores: dict) -> str:
-        oracle = [oracle_by[(d, f)] for d, _, f in scores]
-        return f"{np.mean(list(scores.values())) / np.mean(oracle):.0%}" if oracle else "—"
-
-    def versus_peer(scores: dict) -> np.ndarray:
-        return np.array([s - peer_scores[best_peer][(d, None, f)] for (d, _, f), s in scores.items()])
-
+    tally, cells, summaries = RunTally(), [], {}
+    for run, done in zip(runs, reused):
+        summary = finished_summary(run.out, run.cfg)
+        if summary is None:
+            raise SystemExit(f"{run.out}: the run did not finish with its config")
+        tally.add(done, float((summary.get("run") or {}).get("seconds") or 0.0))
+        cells += summary_cells(summary, PRESET, run.model, run.data_seed, run.train_seed)
+        summaries[(run.model, run.data_seed, run.train_seed)] = summary
+    scores = pl.DataFrame(cells, schema=SCORE_SCHEMA, orient="row")
+    extras = lever_extras(runs, load_config(base).train.prune_threshold)
     lines = [f"Cells: {len(data_seeds)} data seeds x {len(train_seeds)} training seeds x (walk-forward folds + the "
-             f"holdout); budget `{' '.join(BUDGET)}` on `{base}`.", "",
-             "| lever | overrides | cells | honest score mean ± std | paired Δ vs ref | cells won | Δ vs best peer "
-             "| ms/step | of oracle | gates < thr | gate std | driver AUC |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name in levers:
-        scores = lever_scores[name]
-        values = np.array(list(scores.values()))
-        delta = paired(scores, reference) if name != REFERENCE else np.array([])
-        vs_peer = versus_peer(scores) if best_peer else np.array([])
-        ms = statistics.median(step_ms(runs[(name, d, t)]) for d in data_seeds for t in train_seeds)
-        gates = [gate_stats(runs[(name, d, t)], d, threshold) for d in data_seeds for t in train_seeds]
-        won = f"{int((delta > 0).sum())}/{len(delta)}" if len(delta) else "—"
-        lines.append(
-            f"| `{name}` | `{' '.join(LEVERS[name]) or '(base)'}` | {len(values)} | {fmt(values.mean(), values.std())} "
-            f"| {fmt(delta.mean(), delta.std()) if len(delta) else '(reference)'} | {won} "
-            f"| {fmt(vs_peer.mean(), vs_peer.std()) if len(vs_peer) else '—'} ({int((vs_peer > 0).sum())}/"
-            f"{len(vs_peer)}) | {ms:.0f} | {of_oracle(scores)} | {np.mean([g['closed'] for g in gates]):.0%} "
-            f"| {np.mean([g['gate_std'] for g in gates]):.3f} | {np.nanmean([g['driver_auc'] for g in gates]):.2f} |")
-    lines += ["", "| peer | cells | score mean ± std | paired Δ vs best peer | cells won | of oracle |",
-              "|---|---|---|---|---|---|"]
-    for name in [*peers, "oracle"]:
-        scores = peer_scores[name]
-        values = np.array(list(scores.values()))
-        delta = versus_peer(scores) if best_peer and name != best_peer else np.array([])
-        won = f"{int((delta > 0).sum())}/{len(delta)}" if len(delta) else "—"
-        label = "(best peer)" if name == best_peer else fmt(delta.mean(), delta.std()) if len(delta) else "—"
-        lines.append(f"| `{name}` | {len(values)} | {fmt(values.mean(), values.std())} | {label} | {won} "
-                     f"| {of_oracle(scores) if name != 'oracle' else '—'} |")
-    pruned = pruned_lines(levers, runs, data_seeds, train_seeds)
-    return "\n".join(lines + pruned) + "\n"
+             f"holdout); budget `{' '.join(BUDGET)}` on `{base}`; {tally.runs} runs ({tally.reused} reused), "
+             f"{tally.seconds / 60:.0f} min of run time.", "", *render_levers(scores, levers, extras)]
+    return "\n".join(lines + pruned_lines(levers, summaries, data_seeds, train_seeds)) + "\n"
 
 
-def pruned_lines(levers: list[str], runs: dict, data_seeds: list[int], train_seeds: list[int]) -> list[str]:
+def pruned_lines(levers: list[str], summaries: dict, data_seeds: list[int], train_seeds: list[int]) -> list[str]:
     """The holdout's pruned fine-tune against the unpruned holdout, for the levers that fine-tuned (both fixed
     length, so both honest)."""
     lines = []
@@ -282,17 +280,16 @@ def pruned_lines(levers: list[str], runs: dict, data_seeds: list[int], train_see
         rows = []
         for d in data_seeds:
             for t in train_seeds:
-                summary = json.loads((runs[(name, d, t)] / SUMMARY_FILE).read_text())
-                holdout = summary["folds"].get(HOLDOUT, {})
+                holdout = summaries[(name, d, t)]["folds"].get(HOLDOUT, {})
                 if "pruned" in holdout:
                     rows.append((holdout["metrics"]["score"], holdout["pruned"]["metrics"]["score"],
-                                 holdout["pruned"]["n_features"], holdout.get("n_features", float("nan"))))
+                                 holdout["pruned"]["n_features"]))
         if rows:
-            full, pruned, kept, _ = (np.array(c, dtype=np.float64) for c in zip(*rows))
+            full, pruned, kept = (np.array(c, dtype=np.float64) for c in zip(*rows))
             delta = pruned - full
             lines.append(f"\n`{name}` pruned fine-tune on the holdout ({len(rows)} cells): unpruned "
-                         f"{fmt(full.mean(), full.std())}, pruned {fmt(pruned.mean(), pruned.std())} with "
-                         f"{kept.mean():.0f} features kept, paired Δ {fmt(delta.mean(), delta.std())}.")
+                         f"{plus_minus(full.mean(), full.std())}, pruned {plus_minus(pruned.mean(), pruned.std())} "
+                         f"with {kept.mean():.0f} features kept, paired Δ {plus_minus(delta.mean(), delta.std())}.")
     return lines
 
 

@@ -33,7 +33,7 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "—" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _plus_minus(mean: float, std: float) -> str:
+def plus_minus(mean: float, std: float) -> str:
     return "—" if not np.isfinite(mean) else f"{mean:.3f} ± {_number(std)}"
 
 
@@ -49,12 +49,12 @@ def render_quality(table: pl.DataFrame, source: str, notes: dict[str, str] | Non
     rows = []
     for row in table.filter(pl.col("source") == source).iter_rows(named=True):
         is_best = row["model"] == row["best_peer"]
-        difference = "(best peer)" if is_best else _plus_minus(row["diff_mean"], row["diff_std"])
+        difference = "(best peer)" if is_best else plus_minus(row["diff_mean"], row["diff_std"])
         fraction = row["oracle_fraction"]
         of_oracle = "—" if not np.isfinite(fraction) else f"{100 * fraction:.0f}%"
         gain = row["epoch_pick_gain"]
         rows.append([
-            f"`{row['model']}`", str(row["cells"]), _plus_minus(row["mean"], row["std"]), difference,
+            f"`{row['model']}`", str(row["cells"]), plus_minus(row["mean"], row["std"]), difference,
             row["wins"] or "—", of_oracle, "—" if not np.isfinite(gain) else f"{gain:+.3f}",
             notes.get(row["model"], ""),
         ])

@@ -70,7 +70,7 @@ def summary_cells(summary: dict, source: str, model: str, data_seed: int, train_
     return cells
 
 
-def _mean_std(values: np.ndarray) -> tuple[float, float]:
+def mean_std(values: np.ndarray) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return float("nan"), float("nan")
@@ -86,10 +86,11 @@ def best_peer(scores: pl.DataFrame, source: str) -> str | None:
     return str(means.sort(["score", "model"], descending=[True, False], nulls_last=True)["model"][0])
 
 
-def paired_difference(cells: pl.DataFrame, reference: pl.DataFrame) -> np.ndarray:
-    """Per cell of `cells`, its score minus `reference`'s on the same data seed and fold (finite pairs only)."""
-    paired = cells.join(reference.select("data_seed", "fold", pl.col("score").alias("reference")),
-                        on=["data_seed", "fold"], how="inner")
+def paired_difference(cells: pl.DataFrame, reference: pl.DataFrame,
+                      on: tuple[str, ...] = ("data_seed", "fold")) -> np.ndarray:
+    """Per cell of `cells`, its score minus `reference`'s on the same data seed and fold (finite pairs only);
+    `on` adds "train_seed" to pair two Transformer configs seed by seed."""
+    paired = cells.join(reference.select(*on, pl.col("score").alias("reference")), on=list(on), how="inner")
     diffs = (paired["score"] - paired["reference"]).to_numpy()
     return diffs[np.isfinite(diffs)]
 
@@ -126,14 +127,14 @@ def quality_table(scores: pl.DataFrame) -> pl.DataFrame:
         for model in on_source["model"].unique(maintain_order=True).to_list():
             cells = on_source.filter(pl.col("model") == model)
             values = cells["score"].to_numpy()
-            mean, std = _mean_std(values)
-            gain, _ = _mean_std((cells["best_epoch_score"] - cells["score"]).to_numpy())
+            mean, std = mean_std(values)
+            gain, _ = mean_std((cells["best_epoch_score"] - cells["score"]).to_numpy())
             row = {"source": source, "model": model, "cells": int(np.isfinite(values).sum()), "mean": mean,
                    "std": std, "best_peer": best, "diff_mean": float("nan"), "diff_std": float("nan"), "wins": None,
                    "oracle_fraction": float("nan"), "epoch_pick_gain": gain}
             if reference is not None and model not in (best, ORACLE):
                 diffs = paired_difference(cells, reference)
-                row["diff_mean"], row["diff_std"] = _mean_std(diffs)
+                row["diff_mean"], row["diff_std"] = mean_std(diffs)
                 row["wins"] = f"{int((diffs > 0).sum())}/{diffs.size}"
             if oracle.height and model != ORACLE:
                 row["oracle_fraction"] = oracle_fraction(cells, oracle)
