@@ -8,6 +8,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
 from spread.config import load_config, save_config
 from spread.errors import ConfigError
@@ -97,6 +98,18 @@ def test_a_run_is_reused_only_when_finished_with_the_same_config(tmp_path):
     (out / "summary.json").write_text(json.dumps({"folds": {}}))
     assert finished_summary(out, cfg) == {"folds": {}}
     assert finished_summary(out, load_config(levers.BASE_CONFIG, [*levers.BUDGET, "seed=1"])) is None
+    # a run saved before a config field existed (here: train.holdout_members) counts at that field's default only
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    saved["train"].pop("holdout_members")
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert finished_summary(out, load_config(levers.BASE_CONFIG, [*levers.BUDGET, "seed=0",
+                                                                  "train.holdout_members=1"])) == {"folds": {}}
+    assert finished_summary(out, cfg) is None  # the base config asks for 3 holdout members
+    # a field today's code no longer knows: not the same run
+    saved["train"]["retired_option"] = 1
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert finished_summary(out, load_config(levers.BASE_CONFIG, [*levers.BUDGET, "seed=0",
+                                                                  "train.holdout_members=1"])) is None
 
 
 @pytest.mark.parametrize("name", sorted(levers.LEVERS))

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spread.errors import ConfigError
+from spread.errors import ConfigError, SpreadError
 from spread.lab import REPO_ROOT
 from spread.lab.stats import BASELINE_NAMES, ORACLE, summary_cells
 from spread.runfolder import CONFIG_FILE, SUMMARY_FILE
@@ -88,10 +88,17 @@ FULL = BenchConfig(
 
 
 def _same_config(run_dir: Path, cfg) -> bool:
-    from spread.config import config_to_dict, read_config_file
+    """The run's saved config, resolved by today's code, equals `cfg`: a field added since at its default (which
+    behaves as the code did before it) does not invalidate a run; one the code no longer knows does."""
+    from spread.config import config_to_dict, load_config
 
     saved = run_dir / CONFIG_FILE
-    return saved.is_file() and read_config_file(saved) == config_to_dict(cfg)
+    if not saved.is_file():
+        return False
+    try:
+        return config_to_dict(load_config(saved)) == config_to_dict(cfg)
+    except SpreadError:
+        return False
 
 
 @dataclass

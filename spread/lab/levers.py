@@ -73,6 +73,9 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "variate_l4": ("model.tokens=variate", "model.n_layers=4"),
     "variate_lr1e-4": ("model.tokens=variate", "train.lr=0.0001"),
     "variate_dropout0.2": ("model.tokens=variate", "model.dropout=0.2"),
+    "screen128": ("screen.ic_max_features=128",),
+    "screen256": ("screen.ic_max_features=256",),
+    "window64": ("data.window=64",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
