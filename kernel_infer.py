@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="submission file (default: <working dir>/submission.parquet)")
     parser.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="seconds per call after the first")
+    parser.add_argument("--update", help="online update policy replacing the run's serve.update (spread.online)")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         log.info("ignoring arguments %s", unknown)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if run_dir is None:
         log.error("no run folder (manifest.json) found: every answer will be the fallback prior")
     log.info("competition folder %s, run folder %s", data_dir, run_dir)
-    predict = make_predict(run_dir, data_dir)
+    predict = make_predict(run_dir, data_dir, update=args.update)
 
     server_class = import_inference_server(data_dir)
     if server_class is not None and rerun:

@@ -33,14 +33,15 @@ TINY = {
 
 def write_run(
     run: Path, comp_dir: Path, seed: int = 0, every: int = 1, members: dict[str, dict] | None = None,
-    inference: list[str] | None = None,
+    inference: list[str] | None = None, config: dict | None = None,
 ) -> dict:
     """A run folder with randomly initialised checkpoints written the way the trainer writes them: one per entry of
     `members` (folder -> extra checkpoint keys such as `fold` or `role`; default one plain `fold0`), seeds `seed`,
     `seed + 1`, ..., the manifest serving `inference` (default every member). Every model reads every `every`-th
-    panel feature (as if screened); the parts returned are the first member's."""
+    panel feature (as if screened); the checkpoints hold `config` (default TINY); the parts returned are the first
+    member's."""
     comp = load_competition(comp_dir)
-    cfg = config_from_dict(TINY)
+    cfg = config_from_dict(TINY if config is None else config)
     panel = competition_panel(comp, cfg.features)
     keep = panel.names[::every]
     fit_rows = np.arange(30, 250)
