@@ -11,12 +11,12 @@ import pytest
 
 from spread.config import config_from_dict, config_to_dict, load_config
 from spread.errors import ConfigError
-from spread.gateway import generate_batches, read_served_files, run_gateway
+from spread.gateway import generate_batches, read_served_files
 from spread.infer import Predictor, degradation, make_predict, summary_text
 from spread.online import OnlineUpdate, ServeConfig
 from spread.synth import generate
 from spread.targets import release_date
-from test_infer import TINY, write_run
+from test_infer import TINY, truncated_replays, write_run
 
 BLEND = {"update": "prior_blend", "weights": [1.0], "min_dates": 3, "select_dates": 10}
 """An update that blends as soon as 3 served dates have complete labels (on the small preset's 40 test dates)."""
@@ -84,6 +84,16 @@ def test_an_unknown_update_flag_is_refused_before_serving(served: dict, tmp_path
     assert "--update: expected one of none|prior_blend, got 'finetune'" in capsys.readouterr().err
 
 
+def test_the_gateway_flag_turns_the_update_on_and_the_summary_says_so(served: dict, tmp_path: Path, capsys) -> None:
+    from spread.cli import main
+
+    command = ["gateway", "--data", str(served["dir"]), "--run", str(served["run"]), "--out", str(tmp_path / "s.pq")]
+    assert main([*command, "--update", "none"]) == 0
+    assert "online update: none;" in capsys.readouterr().out
+    assert main(command) == 0  # the run's config: BLEND
+    assert "online update: prior_blend (40 refit(s), latest weight 1, longest" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # what the update does, and what it reads
 
@@ -142,15 +152,7 @@ def test_the_update_never_reads_a_label_before_its_release_date(served: dict, an
 
 
 def test_truncating_the_test_set_keeps_earlier_answers_with_the_update_on(served: dict, tmp_path: Path) -> None:
-    cut = tmp_path / "cut"
-    shutil.copytree(served["dir"], cut)
-    last = served["batches"][20][0]
-    for path in [cut / "test.csv", *sorted((cut / "lagged_test_labels").glob("*.csv"))]:
-        pl.read_csv(path).filter(pl.col("date_id") <= last).write_csv(path)
-    full = run_gateway(served["dir"], make_predict(served["run"], served["dir"]), out_file=tmp_path / "full.parquet")
-    part = run_gateway(cut, make_predict(served["run"], cut), out_file=tmp_path / "part.parquet")
-    full_rows = pl.read_parquet(full["submission"]).filter(pl.col("date_id") <= last)
-    part_rows = pl.read_parquet(part["submission"])
+    full, full_rows, part_rows = truncated_replays(served["dir"], served["run"], served["batches"][20][0], tmp_path)
     assert part_rows.height == 21 and part_rows.equals(full_rows)
     assert full["summary"]["update"]["refits"] == 40 and full["summary"]["update"]["weight"] == 1.0
 
