@@ -30,6 +30,7 @@ from pathlib import Path
 from spread.discovery import find_competition_dir, find_run_dir, working_dir
 from spread.gateway import DEFAULT_DEADLINE_S, run_gateway
 from spread.infer import exit_status, in_rerun, make_predict, summary_text
+from spread.online import POLICIES
 
 log = logging.getLogger("kernel_infer")
 SERVER_MODULE = "kaggle_evaluation.mitsui_inference_server"
@@ -45,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="submission file (default: <working dir>/submission.parquet)")
     parser.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="seconds per call after the first")
-    parser.add_argument("--update", help="online update policy replacing the run's serve.update (spread.online)")
+    parser.add_argument("--update", choices=POLICIES,
+                        help="online update policy replacing the run's serve.update (spread.online)")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         log.info("ignoring arguments %s", unknown)

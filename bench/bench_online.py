@@ -210,6 +210,13 @@ def report(cells: list[dict], arms: list[str], command: str) -> str:
         "Transformer trained on what is known by the first served date (configs/default.yaml + "
         f"`{' '.join(TRAIN)}`, `data.train_end` = first test date - 1), served by the local gateway with each arm. "
         "Score: the competition score over the scored dates; late: over their second half. Latency: later calls.",
+        "", "Arms: `prior_blend[:serve fields]` is the predictor's policy (`serve.update`, `spread.online`). "
+        "`finetune[:every,steps,lr,dates]` (defaults " + ", ".join(f"{k} {v:g}" for k, v in FINETUNE.items()) +
+        ") is an experiment of this bench only: every `every` served dates, `steps` steps of `spread.fit.train_step` "
+        "(fresh AdamW at `lr`, gate frozen) on the windows of the latest `dates` complete label dates, swapped in "
+        "for the next calls, timed inside the call. As a predictor policy it would put the training loop "
+        "(`spread.fit`, `spread.optim`) into the submission kernel, which the bundle keeps out "
+        "(tests/test_bundle.py).",
         "", "| data seed | train seed | arm | score | late | p50 ms | p99 ms | update worst s | final weight |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -219,14 +226,16 @@ def report(cells: list[dict], arms: list[str], command: str) -> str:
                          f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['update_worst_s']:.3f} | "
                          f"{row['weight']:g} |")
     lines += ["", "Paired against `none` over the cells (difference mean +- std, cells won of "
-              f"{len(cells)}):", "", "| arm | score | late | worst update call s | p99 ms (max over cells) |",
-              "|---|---|---|---|---|"]
+              f"{len(cells)}); an arm may become the default only when its score difference exceeds its std:", "",
+              "| arm | score | late | beats its spread | worst update call s | p99 ms (max over cells) |",
+              "|---|---|---|---|---|---|"]
     for arm in arms:
         score, late = paired(cells, arm, "score"), paired(cells, arm, "late_score")
         worst = max(c["arms"][arm]["update_worst_s"] for c in cells)
         p99 = max(c["arms"][arm]["p99_ms"] for c in cells)
         lines.append(f"| {arm} | {score[0]:+.3f} +- {score[1]:.3f} ({score[2]}/{len(cells)}) | {late[0]:+.3f} +- "
-                     f"{late[1]:.3f} ({late[2]}/{len(cells)}) | {worst:.3f} | {p99:.1f} |")
+                     f"{late[1]:.3f} ({late[2]}/{len(cells)}) | {'yes' if score[0] > score[1] else 'no'} | "
+                     f"{worst:.3f} | {p99:.1f} |")
     none = np.array([c["arms"]["none"]["score"] for c in cells])
     lines += ["", f"`none` scores {none.mean():.3f} +- {none.std(ddof=1):.3f} over the cells; p99 "
               f"{max(c['arms']['none']['p99_ms'] for c in cells):.1f} ms (max over cells)."]
