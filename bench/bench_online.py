@@ -10,8 +10,8 @@ model is oldest), per-call latency p50/p99 and the update's longest call; the re
 
     OMP_NUM_THREADS=1 python bench/bench_online.py [--work DIR] [--jobs 2] [--arms prior_blend prior_blend:halflife=250]
 
-An arm is a policy with optional `serve` field overrides (`name:field=value,field=value`). Finished run folders
-in --work are reused.
+An arm is a policy with optional `serve` field overrides (`name:field=value,field=value`), or the bench-only
+`finetune` experiment (see FINETUNE). Finished run folders and replays in --work are reused.
 """
 
 from __future__ import annotations
@@ -217,14 +217,16 @@ def report(cells: list[dict], arms: list[str], command: str) -> str:
         "for the next calls, timed inside the call. As a predictor policy it would put the training loop "
         "(`spread.fit`, `spread.optim`) into the submission kernel, which the bundle keeps out "
         "(tests/test_bundle.py).",
-        "", "| data seed | train seed | arm | score | late | p50 ms | p99 ms | update worst s | final weight |",
+        "", f"Machine: {os.cpu_count()} CPU cores shared with other jobs (load average {os.getloadavg()[0]:.1f} "
+        "when the report was written), one thread per replay, two replays at once: compare latencies within a cell.",
+        "", "| data seed | train seed | arm | score | late | p50 ms | p99 ms | update worst s | blend weight (last) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cells:
         for arm, row in c["arms"].items():
             lines.append(f"| {c['data_seed']} | {c['seed']} | {arm} | {row['score']:.3f} | {row['late_score']:.3f} | "
                          f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['update_worst_s']:.3f} | "
-                         f"{row['weight']:g} |")
+                         f"{'-' if arm.startswith('finetune') else format(row['weight'], 'g')} |")
     lines += ["", "Paired against `none` over the cells (difference mean +- std, cells won of "
               f"{len(cells)}); an arm may become the default only when its score difference exceeds its std:", "",
               "| arm | score | late | beats its spread | worst update call s | p99 ms (max over cells) |",
