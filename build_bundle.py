@@ -59,8 +59,8 @@ LAYERS = (
     ("spread.config", "spread.train_config"),
     ("spread.checkpoint", "spread.fit", "spread.forecast", "spread.optim", "spread.prior", "spread.pruning",
      "spread.runfolder", "spread.runlog", "spread.runtime", "spread.trainer"),
-    ("spread.discovery", "spread.fallback", "spread.gateway", "spread.infer", "spread.members", "spread.plots",
-     "spread.problems", "spread.publish", "spread.served"),
+    ("spread.discovery", "spread.fallback", "spread.gateway", "spread.infer", "spread.members", "spread.online",
+     "spread.plots", "spread.problems", "spread.publish", "spread.served"),
 )
 """The kernel core in the order data flows (package, data, features and windows, model, losses, config, training,
 serving): where the import graph leaves the order open, a module of an earlier layer comes first, then by name;

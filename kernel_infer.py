@@ -30,6 +30,7 @@ from pathlib import Path
 from spread.discovery import find_competition_dir, find_run_dir, working_dir
 from spread.gateway import DEFAULT_DEADLINE_S, run_gateway
 from spread.infer import exit_status, in_rerun, make_predict, summary_text
+from spread.online import POLICIES
 
 log = logging.getLogger("kernel_infer")
 SERVER_MODULE = "kaggle_evaluation.mitsui_inference_server"
@@ -45,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="submission file (default: <working dir>/submission.parquet)")
     parser.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, help="seconds per call after the first")
+    parser.add_argument("--update", choices=POLICIES,
+                        help="online update policy replacing the run's serve.update (spread.online)")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         log.info("ignoring arguments %s", unknown)
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if run_dir is None:
         log.error("no run folder (manifest.json) found: every answer will be the fallback prior")
     log.info("competition folder %s, run folder %s", data_dir, run_dir)
-    predict = make_predict(run_dir, data_dir)
+    predict = make_predict(run_dir, data_dir, update=args.update)
 
     server_class = import_inference_server(data_dir)
     if server_class is not None and rerun:

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from spread.errors import SpreadError
+from spread.errors import ConfigError, SpreadError
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -69,8 +69,11 @@ def _train(args: argparse.Namespace) -> int:
 def _gateway(args: argparse.Namespace) -> int:
     from spread.gateway import run_gateway
     from spread.infer import exit_status, make_predict
+    from spread.online import POLICIES
 
-    predict = make_predict(args.run_dir, args.data, members=args.members)
+    if args.update is not None and args.update not in POLICIES:  # an error before anything is served
+        raise ConfigError(f"--update: expected one of {'|'.join(POLICIES)}, got {args.update!r}")
+    predict = make_predict(args.run_dir, args.data, members=args.members, update=args.update)
     result = run_gateway(args.data, predict, out_file=args.out, deadline_s=args.deadline)
     return exit_status(result["summary"])  # degraded serving is loud (exit 1) outside the competition's rerun
 
@@ -217,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gateway", help="play the evaluation API over a competition folder with a trained run",
         description="Serve test.csv and the lag files to the run's predictor as the evaluation API does, write the "
         "submission and print the score (last line). Exits 1 when a member did not load, a call fell back or was "
-        "answered by fewer members than loaded (outside KAGGLE_IS_COMPETITION_RERUN).",
+        "answered by fewer members than loaded, or the online update failed (outside KAGGLE_IS_COMPETITION_RERUN).",
     )
     p.add_argument("--data", required=True, type=Path, metavar="DIR", help="competition folder (test.csv, lag files)")
     p.add_argument("--run", dest="run_dir", required=True, type=Path, metavar="RUN",
@@ -230,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--members", default="served", help="checkpoints to serve: served (default: the manifest's inference "
         "checkpoints), holdout (the honest replay), folds, final, or a comma list of run folders (fold0,fold1)",
     )
+    p.add_argument("--update", metavar="POLICY", help="online update while serving (default: the run's "
+                   "serve.update): none, or prior_blend (a recency-weighted prior of the released labels blended in "
+                   "with a weight chosen online)")
     p.set_defaults(handler=_gateway)
 
     p = commands.add_parser("make-competition", help="a competition folder from a wide daily price CSV")

@@ -29,6 +29,7 @@ from spread.errors import ConfigError
 from spread.features import FeatureConfig
 from spread.losses import LossConfig
 from spread.model import ModelConfig
+from spread.online import ServeConfig
 from spread.scaling import ScalingConfig
 from spread.screening import ScreenConfig
 from spread.splits import SplitConfig
@@ -58,6 +59,8 @@ class Config:
     """Regression, ranking and gate-penalty terms."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Optimiser, schedule, precision, epochs, checkpoints, pruning."""
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    """Serving: the predictor's online update from the labels the API releases."""
 
 
 def _check_value(value: Any, hint: Any, where: str) -> Any:

@@ -10,6 +10,8 @@ exists if every call returns a valid row in time. The serving path, in the order
 - `spread.members`: the `--members` selection loaded member by member, verified against the run's manifest,
   placed on the device (else the CPU), run exactly as the trainer scores.
 - `spread.fallback`: the run's prior (checked), else one from train_labels.csv, else the placeholder.
+- `spread.online`: the online update of the model's answer from the labels released so far (`serve.update`),
+  under a wall-clock guard; a failed or overrun update answers the model's own output.
 - Here: `Predictor.from_run` reads the competition's training files tolerantly (`load_competition(serving=True)`:
   test.csv and the lag files are what the API serves, never a reason to drop the model) and loads the members.
   The window for date t is built by `spread.windows.window_for_latest`, the code that built the training windows,
@@ -30,6 +32,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,7 @@ import torch
 from spread.errors import ArtifactError
 from spread.fallback import break_ties, emergency_values, served_prior, usable
 from spread.members import Member, RunMismatch, load_members, model_inputs, run_member
+from spread.online import OnlineUpdate, ServeConfig
 from spread.problems import Problems
 from spread.served import History, Intake, float_frame
 
@@ -91,6 +95,7 @@ class Predictor:
         problems: Problems | None = None,
         failed: dict[str, str] | None = None,
         prior_source: str = "given",
+        serve: ServeConfig | None = None,
     ):
         self.history = history
         self.pairs = pairs.select("target", "lag", "pair")
@@ -113,16 +118,19 @@ class Predictor:
         """Reads each call's batches into `history`, counting their problems."""
         self.last_source = "none"
         """"model" or "fallback": how the latest call was answered."""
+        self.online = OnlineUpdate(serve or ServeConfig(), history, self.problems)
+        """The online update of the model's answers (`serve.update`; `spread.online`)."""
 
     # construction
 
     @classmethod
     def from_run(
         cls, run_dir: str | Path, competition_dir: str | Path, device: str | torch.device = "auto",
-        members: str = "served", problems: Problems | None = None,
+        members: str = "served", problems: Problems | None = None, update: str | None = None,
     ) -> Predictor:
         """Load the `members` selection of a run (see `spread.members.member_candidates`) and the competition's
-        published history.
+        published history. The online update is the run's `serve` section (its first member's config), with
+        `update` (a `spread.online.POLICIES` name) replacing its policy when given.
 
         Only what inference reads is checked against the manifest (each checkpoint, prior.json) and only the
         training files of the competition are read (tolerantly); one bad member drops that member. Raises
@@ -145,12 +153,13 @@ class Predictor:
             raise error(f"no member of {run_dir} loads: {reasons}")
         history = History.from_frames(comp.train, comp.labels, comp.pairs)
         prior, source = served_prior(run_dir, comp.target_names, lambda: comp.labels, problems)
+        serve = loaded[0].cfg.serve if update is None else replace(loaded[0].cfg.serve, update=update)
         log.info(
-            "predictor: %d of %d member(s) (%s) from %s on %s, history of %d dates, prior from the %s, loaded in "
-            "%.1f s", len(loaded), len(loaded) + len(failed), members, run_dir, device, len(history.features), source,
-            time.perf_counter() - started,
+            "predictor: %d of %d member(s) (%s) from %s on %s, history of %d dates, prior from the %s, online update "
+            "%s, loaded in %.1f s", len(loaded), len(loaded) + len(failed), members, run_dir, device,
+            len(history.features), source, serve.update, time.perf_counter() - started,
         )
-        return cls(history, comp.pairs, loaded, prior, device, problems, failed, source)
+        return cls(history, comp.pairs, loaded, prior, device, problems, failed, source, serve)
 
     @classmethod
     def prior_only(
@@ -185,6 +194,8 @@ class Predictor:
             label_batches = (label_lags_1_batch, label_lags_2_batch, label_lags_3_batch, label_lags_4_batch)
             date_id = self.intake.ingest(test, label_batches, self.calls)
             result = self.model_prediction(date_id)
+            if result is not None:
+                result = self.online.answer(date_id, result[0]), result[1]
         except Exception as exc:  # the API call must be answered whatever happened
             self.problems.report(
                 "call-failed", f"predict call {self.calls} falls back to the prior: {type(exc).__name__}: {exc}",
@@ -264,7 +275,9 @@ def in_rerun() -> bool:
 
 def degradation(summary: dict) -> list[str]:
     """Why a run served less than its model: members that did not load, calls that fell back, calls answered by
-    fewer members than loaded. Empty when the model served every call with every member."""
+    fewer members than loaded, calls whose online update failed (an overrun is not a degradation: the guard kept
+    the call's deadline, and the summary counts it among the problems). Empty when the model served every call with
+    every member."""
     reasons = []
     failed = summary["members"]["failed"]
     if failed:
@@ -276,6 +289,9 @@ def degradation(summary: dict) -> list[str]:
                        f"placeholder {answers['placeholder']})")
     if answers["some_members"]:
         reasons.append(f"{answers['some_members']} call(s) answered by fewer members than loaded")
+    failed_updates = summary["problems"].get("update-failed", 0)
+    if failed_updates:
+        reasons.append(f"the online update failed on {failed_updates} call(s) (they answered the model's own output)")
     return reasons
 
 
@@ -287,10 +303,14 @@ def summary_text(summary: dict) -> str:
     timing = (f"first call {latency['first_s']:.3f} s, later p50 {latency['p50_ms']:.1f} ms, p99 "
               f"{latency['p99_ms']:.1f} ms" if summary["calls"] else "no call")
     members = summary["members"]
+    update = summary.get("update") or {"policy": "none"}
+    online = update["policy"] if update["policy"] == "none" else (
+        f"{update['policy']} ({update['refits']} refit(s), latest weight {update['weight']:g}, longest "
+        f"{update['worst_s']:.3f} s)")
     text = (
         f"predict: {summary['calls']} call(s); answers by source: {answers}; members loaded "
         f"{len(members['loaded'])}, failed {len(members['failed'])}; prior: {summary['prior_source']}; "
-        f"problems: {problems}; latency: {timing}."
+        f"online update: {online}; problems: {problems}; latency: {timing}."
     )
     reasons = summary["degraded"]
     if reasons:
@@ -310,13 +330,15 @@ class LazyPredictor:
 
     def __init__(
         self, run_dir: str | Path | None, competition_dir: str | Path | None, device: str = "auto",
-        strict: bool = False, members: str = "served",
+        strict: bool = False, members: str = "served", update: str | None = None,
     ):
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.competition_dir = None if competition_dir is None else Path(competition_dir)  # None: answers fall back
         self.device = device
         self.strict = strict
         self.members = members
+        self.update = update
+        """The online update's policy replacing the run's `serve.update` (None: the run's)."""
         self.predictor: Predictor | None = None
         self.load_error: Exception | None = None
         self.loaded = False
@@ -338,7 +360,7 @@ class LazyPredictor:
             if self.competition_dir is None:
                 raise ArtifactError("no competition folder found (the model needs train.csv and its labels)")
             self.predictor = Predictor.from_run(
-                self.run_dir, self.competition_dir, self.device, self.members, self.problems
+                self.run_dir, self.competition_dir, self.device, self.members, self.problems, self.update
             )
             return
         except Exception as exc:
@@ -412,7 +434,8 @@ class LazyPredictor:
 
     def summary(self) -> dict:
         """The end-of-run numbers: calls, answers by source, members loaded/failed, problems per kind, latency
-        (first call, p50/p99 of the later ones) and the reasons the run was degraded (`degradation`)."""
+        (first call, p50/p99 of the later ones), the online update (`spread.online.OnlineUpdate.summary`, None
+        without a predictor) and the reasons the run was degraded (`degradation`)."""
 
         predictor = self.predictor
         answers = dict.fromkeys(SOURCES, 0) if predictor is None else dict(predictor.answers)
@@ -436,6 +459,7 @@ class LazyPredictor:
             "prior_source": "none" if predictor is None else predictor.prior_source,
             "problems": problems,
             "latency": {key: latency[key] for key in ("first_s", "p50_ms", "p99_ms")},
+            "update": None if predictor is None else predictor.online.summary(),
         }
         summary["degraded"] = degradation(summary)
         return summary
@@ -454,16 +478,17 @@ class LazyPredictor:
 
 def make_predict(
     run_dir: str | Path | None, competition_dir: str | Path | None, device: str = "auto", strict: bool = False,
-    members: str = "served",
+    members: str = "served", update: str | None = None,
 ) -> Callable[..., pl.DataFrame]:
     """The `predict` function for the inference server; loads the run in its first call and never raises.
 
-    `members` selects the checkpoints (see `spread.members.member_candidates`). With `strict`, a run that cannot be
+    `members` selects the checkpoints (see `spread.members.member_candidates`); `update` replaces the run's
+    online update policy (`serve.update`, `spread.online`) when given. With `strict`, a run that cannot be
     loaded raises from the first call instead of answering the fallback (for local checks). The function has
     `predict.stats()` -> {"calls", "fallback_calls", "answers", "problems"}, `predict.summary()` (the end-of-run
     numbers, see `LazyPredictor.summary`) and `predict.lazy` (the `LazyPredictor`).
     """
-    lazy = LazyPredictor(run_dir, competition_dir, device=device, strict=strict, members=members)
+    lazy = LazyPredictor(run_dir, competition_dir, device=device, strict=strict, members=members, update=update)
 
     def predict(test, label_lags_1_batch, label_lags_2_batch, label_lags_3_batch, label_lags_4_batch):
         return lazy(test, label_lags_1_batch, label_lags_2_batch, label_lags_3_batch, label_lags_4_batch)

@@ -33,14 +33,15 @@ TINY = {
 
 def write_run(
     run: Path, comp_dir: Path, seed: int = 0, every: int = 1, members: dict[str, dict] | None = None,
-    inference: list[str] | None = None,
+    inference: list[str] | None = None, config: dict | None = None,
 ) -> dict:
     """A run folder with randomly initialised checkpoints written the way the trainer writes them: one per entry of
     `members` (folder -> extra checkpoint keys such as `fold` or `role`; default one plain `fold0`), seeds `seed`,
     `seed + 1`, ..., the manifest serving `inference` (default every member). Every model reads every `every`-th
-    panel feature (as if screened); the parts returned are the first member's."""
+    panel feature (as if screened); the checkpoints hold `config` (default TINY); the parts returned are the first
+    member's."""
     comp = load_competition(comp_dir)
-    cfg = config_from_dict(TINY)
+    cfg = config_from_dict(TINY if config is None else config)
     panel = competition_panel(comp, cfg.features)
     keep = panel.names[::every]
     fit_rows = np.arange(30, 250)
@@ -232,16 +233,23 @@ def test_without_run_or_competition_every_call_is_still_answered(small: dict, tm
     assert {k: nothing.stats()[k] for k in ("calls", "fallback_calls")} == {"calls": 2, "fallback_calls": 2} and nothing.lazy.predictor is None
 
 
-def test_truncating_the_test_set_keeps_earlier_predictions_bit_identical(small: dict, tmp_path: Path) -> None:
+def truncated_replays(
+    comp_dir: Path, run: Path, last: int, tmp_path: Path
+) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+    """Gateway replays of `run` over `comp_dir` and over a copy without the test rows after date `last`: (the full
+    replay's result, its answers up to `last`, the truncated replay's answers)."""
     cut = tmp_path / "cut"
-    shutil.copytree(small["dir"], cut)
-    last = small["batches"][14][0]
+    shutil.copytree(comp_dir, cut)
     for path in [cut / "test.csv", *sorted((cut / "lagged_test_labels").glob("*.csv"))]:
         pl.read_csv(path).filter(pl.col("date_id") <= last).write_csv(path)
-    full = run_gateway(small["dir"], make_predict(small["run"], small["dir"]), out_file=tmp_path / "full.parquet")
-    part = run_gateway(cut, make_predict(small["run"], cut), out_file=tmp_path / "part.parquet")
-    full_rows = pl.read_parquet(full["submission"]).filter(pl.col("date_id") <= last)
-    part_rows = pl.read_parquet(part["submission"])
+    full = run_gateway(comp_dir, make_predict(run, comp_dir), out_file=tmp_path / "full.parquet")
+    part = run_gateway(cut, make_predict(run, cut), out_file=tmp_path / "part.parquet")
+    earlier = pl.read_parquet(full["submission"]).filter(pl.col("date_id") <= last)
+    return full, earlier, pl.read_parquet(part["submission"])
+
+
+def test_truncating_the_test_set_keeps_earlier_predictions_bit_identical(small: dict, tmp_path: Path) -> None:
+    full, full_rows, part_rows = truncated_replays(small["dir"], small["run"], small["batches"][14][0], tmp_path)
     assert part_rows.height == 15 and part_rows.equals(full_rows)
     assert full["fallback_calls"] == 0 and np.isfinite(full["score"])
 
