@@ -60,6 +60,8 @@ def test_summary_cells_take_the_honest_score_never_the_best_epoch() -> None:
     assert np.isnan(cells[2]["score"]) and cells[2]["best_epoch_score"] == 0.7
     assert cells[3]["score"] == 0.5 and np.isnan(cells[3]["best_epoch_score"])  # fixed length: honest as it is
     assert cells[0]["data_seed"] == 2 and cells[0]["train_seed"] == 0
+    ensemble = {"folds": {"holdout": trainer["folds"]["holdout"] | {"ensemble": {"score": 0.55, "seeds": [0, 1]}}}}
+    assert summary_cells(ensemble, "synthetic", "t", 2, 0)[0]["score"] == 0.55  # the holdout members' ensemble
     baseline = {"baseline": "ridge", "folds": {
         "fold0": {"metrics": {"score": 0.3}, "best_epoch": 0, "oracle_score": 1.2},
         "holdout": {"metrics": None, "best_epoch": 0, "oracle_score": None},

@@ -49,9 +49,13 @@ def honest_fold_score(fold: str, result: dict, trained: bool) -> tuple[float, fl
 
     A trained walk-forward fold counts with its `honest_score`, NaN when null or absent (one walk-forward fold, or
     a summary older than honest scores): never its best-epoch score. The holdout (a fixed-length fit) and the folds
-    of a baseline (no epoch choice) count with their `metrics.score`; their best-epoch score is NaN.
+    of a baseline (no epoch choice) count with their `metrics.score`; their best-epoch score is NaN. A holdout of
+    several members (`train.holdout_members`) counts with its ensemble's score, the run's public-leaderboard
+    estimate.
     """
     metric = _float((result.get("metrics") or {}).get("score"))
+    if trained and fold == HOLDOUT and result.get("ensemble"):
+        return _float(result["ensemble"]["score"]), float("nan")
     if not trained or fold == HOLDOUT:
         return metric, float("nan")
     return _float(result.get("honest_score")), _float(result.get("best_epoch_score", metric))
