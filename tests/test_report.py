@@ -167,6 +167,9 @@ def test_render_report_states_mode_provenance_honesty_and_levers(scores: pl.Data
 def test_bench_modes_score_honest_folds_on_the_realistic_preset() -> None:
     assert SYNTHETIC_PRESETS[SYNTHETIC] == "realistic"
     assert QUICK.n_folds >= 2 and "train.final_fit=false" in QUICK.transformer_overrides
+    # transformer_default is the shipped config at its own shape: only the tuning study starts from a small one
+    assert not any(o.startswith(("model.", "data.")) for o in QUICK.transformer_overrides)
+    assert "model.d_model=64" in QUICK.tune_overrides
     with pytest.raises(ConfigError, match="n_folds must be >= 2"):
         BenchConfig(mode="x", sources=[SYNTHETIC], data_seeds=[0], train_seeds=[0], n_folds=1)
     with pytest.raises(ConfigError, match="sources"):

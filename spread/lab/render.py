@@ -136,7 +136,10 @@ def render_report(
         f"{bench_cfg.n_folds} walk-forward folds + the holdout per data seed",
     ]
     if bench_cfg.transformer_overrides:
-        lines.append(f"- Transformer overrides in this mode: `{' '.join(bench_cfg.transformer_overrides)}`")
+        lines.append(f"- Transformer overrides in this mode: `{' '.join(bench_cfg.transformer_overrides)}` "
+                     "(transformer_default is `configs/default.yaml` at its own shape and budget)")
+    if bench_cfg.tune_overrides != bench_cfg.transformer_overrides:
+        lines.append(f"- the tuning study starts from the built-in defaults with `{' '.join(bench_cfg.tune_overrides)}`")
     lines += [f"- {remark}" for remark in remarks]
     peers = ", ".join(f"`{name}`" for name in PEERS)
     lines += [

@@ -63,14 +63,15 @@ def data_build_speed(data_dir: Path, bench_cfg: BenchConfig, work: Path) -> list
 
 
 def train_step_speed(bench_cfg: BenchConfig, work: Path) -> list[tuple[str, str, str]]:
-    """bench/bench_train.py: samples/s of the training step for the default config (and the mode's overrides)."""
+    """bench/bench_train.py: samples/s of the training step for the default config (and the shape the mode's tuning
+    study starts from, when it differs)."""
     default = REPO_ROOT / "configs" / "default.yaml"
     if not default.is_file():
         return []
     rows = []
     variants = {"default config": []}
-    if bench_cfg.transformer_overrides:
-        variants[f"{bench_cfg.mode} config"] = bench_cfg.transformer_overrides
+    if bench_cfg.tune_overrides != bench_cfg.transformer_overrides:
+        variants[f"{bench_cfg.mode} tuning shape"] = bench_cfg.tune_overrides
     for label, overrides in variants.items():
         out = work / "speed" / f"bench_train-{label.split()[0]}.jsonl"
         text = run_script("bench_train.py", ["--config", str(default), "--steps", "5", "--warmup", "2",
