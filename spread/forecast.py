@@ -52,8 +52,10 @@ def predict_batch(
 ) -> np.ndarray:
     """(B, N) float64 predictions of `model` (in its current mode) for a window batch; may hold non-finite values."""
     runtime = Runtime(device=device, amp_dtype=inference_dtype(cfg, device))
+    own = batch.get("own")
     with torch.inference_mode(), autocast(runtime):
-        out = model(batch["x"].to(device), batch["t"].to(device), batch["valid"].to(device))
+        out = model(batch["x"].to(device), batch["t"].to(device), batch["valid"].to(device),
+                    None if own is None else own.to(device))
     return predictions(out, target_scale, cfg).cpu().numpy().astype(np.float64)
 
 

@@ -63,6 +63,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "listwise_gate": ("loss.rank_loss=listwise", "model.gate_init=0.0", "loss.gate_lambda=0.003",
                       "train.gate_lr_scale=100"),
     "variate": ("model.tokens=variate",),
+    "own": ("data.own_features=true",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 PEERS = ("ridge", "reduced_rank", "regularised_prior", "lightgbm")
