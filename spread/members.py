@@ -142,8 +142,7 @@ def build_member(run_dir: Path, name: str, ckpt: dict, comp: Competition, device
     scale = torch.as_tensor(ckpt["target_scale"], dtype=torch.float32).to(device)
     return Member(
         name=name, model=model, cfg=cfg, scaler=scaler, own_scaler=own_scaler, own_columns=own_columns,
-        target_scale=scale,
-        device=device, role=checkpoint_role(ckpt, name), fold=ckpt.get("fold"),
+        target_scale=scale, device=device, role=checkpoint_role(ckpt, name), fold=ckpt.get("fold"),
     )
 
 
