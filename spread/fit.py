@@ -165,7 +165,8 @@ def train_step(
     batch = to_device(batch, learner.runtime.device)
     y = batch["y"] / learner.target_scale  # (B, N) per-lag scaled targets; unknown cells are 0 and masked
     with autocast(learner.runtime):
-        out = learner.model(batch["x"], batch["t"], batch["valid"], batch.get("own"))
+        own = {"own": batch["own"]} if "own" in batch else {}  # data.own_features only
+        out = learner.model(batch["x"], batch["t"], batch["valid"], **own)
     out = ModelOutput(reg=out.reg.float(), score=out.score.float())
     loss, parts = total_loss(out, y, batch["y_mask"], learner.raw_model.gate.l1(), epoch_position, learner.cfg.loss,
                              learner.target_lags, learner.pair_generator)

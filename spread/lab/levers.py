@@ -64,6 +64,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
                       "train.gate_lr_scale=100"),
     "variate": ("model.tokens=variate",),
     "own": ("data.own_features=true",),
+    "own_listwise": ("data.own_features=true", "loss.rank_loss=listwise"),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 PEERS = ("ridge", "reduced_rank", "regularised_prior", "lightgbm")
