@@ -65,13 +65,15 @@ def to_cpu_plain(value: Any) -> Any:
 
 def serving_state(
     model: "GatedTransformer", cfg: "Config", feature_names: list[str], scaler: "Scaler", target_names: list[str],
-    target_lags: Any, target_scale: Any,
+    target_lags: Any, target_scale: Any, own_scaler: "Scaler | None" = None,
 ) -> dict:
     """The part of a checkpoint that serving reads (`REQUIRED_KEYS` and the scaler): the weights, the gate mask,
-    the resolved config, the model's input features and their scaling, the targets with their lags and scales.
+    the resolved config, the model's input features and their scaling, the targets with their lags and scales,
+    and with data.own_features the scaling of the targets' own features (`own_scaler`).
     The trainer adds its training state (`spread.fit.checkpoint_state`); a test or bench writes it as is."""
     from spread.config import config_to_dict
 
+    own = {} if own_scaler is None else {"own_scaler": own_scaler.to_dict()}
     return {
         "model": model.state_dict(),
         "config": config_to_dict(cfg),
@@ -81,6 +83,7 @@ def serving_state(
         "target_names": list(target_names),
         "target_lags": torch.as_tensor(target_lags).tolist(),
         "target_scale": torch.as_tensor(target_scale).tolist(),
+        **own,
     }
 
 
@@ -119,7 +122,7 @@ def build_model(ckpt: dict) -> "GatedTransformer":
         cfg = config_from_dict(ckpt["config"])
         lags = torch.as_tensor(ckpt["target_lags"], dtype=torch.long)
         model = GatedTransformer(cfg.model, n_features=len(ckpt["feature_names"]), target_lags=lags,
-                                 window=cfg.data.window)
+                                 window=cfg.data.window, own_channels=cfg.data.own_channels())
         model.load_state_dict(ckpt["model"])
         model.gate.freeze_mask(torch.as_tensor(ckpt["gate_mask"], dtype=torch.bool))
     except (KeyError, RuntimeError, ValueError, ConfigError) as exc:

@@ -165,7 +165,8 @@ def train_step(
     batch = to_device(batch, learner.runtime.device)
     y = batch["y"] / learner.target_scale  # (B, N) per-lag scaled targets; unknown cells are 0 and masked
     with autocast(learner.runtime):
-        out = learner.model(batch["x"], batch["t"], batch["valid"])
+        own = {"own": batch["own"]} if "own" in batch else {}  # data.own_features only
+        out = learner.model(batch["x"], batch["t"], batch["valid"], **own)
     out = ModelOutput(reg=out.reg.float(), score=out.score.float())
     loss, parts = total_loss(out, y, batch["y_mask"], learner.raw_model.gate.l1(), epoch_position, learner.cfg.loss,
                              learner.target_lags, learner.pair_generator)
@@ -231,7 +232,7 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
     cfg, runtime = ctx.cfg, ctx.runtime
     seed_everything(job.seed)
     raw_model = GatedTransformer(cfg.model, n_features=len(job.data.feature_names), target_lags=ctx.target_lags,
-                                 window=cfg.data.window)
+                                 window=cfg.data.window, own_channels=cfg.data.own_channels())
     if job.init_checkpoint is not None:
         raw_model.load_state_dict(load_checkpoint(job.init_checkpoint)["model"])
     if job.keep is not None:
@@ -274,7 +275,7 @@ def checkpoint_state(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPl
                 "warmup_steps": warmup_steps(ctx.cfg.train, plan.total_steps)}
     return {
         **serving_state(model, ctx.cfg, job.data.feature_names, job.data.scaler, ctx.comp.target_names,
-                        ctx.target_lags, learner.target_scale),
+                        ctx.target_lags, learner.target_scale, own_scaler=job.data.own_scaler),
         "optimizer": learner.optimizer.state_dict(),
         "scheduler": schedule,
         "grad_scaler": learner.grad_scaler.state_dict(),

@@ -52,8 +52,9 @@ def predict_batch(
 ) -> np.ndarray:
     """(B, N) float64 predictions of `model` (in its current mode) for a window batch; may hold non-finite values."""
     runtime = Runtime(device=device, amp_dtype=inference_dtype(cfg, device))
+    own = {"own": batch["own"].to(device)} if "own" in batch else {}  # data.own_features only
     with torch.inference_mode(), autocast(runtime):
-        out = model(batch["x"].to(device), batch["t"].to(device), batch["valid"].to(device))
+        out = model(batch["x"].to(device), batch["t"].to(device), batch["valid"].to(device), **own)
     return predictions(out, target_scale, cfg).cpu().numpy().astype(np.float64)
 
 

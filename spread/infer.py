@@ -230,7 +230,8 @@ class Predictor:
         for member in self.members:
             try:
                 batch = window_for_latest(
-                    raw, labels, self.pairs, member.cfg.features, member.scaler, member.scaler.names, member.cfg.data
+                    raw, labels, self.pairs, member.cfg.features, member.scaler, member.scaler.names, member.cfg.data,
+                    member.own_scaler,
                 )
                 values = run_member(member, batch, member.device)
             except Exception as exc:  # one member's failure costs that member, not the call

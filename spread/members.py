@@ -51,6 +51,10 @@ class Member:
     """The run's `spread.config.Config`, as saved in the checkpoint."""
     scaler: Scaler
     """The fold's `spread.scaling.Scaler` (its names are the model's input features)."""
+    own_scaler: Scaler | None
+    """The fold's scaling of the targets' own features (data.own_features), else None."""
+    own_columns: list[str]
+    """The raw columns the targets' own features read (every target's legs; empty without data.own_features)."""
     target_scale: torch.Tensor
     """(N,) per-target scale the trainer divided the targets by."""
     device: torch.device = torch.device("cpu")
@@ -61,8 +65,10 @@ class Member:
     """The checkpoint's fold record: name, train_dates [first, last] (label dates trained on), val_dates, cutoff."""
 
     def raw_rows(self) -> int:
-        """Raw rows the latest window needs: L + the features' lookback."""
-        return self.cfg.data.window + self.cfg.features.lookback()
+        """Raw rows the latest window needs: L + the inputs' lookback (`spread.windows.tail_rows`)."""
+        from spread.windows import tail_rows
+
+        return tail_rows(self.cfg.features, self.cfg.data)
 
 
 def trained_dates(role: str, fold: dict | None, date_ids: Sequence[int]) -> list[int]:
@@ -111,6 +117,7 @@ def build_member(run_dir: Path, name: str, ckpt: dict, comp: Competition, device
     from spread.checkpoint import build_model
     from spread.config import config_from_dict
     from spread.scaling import Scaler
+    from spread.target_features import leg_columns
 
     where = run_dir / name
     if list(ckpt["target_names"]) != comp.target_names:
@@ -126,11 +133,16 @@ def build_member(run_dir: Path, name: str, ckpt: dict, comp: Competition, device
     scaler = Scaler.from_dict(ckpt["scaler"])
     if scaler.names != list(ckpt["feature_names"]):
         raise ArtifactError(f"{where}: scaler features differ from the model's input features")
+    cfg = config_from_dict(ckpt["config"])
+    if cfg.data.own_features and "own_scaler" not in ckpt:
+        raise ArtifactError(f"{where}: checkpoint has no scaling of the targets' own features (data.own_features)")
+    own_scaler = Scaler.from_dict(ckpt["own_scaler"]) if cfg.data.own_features else None
+    own_columns = leg_columns(comp.pairs) if cfg.data.own_features else []
     model = build_model(ckpt).to(device)
     scale = torch.as_tensor(ckpt["target_scale"], dtype=torch.float32).to(device)
     return Member(
-        name=name, model=model, cfg=config_from_dict(ckpt["config"]), scaler=scaler, target_scale=scale,
-        device=device, role=checkpoint_role(ckpt, name), fold=ckpt.get("fold"),
+        name=name, model=model, cfg=cfg, scaler=scaler, own_scaler=own_scaler, own_columns=own_columns,
+        target_scale=scale, device=device, role=checkpoint_role(ckpt, name), fold=ckpt.get("fold"),
     )
 
 
@@ -193,11 +205,16 @@ def load_members(
 
 
 def model_inputs(members: Sequence[Member], history: History) -> tuple[list[str], list[str]]:
-    """(raw columns, targets) of `history`, in its order, that the members' input features derive from."""
+    """(raw columns, targets) of `history`, in its order, that the members' input features derive from: with
+    data.own_features also every target's legs and labels (`spread.target_features`)."""
     from spread.features import panel_inputs
 
     features = {name for member in members for name in member.scaler.names}
-    return panel_inputs(history.feature_names, history.target_names, features)
+    columns, targets = panel_inputs(history.feature_names, history.target_names, features)
+    if any(member.cfg.data.own_features for member in members):
+        needed = {c for member in members for c in member.own_columns} | set(columns)
+        columns, targets = [c for c in history.feature_names if c in needed], list(history.target_names)
+    return columns, targets
 
 
 def run_member(member: Member, batch: dict[str, torch.Tensor], device: torch.device) -> np.ndarray | None:

@@ -24,6 +24,7 @@ Data flow, tokens = "time"
                 -> Norm -> concat(last token, mean over valid tokens) (B, 2D) pooled
                 -> one Linear(2D, 2 Nk) per lag                       (B, 2, Nk) regression and score
                 -> scattered back to target order                     reg, score: (B, N)
+                -> + TargetHead(pooled, own) with data.own_features   (B, 2, N) per target, spread.target_head
 
 Data flow, tokens = "variate" (the window length L is fixed at construction: it is the token's input size)
     x (B, L, F) -> x * g over the kept features, padding rows zeroed   (B, L, Fk)
@@ -75,6 +76,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from spread.errors import ConfigError, DataError, check_choice, check_range
+from spread.target_head import TargetHead
 
 try:  # torch >= 2.3
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -132,6 +134,9 @@ class ModelConfig:
     token per kept feature, its whole gated window through one Linear(L, D) plus a learned feature embedding;
     attention across features, O(F^2); iTransformer, Liu et al. 2024). variate fixes the window length L at
     construction (`GatedTransformer(window=...)`)."""
+    target_head_dim: int = 64
+    """Hidden width of the per-target head (`spread.target_head`) that reads each target's own features; used
+    only with data.own_features, which carries them."""
 
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
@@ -147,6 +152,7 @@ class ModelConfig:
         check_choice("model", "norm", self.norm, NORM_CHOICES)
         check_range("model", "patch_len", self.patch_len, low=1)
         check_choice("model", "tokens", self.tokens, TOKEN_CHOICES)
+        check_range("model", "target_head_dim", self.target_head_dim, low=1)
 
 
 @dataclass
@@ -377,11 +383,13 @@ class GatedTransformer(nn.Module):
     tokens: a learned attention pool over the features (which ones matter) concatenated with their mean.
 
     `window` (L) is required by tokens = "variate" (the size of a variate token's input); the time layout takes
-    windows of any length and ignores it.
+    windows of any length and ignores it. `own_channels` > 0 (C, `spread.windows.DataConfig.own_channels`) adds
+    the per-target head `spread.target_head.TargetHead`, whose outputs add to the lag heads'; forward then takes
+    `own` (B, N, C).
     """
 
     def __init__(self, cfg: ModelConfig, n_features: int, target_lags: Sequence[int],
-                 window: int | None = None) -> None:
+                 window: int | None = None, own_channels: int = 0) -> None:
         super().__init__()
         lags = [int(lag) for lag in target_lags]
         if n_features < 1 or not lags:
@@ -415,6 +423,8 @@ class GatedTransformer(nn.Module):
         )
         head_order = [j for lag in self.head_lags for j, target_lag in enumerate(lags) if target_lag == lag]
         self.register_buffer("target_index", torch.argsort(torch.tensor(head_order)), persistent=False)  # (N,)
+        self.target_head = (TargetHead(cfg.d_model, cfg.target_head_dim, own_channels, len(lags), cfg.dropout)
+                            if own_channels else None)
 
         self.apply(self._init_weights)
         residual_std = 0.02 / math.sqrt(2 * cfg.n_layers)  # nanoGPT: scale the projections into the residual
@@ -490,11 +500,14 @@ class GatedTransformer(nn.Module):
             h = h + self.time_proj(self.time2vec(t[:, -1:]))  # (B, 1, D) broadcast over the tokens
         return self.embed_dropout(h)
 
-    def forward(self, x: Tensor, t: Tensor, valid: Tensor) -> ModelOutput:
-        """x (B, L, F) standardised features, t (B, L) time input, valid (B, L) bool (False = left padding)."""
+    def forward(self, x: Tensor, t: Tensor, valid: Tensor, own: Tensor | None = None) -> ModelOutput:
+        """x (B, L, F) standardised features, t (B, L) time input, valid (B, L) bool (False = left padding); own
+        (B, N, C) the targets' own inputs, with the per-target head only."""
         B, _, n_features = x.shape
         if n_features != self.n_features:
             raise DataError(f"model input: expected {self.n_features} features, got {n_features}")
+        if (own is None) != (self.target_head is None):
+            raise DataError("model input: own features go with the per-target head (data.own_features), and only")
         valid = valid.to(torch.bool)
         if self.cfg.tokens == "variate":
             h, key_mask = self.embed_variates(x, t, valid), None  # (B, Fk, D); every feature token is valid
@@ -518,4 +531,6 @@ class GatedTransformer(nn.Module):
 
         per_head = [head(pooled).view(B, 2, -1) for head in self.heads.values()]  # K x (B, 2, Nk)
         out = torch.cat(per_head, dim=-1).index_select(-1, self.target_index)  # (B, 2, N), target order
+        if self.target_head is not None:
+            out = out + self.target_head(pooled, own)  # (B, 2, N)
         return ModelOutput(reg=out[:, 0], score=out[:, 1])

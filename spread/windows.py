@@ -13,6 +13,11 @@ together are the single-process batch. `prepare_fold` screens and scales on the 
 every training label that is not released by the fold's cutoff; `target_scale` is the per-lag std of those labels.
 `window_for_latest` serves the predictor with the same code: build the panel on the last L + lookback raw rows,
 select and scale with the stored statistics, slice the last window.
+
+With `data.own_features` a sample also carries "own" (N, 2K): every target's own features on the sample's date
+(`spread.target_features`), scaled per target and feature with statistics of the fold's training rows
+(`fit_own_scaler`, persisted beside the feature scaler), NaN -> 0, then their missing flags (`own_inputs`, used by
+training, validation and serving alike). Off, samples and batches are exactly those of before.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from spread.features import FeatureConfig, Panel, build_panel, panel_inputs, rel
 from spread.scaling import Scaler, ScalingConfig
 from spread.screening import ScreenConfig, ScreenResult, screen_features, training_rows
 from spread.splits import Fold
+from spread.target_features import OWN_FEATURES, leg_columns, own_features, own_lookback, own_scaler_names
 
 ROW_CHUNK = 64
 """Rows copied at once into the window tensor (bounds the temporaries of selecting, scaling and NaN filling)."""
@@ -51,12 +57,28 @@ class DataConfig:
     """Samples per batch."""
     num_workers: int = 0
     """DataLoader worker processes (0: load in the training process)."""
+    own_features: bool = False
+    """Carry each target's own features (`spread.target_features`, on the window's latest row, scaled per target
+    and feature on the fold's training rows, NaN -> 0, plus a missing flag each) beside the window as batch key
+    "own" (B, N, 2K); the model then adds a per-target head reading them (`model.target_head_dim`)."""
 
     def __post_init__(self) -> None:
         check_range("data", "window", self.window, low=1)
         check_range("data", "batch_size", self.batch_size, low=1)
         check_range("data", "num_workers", self.num_workers, low=0)
         check_range("data", "time_scale", self.time_scale, low=0, low_open=True)
+
+    def own_channels(self) -> int:
+        """Width of a target's "own" input: K scaled own features and their K missing flags (0: option off)."""
+        return 2 * len(OWN_FEATURES) if self.own_features else 0
+
+
+def tail_rows(feature_cfg: FeatureConfig, data_cfg: DataConfig) -> int:
+    """Raw rows the window of the latest date needs: L + the longest lookback of its inputs."""
+    lookback = feature_cfg.lookback()
+    if data_cfg.own_features:
+        lookback = max(lookback, own_lookback(feature_cfg.ffill_limit))
+    return data_cfg.window + lookback
 
 
 class WindowSource:
@@ -74,6 +96,8 @@ class WindowSource:
         padded_dates = np.arange(date_ids[0] - window + 1, date_ids[-1] + 1)
         self.time = torch.from_numpy((padded_dates / time_scale).astype(np.float32))
         self.valid = torch.from_numpy(np.arange(n_rows) >= window - 1)
+        self.own: torch.Tensor | None = None
+        """(T, N, 2K) each target's own inputs on each (unpadded) row (`own_inputs`), or None when not carried."""
 
     @property
     def body(self) -> np.ndarray:
@@ -148,6 +172,8 @@ class WindowDataset(Dataset):
             "valid": self.source.valid[window],
             "date_id": self.date_id[index],
         }
+        if self.source.own is not None:
+            sample["own"] = self.source.own[row]  # (N, 2K), the window's latest row
         if self.targets is not None:
             labels = self.targets[row]
             sample["y_mask"] = torch.isfinite(labels)
@@ -226,6 +252,20 @@ def scaled_source(panel: Panel, scaler: Scaler, data_cfg: DataConfig) -> WindowS
     return source
 
 
+def own_inputs(values: np.ndarray, scaler: Scaler) -> torch.Tensor:
+    """(T, N, 2K) float32 model inputs from `own_features` values (T, N, K): scaled by `scaler` (one centre and
+    scale per target and feature), NaN -> 0 (the centre), then the K missing flags (1 where the value was NaN)."""
+    n_dates, n_targets, n_own = values.shape
+    missing = np.isnan(values)  # (T, N, K)
+    scaled = scaler.transform(values.reshape(n_dates, n_targets * n_own)).reshape(values.shape)  # (T, N, K)
+    return torch.from_numpy(np.concatenate([np.nan_to_num(scaled, nan=0.0), missing.astype(np.float32)], axis=2))
+
+
+def fit_own_scaler(values: np.ndarray, target_names: Sequence[str], scaling_cfg: ScalingConfig) -> Scaler:
+    """Per target and own feature statistics of `own_features` values (rows, N, K) of the training rows only."""
+    return Scaler.fit(values.reshape(len(values), -1), own_scaler_names(target_names), scaling_cfg)
+
+
 @dataclass
 class FoldData:
     """Everything one fold trains and validates on."""
@@ -242,6 +282,8 @@ class FoldData:
     """Kept and dropped features with reasons."""
     feature_names: list[str]
     """Model input columns, in order (= scaler.names = screen.keep)."""
+    own_scaler: Scaler | None = None
+    """Statistics of the targets' own features on the training rows (`data.own_features`; persist it too)."""
 
 
 def dataset_labels(dataset: Dataset) -> np.ndarray:
@@ -307,7 +349,13 @@ def prepare_fold(
     train = WindowDataset(source, panel.date_ids, labels, train_range[has_label[train_range]], window, time_scale)
     val_range = panel.rows_between(*fold.val_dates)
     val = WindowDataset(source, panel.date_ids, labels, val_range[has_label[val_range]], window, time_scale)
-    return FoldData(fold=fold, train=train, val=val, scaler=scaler, screen=screen, feature_names=list(screen.keep))
+    own_scaler = None
+    if data_cfg.own_features:
+        values = own_features(comp.train, comp.labels, comp.pairs, feature_cfg.ffill_limit)  # (T, N, K)
+        own_scaler = fit_own_scaler(values[train_range], comp.target_names, scaling_cfg)
+        source.own = own_inputs(values, own_scaler)  # (T, N, 2K)
+    return FoldData(fold=fold, train=train, val=val, scaler=scaler, screen=screen, feature_names=list(screen.keep),
+                    own_scaler=own_scaler)
 
 
 def window_for_latest(
@@ -318,20 +366,29 @@ def window_for_latest(
     scaler: Scaler,
     keep: list[str],
     data_cfg: DataConfig,
+    own_scaler: Scaler | None = None,
 ) -> dict[str, torch.Tensor]:
-    """A one-sample batch (x (1, L, F), t (1, L), valid (1, L), date_id (1,)) for the last row of `raw`.
+    """A one-sample batch (x (1, L, F), t (1, L), valid (1, L), date_id (1,), with data.own_features own
+    (1, N, 2K)) for the last row of `raw`.
 
     `raw`: date_id + raw feature columns, consecutive dates (history + served rows); `labels`: date_id + targets
     holding the labels known so far (the revealed-label rule places each on its release date, later ones are
-    ignored). Builds the panel on the last L + lookback rows and on the columns and targets that `keep` derives
-    from only (`spread.features.panel_inputs`), which gives the same values as a full build.
+    ignored). Builds the panel on the last `tail_rows` rows and on the columns and targets that `keep` derives
+    from only (`spread.features.panel_inputs`), which gives the same values as a full build; the targets' own
+    features (scaled by `own_scaler`) need every target's legs and labels (`spread.members.model_inputs`).
     """
     if list(keep) != scaler.names:
         raise ArtifactError("window_for_latest: `keep` differs from the scaler's feature names")
+    if data_cfg.own_features and own_scaler is None:
+        raise ArtifactError("window_for_latest: data.own_features needs the own features' scaler")
     columns, targets = panel_inputs([c for c in raw.columns if c != "date_id"], pairs["target"].to_list(), keep)
-    tail = raw[["date_id", *columns]].tail(data_cfg.window + feature_cfg.lookback())
+    rows = tail_rows(feature_cfg, data_cfg)
+    tail = raw[["date_id", *columns]].tail(rows)
     panel = build_panel(tail, labels, pairs.filter(pl.col("target").is_in(targets)), feature_cfg)
     source = scaled_source(panel, scaler, data_cfg)
+    if data_cfg.own_features:
+        legs = raw[["date_id", *leg_columns(pairs)]].tail(rows)
+        source.own = own_inputs(own_features(legs, labels, pairs, feature_cfg.ffill_limit), own_scaler)
     latest = WindowDataset(source, panel.date_ids, None, [len(panel.date_ids) - 1], data_cfg.window,
                            data_cfg.time_scale)
     return default_collate([latest[0]])

@@ -22,7 +22,6 @@ from spread.lab.baselines import (
     predict_reduced_rank,
     predict_regularised_prior,
     predict_ridge,
-    rolling_mean_std,
     run_baseline,
     weighted_prior,
 )
@@ -183,20 +182,6 @@ def test_weighted_prior_is_the_mean_rank_then_weighs_recent_dates_and_shrinks_ra
     shrunk = weighted_prior(ranks, ages, None, 20.0)
     moved = np.abs(shrunk - 0.5) / np.abs(weighted_prior(ranks, ages, None, 0.0) - 0.5)
     assert moved[4] < 0.25 < 0.5 < moved[:4].min()
-
-
-def test_rolling_mean_std_matches_a_direct_computation() -> None:
-    values = np.random.default_rng(0).normal(size=(30, 3))
-    values[[2, 7, 8, 9], 1] = np.nan
-    mean, std = rolling_mean_std(values, 5)
-    for t in range(30):
-        for j in range(3):
-            window = values[max(0, t - 4) : t + 1, j]
-            window = window[np.isfinite(window)]
-            if len(window) < 2:
-                assert np.isnan(mean[t, j]) and np.isnan(std[t, j])
-            else:
-                assert mean[t, j] == pytest.approx(window.mean()) and std[t, j] == pytest.approx(window.std(), abs=1e-9)
 
 
 def test_long_features_of_a_target_come_from_its_own_legs_and_released_labels(small: Path, cfg: Config) -> None:

@@ -18,8 +18,8 @@ import build_bundle  # noqa: E402  (a top-level script of the repository)
 
 CONFIG_CLOSURE = {
     "spread", "spread.competition", "spread.config", "spread.errors", "spread.features", "spread.losses",
-    "spread.model", "spread.online", "spread.scaling", "spread.screening", "spread.splits", "spread.targets",
-    "spread.train_config", "spread.windows",
+    "spread.model", "spread.online", "spread.scaling", "spread.screening", "spread.splits",
+    "spread.target_features", "spread.target_head", "spread.targets", "spread.train_config", "spread.windows",
 }
 
 

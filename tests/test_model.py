@@ -228,7 +228,8 @@ def test_sinusoidal_encoding_counts_back_from_the_last_row():
 @pytest.mark.parametrize(
     "change, field",
     [(dict(d_model=30, n_heads=4), "d_model"), (dict(attention="fast"), "attention"), (dict(norm="batch"), "norm"),
-     (dict(dropout=1.0), "dropout"), (dict(time2vec_dim=-1), "time2vec_dim"), (dict(n_layers=0), "n_layers")],
+     (dict(dropout=1.0), "dropout"), (dict(time2vec_dim=-1), "time2vec_dim"), (dict(n_layers=0), "n_layers"),
+     (dict(target_head_dim=0), "target_head_dim")],
 )
 def test_invalid_config_raises_config_error_naming_the_field(change, field):
     with pytest.raises(ConfigError, match=f"model.{field}"):
@@ -404,3 +405,66 @@ def test_variate_tokens_run_under_autocast(dtype):
     (out.reg.float().square().mean() + out.score.float().square().mean()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert model.gate.logit.grad.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The per-target head (data.own_features)
+
+OWN = 6
+
+
+def make_own(batch: int = 3, n_targets: int = len(LAGS), seed: int = 2) -> torch.Tensor:
+    """own (B, N, C) inputs of the per-target head."""
+    return torch.randn(batch, n_targets, OWN, generator=torch.Generator().manual_seed(seed))
+
+
+def make_headed(cfg: ModelConfig = TINY, seed: int = 0) -> GatedTransformer:
+    torch.manual_seed(seed)
+    return GatedTransformer(cfg, 5, LAGS, own_channels=OWN)
+
+
+@pytest.mark.parametrize("tokens", ["time", "variate"])
+def test_target_head_keeps_the_output_shapes(tokens):
+    torch.manual_seed(0)
+    model = GatedTransformer(replace(TINY, tokens=tokens), 5, LAGS, window=8, own_channels=OWN)
+    out = model(*make_batch(), make_own())
+    assert out.reg.shape == (3, len(LAGS)) and out.score.shape == (3, len(LAGS))
+    assert torch.isfinite(out.reg).all() and torch.isfinite(out.score).all()
+
+
+def test_a_targets_own_features_move_that_targets_outputs_only():
+    model = make_headed().eval()
+    batch, own = make_batch(), make_own()
+    changed = own.clone()
+    changed[:, 4] += 3.0
+    with torch.no_grad():
+        before, after = model(*batch, own), model(*batch, changed)
+    for field in ("reg", "score"):
+        delta = (getattr(after, field) - getattr(before, field)).abs()  # (B, N)
+        assert (delta[:, 4] > 0).all()
+        assert torch.equal(delta[:, [j for j in range(len(LAGS)) if j != 4]], torch.zeros(3, len(LAGS) - 1))
+
+
+def test_gradients_reach_the_target_head():
+    model = make_headed()
+    out = model(*make_batch(), make_own())
+    (out.reg.sum() + out.score.sum()).backward()
+    for name, parameter in model.target_head.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_without_own_channels_the_model_is_todays():
+    """Off: no head, no extra parameter, the same weights from the same seed, own refused; on: own required."""
+    plain = make_model()
+    torch.manual_seed(0)
+    explicit = GatedTransformer(TINY, 5, LAGS, own_channels=0)
+    assert plain.target_head is None and not any("target_head" in k for k in plain.state_dict())
+    for (name, a), b in zip(plain.state_dict().items(), explicit.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(DataError, match="own features"):
+        plain(*make_batch(), make_own())
+    headed = make_headed()
+    with pytest.raises(DataError, match="own features"):
+        headed(*make_batch())
+    with pytest.raises(DataError, match=f"expected \\({len(LAGS)}, {OWN}\\)"):
+        headed(*make_batch(), make_own()[:, :, :4])

@@ -16,6 +16,7 @@ from spread.scaling import Scaler, ScalingConfig
 from spread.screening import ScreenConfig
 from spread.splits import SplitConfig, make_folds
 from spread.synth import generate
+from spread.target_features import OWN_FEATURES, own_features, own_lookback
 from spread.windows import (
     DataConfig,
     WindowDataset,
@@ -23,6 +24,7 @@ from spread.windows import (
     competition_panel,
     make_loader,
     prepare_fold,
+    tail_rows,
     window_for_latest,
 )
 
@@ -150,3 +152,58 @@ def test_panel_can_be_built_once_for_all_folds(comp):
     assert reused.screen == fresh.screen
     assert torch.equal(reused.train.source.padded, fresh.train.source.padded)
     assert reused.fold.name == "fold0" and len(reused.val) > 0
+
+
+OWN_DATA = DataConfig(window=24, time_scale=100.0, batch_size=8, own_features=True)
+
+
+@pytest.fixture(scope="module")
+def holdout_own(comp, holdout):
+    fold, _ = holdout
+    return prepare_fold(comp, fold, FeatureConfig(), ScreenConfig(), ScalingConfig(), OWN_DATA)
+
+
+def test_own_features_travel_beside_the_window_scaled_on_training_rows(comp, holdout, holdout_own):
+    fold, plain = holdout
+    data = holdout_own
+    n_targets, n_own = len(comp.target_names), len(OWN_FEATURES)
+    assert OWN_DATA.own_channels() == 2 * n_own and DATA.own_channels() == 0
+    for dataset, other in ((data.train, plain.train), (data.val, plain.val)):
+        sample, before = dataset[3], other[3]
+        assert sample["own"].shape == (n_targets, 2 * n_own) and "own" not in before
+        for key in before:  # the window itself is unchanged
+            torch.testing.assert_close(sample[key], before[key], rtol=0, atol=0)
+    batch = next(iter(make_loader(data.train, 4, shuffle=False, seed=0)))
+    assert batch["own"].shape == (4, n_targets, 2 * n_own)
+    values = own_features(comp.train, comp.labels, comp.pairs, FeatureConfig().ffill_limit)  # (T, N, K)
+    train_rows = np.flatnonzero((comp.train["date_id"].to_numpy() >= fold.train_dates[0])
+                                & (comp.train["date_id"].to_numpy() <= fold.train_dates[1]))
+    expected = Scaler.fit(values[train_rows].reshape(len(train_rows), -1), data.own_scaler.names, ScalingConfig())
+    np.testing.assert_array_equal(data.own_scaler.center, expected.center)
+    np.testing.assert_array_equal(data.own_scaler.scale, expected.scale)
+    row = int(data.val.rows[3])
+    own = data.val[3]["own"].numpy()
+    np.testing.assert_array_equal(own[:, n_own:], np.isnan(values[row]))  # missing flags
+    j, k = 0, OWN_FEATURES.index("spread_ret5")
+    scaled = (values[row, j, k] - expected.center[j * n_own + k]) / expected.scale[j * n_own + k]
+    assert own[j, k] == pytest.approx(np.clip(np.nan_to_num(scaled), -5, 5), rel=1e-5)
+
+
+def test_window_for_latest_gives_the_validation_samples_own_features(comp, holdout_own, tmp_path: Path):
+    data = holdout_own
+    data.own_scaler.save(tmp_path / "own.json")
+    own_scaler = Scaler.load(tmp_path / "own.json")
+    for index in (0, len(data.val) - 1):
+        sample = data.val[index]
+        today = int(sample["date_id"])
+        history = comp.train.filter(pl.col("date_id") <= today)
+        batch = window_for_latest(history, revealed_store(comp, today), comp.pairs, FeatureConfig(), data.scaler,
+                                  data.feature_names, OWN_DATA, own_scaler)
+        for key in ("x", "t", "valid", "date_id"):
+            torch.testing.assert_close(batch[key][0], sample[key], rtol=0, atol=0)
+        torch.testing.assert_close(batch["own"][0], sample["own"], rtol=0, atol=1e-5)
+    short = FeatureConfig(return_horizons=[1, 5])  # a panel lookback below the own features'
+    assert tail_rows(short, OWN_DATA) == 24 + own_lookback(short.ffill_limit) > tail_rows(short, DATA)
+    with pytest.raises(ArtifactError, match="own features"):
+        window_for_latest(comp.train, comp.labels, comp.pairs, FeatureConfig(), data.scaler, data.feature_names,
+                          OWN_DATA)

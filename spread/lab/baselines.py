@@ -47,14 +47,14 @@ import numpy as np
 from spread.competition import Competition, load_competition
 from spread.config import Config, save_config
 from spread.errors import ConfigError, DataError
-from spread.features import Panel, log_levels, raw_matrix, released, revealed_label_features, write_differences
+from spread.features import Panel, released, revealed_label_features
 from spread.competition_writer import ORACLE_FILE
 from spread.metrics import validation_metrics
 from spread.prior import UNSEEN, daily_ranks, mean_rank_prior
 from spread.runfolder import CONFIG_FILE, FOLDS_FILE, SUMMARY_FILE, write_json
 from spread.runlog import RunLog, summarize
 from spread.splits import Fold, fold_table, lag_mapping
-from spread.targets import parse_pair
+from spread.target_features import OWN_FEATURES, own_features
 from spread.trainer import competition_folds, load_oracle
 from spread.windows import competition_panel, label_matrix, prepare_fold
 
@@ -70,12 +70,6 @@ PRIOR_HALF_LIVES = (None, 750.0, 375.0, 180.0, 90.0)
 """Recency half-lives (dates) tried by regularised_prior; None weighs every training date alike."""
 PRIOR_SHRINKS = (0.0, 10.0, 50.0, 250.0)
 """Pseudo-days at the middle rank tried by regularised_prior (a target seen on few dates moves to 0.5)."""
-LGBM_HORIZONS = (1, 2, 5, 10, 20)
-"""Horizons (rows) of the spread returns lightgbm sees."""
-LGBM_VOL_WINDOW = 20
-"""Rows of the rolling volatilities of the spread and its legs."""
-LGBM_LABEL_WINDOWS = (5, 20)
-"""Rows of the rolling mean and std of a target's released labels."""
 LGBM_ROUNDS = (25, 50, 100, 200)
 """Boosting rounds tried by lightgbm."""
 LGBM_PARAMS = {
@@ -265,66 +259,21 @@ def predict_regularised_prior(ctx: FoldContext) -> np.ndarray:
     return np.broadcast_to(prior, (len(ctx.val_rows), len(prior))).copy()
 
 
-def rolling_mean_std(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per column, mean and population std of the finite values of rows t - window + 1 .. t (NaN below 2 values)."""
-    finite = np.isfinite(values)
-    filled = np.where(finite, values, 0.0)
-
-    def trailing_sum(a: np.ndarray) -> np.ndarray:
-        total = np.cumsum(a, axis=0)
-        total[window:] = total[window:] - total[:-window]
-        return total
-
-    count, first, second = trailing_sum(finite.astype(np.float64)), trailing_sum(filled), trailing_sum(filled**2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = first / count
-        std = np.sqrt(np.maximum(second / count - mean**2, 0.0))
-    mean[count < 2], std[count < 2] = np.nan, np.nan
-    return mean, std
-
-
 def long_features(ctx: FoldContext) -> tuple[list[str], np.ndarray]:
     """Feature names and a (T, N, F) float32 array: target j's own features on each panel row.
 
-    From its legs (raw prices forward-filled like `spread.features`, rows up to t only): the spread's log returns
-    over `LGBM_HORIZONS`, the 20-row std of its daily returns and of each leg's; from its released labels (the
-    `revealed_label_features` series, so the release rule is the Transformer's): the last one and the rolling mean
-    and std over `LGBM_LABEL_WINDOWS`; its mean daily rank over the fold's training dates; its lag and its index
-    (a categorical feature, last).
+    Its `spread.target_features.own_features` (from its legs, raw rows up to t only: the spread's log returns over
+    several horizons, the volatilities of the spread and legs; from its released labels, the Transformer's release
+    rule: the last one and rolling means and stds), then its mean daily rank over the fold's training dates, its
+    lag and its index (a categorical feature, last).
     """
-    comp, cfg = ctx.comp, ctx.cfg.features
-    legs = [parse_pair(pair) for pair in comp.pairs["pair"].to_list()]
-    columns = list(dict.fromkeys(leg for pair in legs for leg in pair))
-    levels = log_levels(raw_matrix(comp.train, columns), cfg.ffill_limit)
-    position = {name: i for i, name in enumerate(columns)}
-    first = levels[:, [position[pair[0]] for pair in legs]]
-    second = np.stack([levels[:, position[pair[1]]] if len(pair) == 2 else np.zeros(len(levels)) for pair in legs],
-                      axis=1)
-    spread = first - second
-    blocks, names = [], []
-    for horizon in LGBM_HORIZONS:
-        returns = np.full_like(spread, np.nan)
-        write_differences(spread, horizon, returns)
-        blocks.append(returns)
-        names.append(f"spread_ret{horizon}")
-    for name, series in (("spread", spread), ("leg_a", first), ("leg_b", second)):
-        daily = np.full_like(series, np.nan)
-        write_differences(series, 1, daily)
-        blocks.append(rolling_mean_std(daily, LGBM_VOL_WINDOW)[1])
-        names.append(f"{name}_vol{LGBM_VOL_WINDOW}")
-    revealed = revealed_label_features(comp.labels, ctx.panel.date_ids, comp.target_lags).astype(np.float64)
-    blocks.append(revealed)
-    names.append("label_last")
-    for window in LGBM_LABEL_WINDOWS:
-        mean, std = rolling_mean_std(revealed, window)
-        blocks += [mean, std]
-        names += [f"label_mean{window}", f"label_std{window}"]
-    n_dates, n_targets = spread.shape
-    blocks.append(np.broadcast_to(ctx.prior, (n_dates, n_targets)))
-    blocks.append(np.broadcast_to(comp.target_lags.astype(np.float64), (n_dates, n_targets)))
-    blocks.append(np.broadcast_to(np.arange(n_targets, dtype=np.float64), (n_dates, n_targets)))
-    names += ["mean_rank", "lag", "target"]
-    return names, np.stack(blocks, axis=2).astype(np.float32)
+    comp = ctx.comp
+    own = own_features(comp.train, comp.labels, comp.pairs, ctx.cfg.features.ffill_limit)  # (T, N, K)
+    n_dates, n_targets, _ = own.shape
+    extra = [ctx.prior, comp.target_lags.astype(np.float64), np.arange(n_targets, dtype=np.float64)]
+    extra = np.stack([np.broadcast_to(values, (n_dates, n_targets)) for values in extra], axis=2)  # (T, N, 3)
+    names = [*OWN_FEATURES, "mean_rank", "lag", "target"]
+    return names, np.concatenate([own, extra.astype(np.float32)], axis=2)
 
 
 def _lightgbm():

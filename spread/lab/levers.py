@@ -76,6 +76,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "screen128": ("screen.ic_max_features=128",),
     "screen256": ("screen.ic_max_features=256",),
     "window64": ("data.window=64",),
+    "own": ("data.own_features=true",),
+    "own_listwise": ("data.own_features=true", "loss.rank_loss=listwise"),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 

@@ -1,0 +1,68 @@
+"""data.own_features end to end: trained, checkpointed, rebuilt and served through the same code as validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spread.checkpoint import build_model, load_checkpoint
+from spread.competition import load_competition
+from spread.config import load_config
+from spread.errors import ArtifactError
+from spread.forecast import predict_dataset
+from spread.gateway import generate_batches, read_served_files
+from spread.infer import Predictor
+from spread.members import build_member
+from spread.splits import HOLDOUT
+from spread.trainer import competition_folds, train
+from spread.windows import prepare_fold
+
+from conftest import TINY_RUN
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
+
+
+@pytest.fixture(scope="module")
+def own_run(small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    cfg = load_config(None, [*TINY_RUN, "data.own_features=true", "model.target_head_dim=8"])
+    run = tmp_path_factory.mktemp("own") / "run"
+    summary = train(cfg, small, run)
+    return {"cfg": cfg, "run": run, "summary": summary, "comp": load_competition(small)}
+
+
+def test_the_checkpoint_carries_the_own_scaler_and_rebuilds_the_head(own_run) -> None:
+    ckpt = load_checkpoint(own_run["run"] / HOLDOUT / "best.pt")
+    comp = own_run["comp"]
+    assert len(ckpt["own_scaler"]["names"]) == len(comp.target_names) * own_run["cfg"].data.own_channels() // 2
+    model = build_model(ckpt)
+    assert model.target_head is not None
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, ckpt["model"][name]), name
+
+
+def test_served_answers_equal_the_trainers_validation_predictions(own_run, small: Path) -> None:
+    """The predictor's answer for each scored date equals predict_dataset's on the holdout's validation set."""
+    cfg, comp, run = own_run["cfg"], own_run["comp"], own_run["run"]
+    ckpt = load_checkpoint(run / HOLDOUT / "best.pt")
+    fold = next(f for f in competition_folds(comp, cfg) if f.name == HOLDOUT)
+    data = prepare_fold(comp, fold, cfg.features, cfg.screen, cfg.scaling, cfg.data)
+    scale = torch.as_tensor(ckpt["target_scale"], dtype=torch.float32)
+    dates, expected = predict_dataset(build_model(ckpt), data.val, scale, cfg.train, 16, "cpu")
+    predictor = Predictor.from_run(run, small, device="cpu", members="holdout")
+    served = {}
+    for date_id, batches in generate_batches(*read_served_files(small)):
+        served[date_id] = predictor.predict(*batches).to_numpy()[0]
+    assert predictor.fallback_calls == 0 and set(dates) <= set(served)
+    np.testing.assert_allclose(np.stack([served[d] for d in dates]), expected, atol=1e-5, rtol=0)
+    assert set(predictor.label_targets) == set(comp.target_names)  # every target's labels feed its own features
+
+
+def test_a_checkpoint_without_the_own_scaler_is_refused(own_run) -> None:
+    run, comp = own_run["run"], own_run["comp"]
+    ckpt = load_checkpoint(run / HOLDOUT / "best.pt")
+    del ckpt["own_scaler"]
+    with pytest.raises(ArtifactError, match="own features"):
+        build_member(run, "holdout/best.pt", ckpt, comp, torch.device("cpu"))
