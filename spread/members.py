@@ -23,7 +23,7 @@ import torch
 
 from spread.errors import ArtifactError
 from spread.problems import Problems
-from spread.runfolder import ROLES
+from spread.runfolder import PRUNED_SUFFIX, ROLES
 
 if TYPE_CHECKING:
     from spread.competition import Competition
@@ -98,11 +98,13 @@ def checkpoint_role(ckpt: dict | None, name: str) -> str:
 
 def member_candidates(run_dir: Path, manifest: dict, members: str) -> tuple[list[str], str | None]:
     """(checkpoint names to try, role they must have or None) for a `--members` value: "served" (the manifest's
-    inference checkpoints), "holdout" / "folds" / "final" (every listed <folder>/best.pt of that role), or a comma
-    list of run-relative folder names."""
+    inference checkpoints), "holdout" / "folds" / "final" (every listed <folder>/best.pt of that role but the pruned
+    fine-tunes `<fit>-pruned/`, which are reported beside their fit, not served with it: "holdout" is exactly the
+    ensemble the public-leaderboard estimate scores), or a comma list of run-relative folder names (any fit)."""
     if members == "served":
         return list(manifest["inference"]["checkpoints"]), None
-    listed = sorted(name for name in manifest["artifacts"] if name.endswith("/best.pt") and name.count("/") == 1)
+    listed = sorted(name for name in manifest["artifacts"] if name.endswith("/best.pt") and name.count("/") == 1
+                    and not name.split("/")[0].endswith(PRUNED_SUFFIX))
     if members in MEMBER_SETS:
         return listed, {"folds": "fold"}.get(members, members)
     folders = [folder.strip().strip("/") for folder in members.split(",") if folder.strip()]
@@ -138,6 +140,9 @@ def build_member(run_dir: Path, name: str, ckpt: dict, comp: Competition, device
         raise ArtifactError(f"{where}: checkpoint has no scaling of the targets' own features (data.own_features)")
     own_scaler = Scaler.from_dict(ckpt["own_scaler"]) if cfg.data.own_features else None
     own_columns = leg_columns(comp.pairs) if cfg.data.own_features else []
+    missing = [column for column in own_columns if column not in comp.train.columns]
+    if missing:  # every call would fail on them: refuse the member once, at load
+        raise ArtifactError(f"{where}: its targets' own features need leg columns train.csv lacks: {missing[:5]}")
     model = build_model(ckpt).to(device)
     scale = torch.as_tensor(ckpt["target_scale"], dtype=torch.float32).to(device)
     return Member(

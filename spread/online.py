@@ -184,7 +184,8 @@ class OnlineUpdate:
         half-done behind."""
         last = date_id - release_date(0, self.max_lag)  # release_date(last, max_lag) == date_id
         halflife = self.cfg.halflife
-        dates = [d for d in range(last - int(PRIOR_HALFLIVES * halflife), last + 1) if d in self.history.labels]
+        first = last - PRIOR_HALFLIVES * halflife
+        dates = sorted(d for d in self.history.labels if first <= d <= last)  # the known dates, whatever the half-life
         total, weight_sum = np.zeros(len(self.prior)), np.zeros(len(self.prior))
         for label_date in dates:
             ranks = self._ranks(label_date, started)

@@ -51,8 +51,8 @@ from spread.metrics import validation_metrics
 from spread.prior import mean_rank_prior, write_prior
 from spread.pruning import gate_table, select_features, write_gate_analysis
 from spread.runfolder import (
-    BEST, CONFIG_FILE, FOLDS_FILE, PRIOR_FILE, SUMMARY_FILE, checkpoint_name, read_data_record, remove_temporaries,
-    write_data_record, write_json,
+    BEST, CONFIG_FILE, FOLDS_FILE, PRIOR_FILE, PRUNED_SUFFIX, SUMMARY_FILE, checkpoint_name, read_data_record,
+    remove_temporaries, write_data_record, write_json,
 )
 from spread.runlog import RunLog, mean_std, summarize
 from spread.runtime import Runtime, broadcast_from_rank0, deterministic_kernels, start_runtime
@@ -182,7 +182,7 @@ def finetune_pruned(ctx: RunContext, job: FitJob) -> dict:
     best_path = ctx.run_dir / checkpoint_name(job.name, BEST)
     keep = select_features(np.asarray(load_checkpoint(best_path)["gate"], dtype=np.float64), cfg.prune_threshold,
                            cfg.prune_top_k)
-    pruned = FitJob(f"{job.name}-pruned", job.fold, job.data, cfg.finetune_epochs, job.seed, role=job.role,
+    pruned = FitJob(f"{job.name}{PRUNED_SUFFIX}", job.fold, job.data, cfg.finetune_epochs, job.seed, role=job.role,
                     selects=job.selects, init_checkpoint=best_path, keep=keep)
     return fit(ctx, pruned)
 

@@ -66,3 +66,16 @@ def test_a_checkpoint_without_the_own_scaler_is_refused(own_run) -> None:
     del ckpt["own_scaler"]
     with pytest.raises(ArtifactError, match="own features"):
         build_member(run, "holdout/best.pt", ckpt, comp, torch.device("cpu"))
+
+
+def test_a_member_whose_legs_train_csv_lacks_is_refused_at_load(own_run) -> None:
+    """Every call would fail on the missing leg: the member is refused once, at load, naming the column."""
+    from dataclasses import replace
+
+    from spread.target_features import leg_columns
+
+    run, comp = own_run["run"], own_run["comp"]
+    leg = leg_columns(comp.pairs)[0]
+    ckpt = load_checkpoint(run / HOLDOUT / "best.pt")
+    with pytest.raises(ArtifactError, match=f"leg columns train.csv lacks: \\['{leg}'\\]"):
+        build_member(run, "holdout/best.pt", ckpt, replace(comp, train=comp.train.drop(leg)), torch.device("cpu"))

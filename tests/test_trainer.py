@@ -273,7 +273,8 @@ def test_holdout_ensemble_is_scored_as_the_gateway_replays_it(small: Path, tmp_p
     from spread.gateway import run_gateway
     from spread.infer import make_predict
 
-    summary = train(load_config(None, [*TINY_RUN, "train.holdout_members=2"]), small, tmp_path / "run")
+    overrides = [*TINY_RUN, "train.holdout_members=2", "train.finetune_pruned=true", "train.finetune_epochs=1"]
+    summary = train(load_config(None, overrides), small, tmp_path / "run")
     run = tmp_path / "run"
     first, second = load_checkpoint(run / "holdout/best.pt"), load_checkpoint(run / "holdout-s1/best.pt")
     assert (first["seed"], second["seed"]) == (0, 1) and first["role"] == second["role"] == "holdout"
@@ -284,6 +285,7 @@ def test_holdout_ensemble_is_scored_as_the_gateway_replays_it(small: Path, tmp_p
     assert estimate["score"] == ensemble["score"] not in set(ensemble["member_scores"].values())
     replay = run_gateway(small, make_predict(run, small, device="cpu", members="holdout"),
                          out_file=tmp_path / "s.parquet")
+    assert (run / "holdout-pruned/best.pt").is_file()  # reported beside the holdout, not one of its members
     assert replay["summary"]["members"]["loaded"] == ["holdout-s1/best.pt", "holdout/best.pt"]
     assert replay["score"] == pytest.approx(estimate["score"], abs=1e-6)
 
