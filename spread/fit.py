@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from spread.checkpoint import load_checkpoint, save_checkpoint, serving_state
 from spread.competition import Competition
 from spread.errors import ConfigError
-from spread.forecast import predict_dataset
+from spread.forecast import forward, predict_dataset
 from spread.losses import total_loss
 from spread.metrics import validation_metrics
 from spread.model import GatedTransformer, ModelOutput
@@ -165,8 +165,7 @@ def train_step(
     batch = to_device(batch, learner.runtime.device)
     y = batch["y"] / learner.target_scale  # (B, N) per-lag scaled targets; unknown cells are 0 and masked
     with autocast(learner.runtime):
-        own = {"own": batch["own"]} if "own" in batch else {}  # data.own_features only
-        out = learner.model(batch["x"], batch["t"], batch["valid"], **own)
+        out = forward(learner.model, batch)
     out = ModelOutput(reg=out.reg.float(), score=out.score.float())
     loss, parts = total_loss(out, y, batch["y_mask"], learner.raw_model.gate.l1(), epoch_position, learner.cfg.loss,
                              learner.target_lags, learner.pair_generator)

@@ -4,8 +4,9 @@
 regression head is unscaled back to label units with the fold's per-target scale, the score head is used as is,
 and the blend mixes the per-date z-scores of both. It keeps non-finite values: the caller decides what a NaN
 means (validation scores it as 0 so that no date drops out of the score; the predictor drops that member).
-`predict_batch` is the forward pass both the trainer (`predict_dataset`) and `spread.members.run_member` call, in
-eval precision (`spread.runtime.inference_dtype`), so training scores and served answers cannot drift apart.
+`forward` is how a window batch feeds the model, in training and prediction alike; `predict_batch` is the forward
+pass both the trainer (`predict_dataset`) and `spread.members.run_member` call, in eval precision
+(`spread.runtime.inference_dtype`), so training scores and served answers cannot drift apart.
 """
 
 from __future__ import annotations
@@ -46,15 +47,23 @@ def predictions(out: ModelOutput, target_scale: torch.Tensor, cfg: TrainConfig) 
     return cfg.blend_weight * _zscore_rows(reg) + (1.0 - cfg.blend_weight) * _zscore_rows(score)
 
 
+def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    """The model's outputs for a window batch already on its device: how a batch feeds the model, for training
+    (`spread.fit.train_step`, `model` may be the DDP wrapper) and prediction alike; "own" only when it carries it
+    (data.own_features)."""
+    own = {"own": batch["own"]} if "own" in batch else {}
+    return model(batch["x"], batch["t"], batch["valid"], **own)
+
+
 def predict_batch(
     model: GatedTransformer, batch: dict[str, torch.Tensor], target_scale: torch.Tensor, cfg: TrainConfig,
     device: torch.device,
 ) -> np.ndarray:
     """(B, N) float64 predictions of `model` (in its current mode) for a window batch; may hold non-finite values."""
     runtime = Runtime(device=device, amp_dtype=inference_dtype(cfg, device))
-    own = {"own": batch["own"].to(device)} if "own" in batch else {}  # data.own_features only
+    inputs = {key: batch[key].to(device) for key in ("x", "t", "valid", "own") if key in batch}
     with torch.inference_mode(), autocast(runtime):
-        out = model(batch["x"].to(device), batch["t"].to(device), batch["valid"].to(device), **own)
+        out = forward(model, inputs)
     return predictions(out, target_scale, cfg).cpu().numpy().astype(np.float64)
 
 
