@@ -150,6 +150,13 @@ def _daily_rho_and_problems(truth: np.ndarray, pred: np.ndarray) -> tuple[np.nda
     return rho, empty, constant
 
 
+def daily_rank_rho(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each day (row) over its non-null truths, shape (days,); NaN where the official scorer
+    could not score the day (no non-null truth, constant truths or predictions there, a NaN prediction). The
+    non-raising form of `daily_rank_correlations`."""
+    return _daily_rho_and_problems(*_as_matrices(truth, pred))[0]
+
+
 def daily_rank_correlations(truth: np.ndarray, pred: np.ndarray, date_ids: np.ndarray | None = None) -> np.ndarray:
     """Spearman correlation of each day (row) over its non-null truths, shape (days,).
 

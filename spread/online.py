@@ -11,14 +11,16 @@ released labels, with a weight chosen online:
 
 r(d) is the centred rank of date d's labels across targets (the score's scale), a date is complete on t when its
 lag-max label is released (`spread.targets.release_date`, the package's one release rule), and w(t) is the
-candidate of `ServeConfig.weights` whose blend scored best (Sharpe of the daily rank correlations, as the
-competition) over the latest served dates whose labels are complete on t: only what is known on t is read, so the
-same served sequence gives the same answers and a truncated test set leaves the earlier answers as they were.
+candidate of `ServeConfig.weights` whose blend scored best (Sharpe of the daily rank correlations, the
+competition's `spread.metrics.daily_rank_rho`) over the latest served dates whose labels are complete on t: only
+what is known on t is read, so the same served sequence gives the same answers and a truncated test set leaves the
+earlier answers as they were.
 
 A refit runs inside a `predict` call, every `ServeConfig.every` served dates, under a wall-clock guard
-(`ServeConfig.max_seconds`, checked between the dates it reads). It builds its new state aside and swaps it in only
-when complete; if it raises or overruns, the call answers the model's own output (never worse than no update) and
-the problem is counted (`update-failed`, `update-overrun` in `spread.problems`). A failure makes the run degraded
+(`ServeConfig.max_seconds`, checked between the dates it reads). Its result (prior and weight) replaces the
+serving state only when the refit completes; the caches it fills on the way hold values of complete dates only,
+which no later call changes. If it raises or overruns, the call answers the model's own output (never worse than no
+update) and the problem is counted (kinds `update-failed`, `update-overrun`, `spread.problems`). A failure makes the run degraded
 (`spread.infer.degradation`: a bug, loud outside the rerun); an overrun does not (the guard did its job: the call
 kept its deadline; it is counted in the summary's problems). The state lives in memory only: a kernel restart
 starts again from the shipped run.
@@ -105,17 +107,14 @@ def centred_ranks(labels: np.ndarray) -> np.ndarray:
     return (ranks - (count + 1) / 2.0) / max(count, 1)
 
 
-def rank_correlation(ranks: np.ndarray, values: np.ndarray) -> float:
-    """Spearman correlation of `values` with a date's label `ranks` over the known labels (0 when undefined)."""
-    from spread.metrics import average_ranks
+def blend_correlations(ranks: np.ndarray, model: np.ndarray, prior: np.ndarray, weights: list[float]) -> np.ndarray:
+    """(W,) the competition's daily rank correlation (`spread.metrics.daily_rank_rho`) of each candidate blend
+    model + w prior with a date's label `ranks` (NaN where unknown); 0 where the day cannot be scored."""
+    from spread.metrics import daily_rank_rho
 
-    known = np.isfinite(ranks)
-    if known.sum() < 2:
-        return 0.0
-    value_ranks = average_ranks(values[known][None, :], np.ones((1, int(known.sum())), dtype=bool))[0]
-    a, b = ranks[known] - ranks[known].mean(), value_ranks - value_ranks.mean()
-    scale = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b) / scale if scale > 0 else 0.0
+    blends = model[None, :] + np.asarray(weights, dtype=np.float64)[:, None] * prior[None, :]  # (W, N)
+    truth = np.broadcast_to(ranks, blends.shape)  # (W, N)
+    return np.nan_to_num(daily_rank_rho(truth, blends), nan=0.0)
 
 
 class OnlineUpdate:
@@ -198,8 +197,7 @@ class OnlineUpdate:
             if served_date in self.history.labels:  # a date without any released label scores nothing
                 ranks = self._ranks(served_date, started)
                 model, used = self.served[served_date]
-                self.scores[served_date] = np.array([rank_correlation(ranks, model + w * used)
-                                                     for w in self.cfg.weights])
+                self.scores[served_date] = blend_correlations(ranks, model, used, self.cfg.weights)
             del self.served[served_date]
         for old in [d for d in self.ranks if d < last - PRIOR_HALFLIVES * halflife]:
             del self.ranks[old]
