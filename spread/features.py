@@ -9,6 +9,11 @@ date t, nothing else:
 - open/high/low/close groups (same prefix, suffixes _open/_high/_low/_close in any case): the intraday range
   ln(H / L) and body ln(C / O);
 - a missing flag per price column (1 when the raw price of that row is absent);
+- market volatility regime (`market_vol`): the mean over all price columns of ln(std of the last w one-day log
+  returns / std of the last `market_vol_base`), a scale-free gauge of a market-wide calm or turbulent state. Its
+  effect on returns is an interaction (it changes the sign or size of other inputs' effects), so its own IC is
+  ~0 and the screen keeps it regardless (`ScreenConfig.keep_market`). The only features read across columns:
+  their stem is `market`, which needs every price column;
 - revealed labels: the lag-k label of date d appears on the row d + k + 1, the date the evaluation API hands it
   out (`spread.targets.release_date`). `revealed_label_features` is the only place that applies this rule to
   features, so training rows and inference rows see the same values.
@@ -60,15 +65,25 @@ class FeatureConfig:
     """Forward-fill a missing raw value from at most this many rows back (0: no filling); never backward."""
     revealed_labels: bool = True
     """Add, per target, the latest label released by the row's date (lag-k label of date t - k - 1)."""
+    market_vol: list[int] = field(default_factory=list)
+    """Windows w (rows) of the market volatility features `market__vol{w}`: on row t the mean over price columns of
+    ln(std of the one-day log returns of rows t-w+1..t / their std over the last `market_vol_base` rows); [] adds
+    none. A calm or turbulent market moves every column's ratio the same way, so the mean reads the regime."""
+    market_vol_base: int = 250
+    """Rows of the long volatility each market_vol window is measured against."""
 
     def __post_init__(self) -> None:
         if any(not isinstance(h, int) or h < 1 for h in self.return_horizons):
             raise ConfigError(f"features.return_horizons: expected positive integers, got {self.return_horizons}")
+        if any(not isinstance(w, int) or w < 2 for w in self.market_vol):
+            raise ConfigError(f"features.market_vol: expected integers >= 2, got {self.market_vol}")
         check_range("features", "ffill_limit", self.ffill_limit, low=0)
+        check_range("features", "market_vol_base", self.market_vol_base, low=2)
 
     def lookback(self) -> int:
         """How many raw rows before t any feature of row t may read (revealed labels read no raw row)."""
-        longest_difference = max([*self.return_horizons, 1 if self.volume_change else 0])
+        market = [*self.market_vol, self.market_vol_base] if self.market_vol else []
+        longest_difference = max([*self.return_horizons, 1 if self.volume_change else 0, *market])
         return longest_difference + self.ffill_limit
 
 
@@ -245,6 +260,51 @@ def price_blocks(raw: pl.DataFrame, prices: list[str], cfg: FeatureConfig) -> li
     return blocks
 
 
+MARKET_STEM = "market"
+"""Stem of the market volatility features: they read every price column."""
+
+
+def rolling_std(values: np.ndarray, window: int) -> np.ndarray:
+    """(T, C) std of the finite values of rows t-window+1..t of each column (NaN on the first window - 1 rows and
+    where fewer than half the window, or fewer than 2, are finite): a function of those rows only."""
+    finite = np.isfinite(values)
+    zeroed = np.where(finite, values, 0.0)
+    sums = [np.cumsum(np.concatenate([np.zeros((1, values.shape[1])), x]), axis=0)
+            for x in (finite.astype(np.float64), zeroed, zeroed**2)]
+    count, total, square = (s[window:] - s[:-window] for s in sums)
+    out = np.full(values.shape, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        variance = (square - total**2 / count) / (count - 1)
+    enough = count >= max(2, window // 2)
+    out[window - 1 :] = np.where(enough, np.sqrt(np.maximum(variance, 0.0)), np.nan)
+    return out
+
+
+def market_block(raw: pl.DataFrame, prices: list[str], cfg: FeatureConfig) -> list[FeatureBlock]:
+    """The market volatility regime features (`FeatureConfig.market_vol`), one column per window."""
+    if not prices or not cfg.market_vol:
+        return []
+    windows = cfg.market_vol
+
+    def write(out: np.ndarray) -> None:
+        total, count = np.zeros((len(out), len(windows))), np.zeros((len(out), len(windows)))
+        for part in column_chunks(len(prices)):
+            levels = log_levels(raw_matrix(raw, prices[part]), cfg.ffill_limit)
+            returns = np.empty_like(levels)
+            write_differences(levels, 1, returns)
+            base = rolling_std(returns, cfg.market_vol_base)
+            for k, window in enumerate(windows):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    ratio = np.log(rolling_std(returns, window) / base)
+                finite = np.isfinite(ratio)
+                total[:, k] += np.where(finite, ratio, 0.0).sum(axis=1)
+                count[:, k] += finite.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:] = np.where(count > 0, total / count, np.nan)
+
+    return [FeatureBlock([f"{MARKET_STEM}__vol{w}" for w in windows], write)]
+
+
 def volume_block(raw: pl.DataFrame, volumes: list[str], cfg: FeatureConfig) -> list[FeatureBlock]:
     """One-day change of ln(1 + volume)."""
     if not volumes or not cfg.volume_change:
@@ -311,6 +371,8 @@ def panel_inputs(
     """
     stems = {feature_stem(name) for name in features}
     needed = set(stems)
+    if MARKET_STEM in stems:
+        needed.update(c for c in raw_columns if column_kind(c) == "price")
     for prefix, parts in ohlc_groups(raw_columns).items():
         if prefix in stems:
             needed.update(parts.values())
@@ -328,6 +390,7 @@ def build_panel(raw: pl.DataFrame, labels: pl.DataFrame | None, pairs: pl.DataFr
     kinds = {c: column_kind(c) for c in columns}
     blocks = [
         *price_blocks(raw, [c for c in columns if kinds[c] == "price"], cfg),
+        *market_block(raw, [c for c in columns if kinds[c] == "price"], cfg),
         *volume_block(raw, [c for c in columns if kinds[c] == "volume"], cfg),
         *ohlc_block(raw, ohlc_groups(columns), cfg),
         *revealed_block(labels, date_ids, pairs, cfg),

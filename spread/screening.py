@@ -10,6 +10,8 @@ Checks, in order (the first that fails names the reason):
    `ic_max_features`: ranked by that mean (`ic_rank` "mean"), or (`ic_rank` "per_target") by its best rank among
    the features for any one target, so that the kept set is the union of every target's top k for the largest k
    that fits the cap (a feature that matters for a few targets only survives).
+The market volatility features (`spread.features.MARKET_STEM`) skip check 4 when `keep_market`: they act through
+interactions, so their own IC is ~0 by design.
 
 Statistics come from `panel.values[rows]` and `targets` only, so data outside the training slice cannot move them.
 Columns are processed in chunks to keep temporaries small next to the panel.
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from spread.errors import ArtifactError, ConfigError, check_choice, check_range
-from spread.features import Panel, column_chunks
+from spread.features import MARKET_STEM, Panel, column_chunks, feature_stem
 from spread.scaling import column_quantiles, read_json_artifact
 
 IC_RANKS = ("mean", "per_target")
@@ -50,6 +52,9 @@ class ScreenConfig:
     ic_rank: str = "mean"
     """Order of the cap: mean (best mean |IC| over targets first) | per_target (best rank for any one target
     first, ties by mean |IC|: the union of every target's top-k features)."""
+    keep_market: bool = True
+    """Keep the market volatility features (`features.market_vol`) whatever their IC (they still pass checks 1-3)
+    and outside the cap."""
 
     def __post_init__(self) -> None:
         check_range("screen", "max_missing", self.max_missing, low=0.0, high=1.0)
@@ -193,13 +198,15 @@ def screen_features(panel: Panel, rows: np.ndarray, targets: np.ndarray, cfg: Sc
             else:
                 dropped[panel.names[column]] = reason
     scores: dict[str, float] = {}
+    exempt = {j for j in survivors if cfg.keep_market and feature_stem(panel.names[j]) == MARKET_STEM}
+    survivors = [j for j in survivors if j not in exempt]
     if cfg.min_abs_ic > 0 or cfg.ic_max_features > 0:
         ics = abs_ics(values, np.array(survivors, dtype=np.int64), targets)
         survivor_scores = ics.mean(axis=1, dtype=np.float64) if ics.shape[1] else np.zeros(len(survivors))
         scores = {panel.names[j]: float(s) for j, s in zip(survivors, survivor_scores)}
         best_ranks = best_target_ranks(ics) if cfg.ic_rank == "per_target" else None
         survivors = ic_filter(survivors, survivor_scores, panel.names, cfg, dropped, best_ranks)
-    keep = [panel.names[j] for j in sorted(survivors)]
+    keep = [panel.names[j] for j in sorted([*survivors, *exempt])]
     return ScreenResult(keep=keep, dropped=dropped, scores=scores)
 
 

@@ -90,6 +90,13 @@ LEVERS: dict[str, tuple[str, ...]] = {
                      "train.max_steps_per_epoch=40", "train.early_stopping_patience=5"),
     "own": ("data.own_features=true",),
     "own_listwise": ("data.own_features=true", "loss.rank_loss=listwise"),
+    "market_vol": ("features.market_vol=[5,20]",),
+    "market_vol_own": ("features.market_vol=[5,20]", "data.own_features=true"),
+    "quick_tuned_own_mv": ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
+                           "screen.ic_max_features=256", "model.gate_init=3.0", "loss.gate_lambda=0.00015",
+                           "train.gate_lr_scale=1", "loss.rank_weight=0.78", "loss.regression_weight=1.14",
+                           "train.lr=0.0002", "train.epochs=4", "train.max_steps_per_epoch=40",
+                           "train.early_stopping_patience=5", "data.own_features=true", "features.market_vol=[5,20]"),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
