@@ -14,6 +14,7 @@ Shape legend (used in the comments on tensor lines)
     H   attention heads                   Dh  head size, D // H
     T   Time2Vec components               N   targets, in target_pairs.csv order (424 on MITSUI)
     K   distinct lags = heads (4)         Nk  targets of one lag (106 on MITSUI)
+    E   experts per lag head (head_experts)
     Fk  features the gate's hard mask keeps (F unless pruned)
 
 Data flow, tokens = "time"
@@ -22,8 +23,9 @@ Data flow, tokens = "time"
                 -> Linear(P F, D) + Linear(Time2Vec(t)) + PE(age)    (B, S, D) embeddings (t, age: a patch's last row)
                 -> n_layers x [h + Attn(Norm(h)); h + MLP(Norm(h))]   pre-LN encoder, padding keys masked
                 -> Norm -> concat(last token, mean over valid tokens) (B, 2D) pooled
-                -> one Linear(2D, 2 Nk) per lag                       (B, 2, Nk) regression and score
-                -> scattered back to target order                     reg, score: (B, N)
+                -> one Linear(2D, E 2 Nk) per lag                     (B, E, 2, Nk) regression and score per expert
+                -> scattered back to target order; experts mixed by   reg, score: (B, N)
+                   softmax(Linear(2D, E)(pooled)) (E = head_experts; E = 1: the one head as it is)
                 -> + TargetHead(pooled, own) with data.own_features   (B, 2, N) per target, spread.target_head
 
 Data flow, tokens = "variate" (the window length L is fixed at construction: it is the token's input size)
@@ -56,6 +58,8 @@ References
     Liu et al. 2024, "iTransformer: Inverted Transformers Are Effective for Time Series Forecasting" (each
     variate's whole window embedded as one token, attention across variates); here with a learned embedding per
     feature, since the heads read a pooled summary and must know which feature a token is.
+    Jacobs et al. 1991, "Adaptive Mixtures of Local Experts" (head_experts: linear experts mixed by a softmax
+    router on the same input, so an effect can change sign with a state the encoder reads, e.g. a regime).
     Karpathy, nanoGPT (code structure and weight initialisation).
 """
 
@@ -134,6 +138,10 @@ class ModelConfig:
     token per kept feature, its whole gated window through one Linear(L, D) plus a learned feature embedding;
     attention across features, O(F^2); iTransformer, Liu et al. 2024). variate fixes the window length L at
     construction (`GatedTransformer(window=...)`)."""
+    head_experts: int = 1
+    """E: linear experts per lag head, mixed per date by a softmax router on the pooled vector (a mixture of
+    experts: the forecast of a target can switch between linear maps with the state the router reads, which a
+    single linear head cannot). 1 = one linear head per lag, no router."""
     target_head_dim: int = 64
     """Hidden width of the per-target head (`spread.target_head`) that reads each target's own features; used
     only with data.own_features, which carries them."""
@@ -153,6 +161,7 @@ class ModelConfig:
         check_range("model", "patch_len", self.patch_len, low=1)
         check_choice("model", "tokens", self.tokens, TOKEN_CHOICES)
         check_range("model", "target_head_dim", self.target_head_dim, low=1)
+        check_range("model", "head_experts", self.head_experts, low=1)
 
 
 @dataclass
@@ -416,11 +425,13 @@ class GatedTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, self.attention_backend) for _ in range(cfg.n_layers))
         self.norm_final = make_norm(cfg)
 
-        # One head per distinct lag; head outputs are concatenated in `head_lags` order, then gathered back.
+        # One head per distinct lag (E experts each); outputs concatenated in `head_lags` order, then gathered back.
         self.head_lags = tuple(sorted(set(lags)))
+        experts = cfg.head_experts
         self.heads = nn.ModuleDict(
-            {f"lag_{lag}": nn.Linear(2 * cfg.d_model, 2 * lags.count(lag)) for lag in self.head_lags}
+            {f"lag_{lag}": nn.Linear(2 * cfg.d_model, experts * 2 * lags.count(lag)) for lag in self.head_lags}
         )
+        self.router = nn.Linear(2 * cfg.d_model, experts) if experts > 1 else None
         head_order = [j for lag in self.head_lags for j, target_lag in enumerate(lags) if target_lag == lag]
         self.register_buffer("target_index", torch.argsort(torch.tensor(head_order)), persistent=False)  # (N,)
         self.target_head = (TargetHead(cfg.d_model, cfg.target_head_dim, own_channels, len(lags), cfg.dropout)
@@ -529,8 +540,13 @@ class GatedTransformer(nn.Module):
         else:
             pooled = torch.cat([h[:, -1], masked_mean(h, valid)], dim=-1)  # (B, 2D)
 
-        per_head = [head(pooled).view(B, 2, -1) for head in self.heads.values()]  # K x (B, 2, Nk)
-        out = torch.cat(per_head, dim=-1).index_select(-1, self.target_index)  # (B, 2, N), target order
+        E = self.cfg.head_experts
+        per_head = [head(pooled).view(B, E, 2, -1) for head in self.heads.values()]  # K x (B, E, 2, Nk)
+        out = torch.cat(per_head, dim=-1).index_select(-1, self.target_index)  # (B, E, 2, N), target order
+        if self.router is None:
+            out = out[:, 0]  # (B, 2, N)
+        else:
+            out = torch.einsum("be,becn->bcn", self.router(pooled).softmax(dim=-1), out)  # (B, 2, N)
         if self.target_head is not None:
             out = out + self.target_head(pooled, own)  # (B, 2, N)
         return ModelOutput(reg=out[:, 0], score=out[:, 1])

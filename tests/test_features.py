@@ -18,6 +18,7 @@ from spread.features import (
     panel_inputs,
     released,
     revealed_label_features,
+    rolling_std,
 )
 from spread.scaling import Scaler, ScalingConfig, column_quantiles
 from spread.screening import ScreenConfig, ScreenResult, average_ranks, screen_features
@@ -96,7 +97,8 @@ def test_config_switches_remove_their_features():
     assert FeatureConfig(return_horizons=[1, 5, 20], ffill_limit=5).lookback() == 25
 
 
-@pytest.mark.parametrize("bad", [{"return_horizons": [0]}, {"ffill_limit": -1}])
+@pytest.mark.parametrize("bad", [{"return_horizons": [0]}, {"ffill_limit": -1}, {"market_vol": [1]},
+                                 {"market_vol_base": 1}])
 def test_feature_config_rejects_bad_values(bad):
     with pytest.raises(ConfigError):
         FeatureConfig(**bad)
@@ -164,7 +166,43 @@ def test_build_panel_checks_its_inputs():
         panel.column_indices(["nope"])
 
 
-@pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(return_horizons=[2, 7], ffill_limit=0)])
+def test_rolling_std_matches_a_windowed_nanstd():
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(50, 3))
+    values[rng.random(values.shape) < 0.3] = NAN
+    values[10:30, 2] = NAN  # a long gap: too few finite values in the windows over it
+    out = rolling_std(values, 8)
+    assert np.isnan(out[:7]).all()
+    for t in range(7, 50):
+        for c in range(3):
+            window = values[t - 7 : t + 1, c]
+            finite = window[np.isfinite(window)]
+            expected = np.std(finite, ddof=1) if len(finite) >= 4 else NAN
+            np.testing.assert_allclose(out[t, c], expected, equal_nan=True)
+    assert np.isnan(out[25, 2]) and np.isfinite(out[5 + 8 * 4, 0])
+
+
+def test_market_vol_reads_a_market_wide_volatility_regime():
+    """Every price column turns 3x more volatile on dates 200..259: market__vol10 rises there, then falls back."""
+    rng = np.random.default_rng(6)
+    scale = np.where((np.arange(400) >= 200) & (np.arange(400) < 260), 0.03, 0.01)
+    frame = {"date_id": np.arange(400)}
+    prices = [f"S{k}_Close" for k in range(10)] + ["FX_AB", "FX_CD"]
+    for name in prices:
+        frame[name] = 100 * np.exp(np.cumsum(rng.normal(size=400) * scale))
+    frame["A_Volume"] = rng.integers(1, 100, 400).astype(float)  # not a price: not read
+    cfg = FeatureConfig(return_horizons=[1], market_vol=[10], market_vol_base=100)
+    panel = build_panel(pl.DataFrame(frame), None, PAIRS, cfg)
+    gauge = panel.values[:, panel.column_indices(["market__vol10"])[0]]
+    assert np.isnan(gauge[:99]).all() and np.isfinite(gauge[99:]).all()
+    calm, turbulent, after = gauge[150:200].mean(), gauge[210:250].mean(), gauge[270:290].mean()
+    assert abs(calm) < 0.15 and turbulent > 0.35 and after < -0.5  # ln 3 = 1.1; the base window catches up
+    assert cfg.lookback() == 100 + cfg.ffill_limit
+    assert panel_inputs(list(frame)[1:], [], ["market__vol10"]) == (prices, [])
+
+
+@pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(return_horizons=[2, 7], ffill_limit=0),
+                                 FeatureConfig(market_vol=[3, 6], market_vol_base=12)])
 def test_building_on_the_last_rows_reproduces_the_full_build(cfg):
     """The inference path builds the panel on the last L + lookback raw rows only."""
     raw, window = raw_frame(n_dates=80, seed=3), 30
@@ -245,6 +283,18 @@ def test_screen_ic_threshold_and_cap():
     assert by_threshold.scores["signal"] > 0.3 > by_threshold.scores["noise"]
     capped = screen_features(panel, rows, targets, ScreenConfig(min_abs_ic=0.0, ic_max_features=1))
     assert capped.keep == ["signal"] and "rank 2 > cap 1" in capped.dropped["noise"]
+
+
+def test_screen_keeps_the_market_features_outside_the_ic_filter_and_the_cap():
+    panel, targets = screening_panel()
+    rng = np.random.default_rng(2)
+    panel = Panel(panel.date_ids, np.column_stack([panel.values, rng.normal(size=(300, 1))]).astype(np.float32),
+                  [*panel.names, "market__vol5"])
+    kept = screen_features(panel, np.arange(300), targets, ScreenConfig(min_abs_ic=0.15, ic_max_features=1))
+    assert kept.keep == ["signal", "market__vol5"] and "market__vol5" not in kept.scores
+    dropped = screen_features(panel, np.arange(300), targets,
+                              ScreenConfig(min_abs_ic=0.15, ic_max_features=1, keep_market=False))
+    assert dropped.keep == ["signal"] and dropped.dropped["market__vol5"].startswith("ic ")
 
 
 def test_screen_uses_only_the_given_rows():

@@ -202,6 +202,28 @@ def test_tiny_model_overfits_a_tiny_batch():
     assert losses[-1] < losses[0] / 10
 
 
+def test_head_experts_mix_per_date_by_the_router():
+    """E experts per lag head: each target's output is the router-weighted sum of its experts' outputs."""
+    model = make_model(replace(TINY, head_experts=3)).eval()
+    assert model.router is not None and make_model().router is None
+    with torch.no_grad():
+        for lag, head in zip(model.head_lags, model.heads.values(), strict=True):
+            targets = [j for j, target_lag in enumerate(LAGS) if target_lag == lag]
+            head.weight.zero_()  # expert e answers 10 e + target index (reg) and -(10 e + target index) (score)
+            head.bias.copy_(torch.tensor([sign * (10.0 * e + j) for e in range(3) for sign in (1, -1)
+                                          for j in targets]))
+        model.router.weight.zero_()
+        model.router.bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
+        out = model(*make_batch())
+    weights = torch.tensor([0.0, 1.0, 2.0]).softmax(0)
+    expected = (10 * torch.arange(3.0) * weights).sum() + torch.arange(len(LAGS), dtype=torch.float32)
+    assert torch.allclose(out.reg, expected.expand(3, -1)) and torch.allclose(out.score, -expected.expand(3, -1))
+    router_input = make_model(replace(TINY, head_experts=2))
+    out = router_input(*make_batch())
+    out.reg.square().mean().backward()
+    assert router_input.router.weight.grad.abs().sum() > 0
+
+
 def test_construction_is_deterministic_with_a_seed():
     first, second = make_model(seed=7), make_model(seed=7)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
@@ -229,7 +251,7 @@ def test_sinusoidal_encoding_counts_back_from_the_last_row():
     "change, field",
     [(dict(d_model=30, n_heads=4), "d_model"), (dict(attention="fast"), "attention"), (dict(norm="batch"), "norm"),
      (dict(dropout=1.0), "dropout"), (dict(time2vec_dim=-1), "time2vec_dim"), (dict(n_layers=0), "n_layers"),
-     (dict(target_head_dim=0), "target_head_dim")],
+     (dict(target_head_dim=0), "target_head_dim"), (dict(head_experts=0), "head_experts")],
 )
 def test_invalid_config_raises_config_error_naming_the_field(change, field):
     with pytest.raises(ConfigError, match=f"model.{field}"):

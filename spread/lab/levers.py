@@ -92,6 +92,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "own_listwise": ("data.own_features=true", "loss.rank_loss=listwise"),
     "market_vol": ("features.market_vol=[5,20]",),
     "market_vol_own": ("features.market_vol=[5,20]", "data.own_features=true"),
+    "experts2_mv": ("model.head_experts=2", "features.market_vol=[5,20]"),
+    "experts4_mv": ("model.head_experts=4", "features.market_vol=[5,20]"),
     "quick_tuned_own_mv": ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
                            "screen.ic_max_features=256", "model.gate_init=3.0", "loss.gate_lambda=0.00015",
                            "train.gate_lr_scale=1", "loss.rank_weight=0.78", "loss.regression_weight=1.14",
