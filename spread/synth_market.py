@@ -262,4 +262,4 @@ def simulate_market(universe: Universe, preset: SynthPreset, rng: np.random.Gene
     returns[0] = 0.0
     levels = np.log([a.level for a in universe.assets])
     expected = {lag: model.expected(states, lag) for lag in preset.lags}
-    return Simulation(levels + np.cumsum(returns, axis=0), conditional_vol, expected)
+    return Simulation(levels + np.cumsum(returns, axis=0), conditional_vol, expected, states)

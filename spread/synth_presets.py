@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -290,6 +290,9 @@ class Simulation:
     """(T, A) conditional daily volatility (drives intraday ranges and volumes)."""
     expected: dict[int, np.ndarray]
     """lag L -> (T, A) E[ln P_i(t+L+1) - ln P_i(t+1) | simulated state at t], for every lag of the preset."""
+    states: dict[str, np.ndarray] = field(default_factory=dict)
+    """The latent state after each date, field -> (T, ...) (market dynamics: `synth_market.RECORDED`), for
+    diagnostics such as bench/bench_ceiling.py; not written to the competition."""
 
 
 def asset_cluster(asset: Asset, preset: SynthPreset) -> str:

@@ -22,7 +22,7 @@ from spread.errors import ConfigError, DataError
 from spread.competition_writer import ORACLE_FILE, draw_pairs, write_competition
 from spread.metrics import rank_correlation_sharpe
 from spread.synth import generate
-from spread.synth_market import RECORDED, MarketState, market_model
+from spread.synth_market import RECORDED, MarketState, market_model, simulate_market
 from spread.synth_presets import DEFAULT_PRESET, PRESETS, build_universe
 from spread.targets import compute_targets, parse_pair
 
@@ -323,6 +323,20 @@ def test_oracle_is_the_conditional_expectation_by_brute_force() -> None:
             if lag >= 2:  # alpha(t+2) is fixed at t: the regime of date t shows from lag 2 on
                 assert (np.abs(mean - model.expected(other, lag)[0]) > 4.5 * error).any()
     assert checked == {0, 1}
+
+
+def test_simulation_records_the_states_the_oracle_reads() -> None:
+    """Simulation.states (read by bench/bench_ceiling.py) are the oracle's inputs: model.expected on them gives the
+    simulation's expectations, and the regime is a 0/1 path that visits both states."""
+    rng = np.random.default_rng(3)
+    universe = build_universe(TINY, rng)
+    sim = simulate_market(universe, TINY, rng)
+    assert set(sim.states) == set(RECORDED) and all(len(v) == TINY.n_dates for v in sim.states.values())
+    assert set(np.unique(sim.states["vol_regime"])) == {0, 1}
+    rng = np.random.default_rng(3)
+    model = market_model(build_universe(TINY, rng), TINY, rng)
+    for lag in TINY.lags:
+        np.testing.assert_array_equal(model.expected(sim.states, lag), sim.expected[lag])
 
 
 def random_scores(labels: np.ndarray, windows: list[tuple[int, int]], draws: int, seed: int) -> np.ndarray:

@@ -51,6 +51,11 @@ BUDGET = ("train.final_fit=false", "train.plots=false", "train.progress=false", 
           "train.max_steps_per_epoch=16", "train.early_stopping_patience=3")
 """The same short budget for every lever: 8 epochs of at most 16 steps, patience 3, no final fit."""
 REFERENCE = "ref"
+QUICK_TUNED = ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
+               "screen.ic_max_features=256", "model.gate_init=3.0", "loss.gate_lambda=0.00015", "train.gate_lr_scale=1",
+               "loss.rank_weight=0.78", "loss.regression_weight=1.14", "train.lr=0.0002", "train.epochs=4",
+               "train.max_steps_per_epoch=40", "train.early_stopping_patience=5")
+"""The small fast shape the tuning study found (`spread tune`, bench/RESULTS.md), with its budget."""
 LEVERS: dict[str, tuple[str, ...]] = {
     "ref": (),
     "patch4": ("model.patch_len=4",),
@@ -94,6 +99,9 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "market_vol_own": ("features.market_vol=[5,20]", "data.own_features=true"),
     "experts2_mv": ("model.head_experts=2", "features.market_vol=[5,20]"),
     "experts4_mv": ("model.head_experts=4", "features.market_vol=[5,20]"),
+    "qto_mv_e2": (*QUICK_TUNED, "data.own_features=true", "features.market_vol=[5,20]", "model.head_experts=2"),
+    "qto_mv_long": (*QUICK_TUNED, "data.own_features=true", "features.market_vol=[5,20]", "train.epochs=8"),
+    "qto_mv_w128": (*QUICK_TUNED, "data.own_features=true", "features.market_vol=[5,20]", "data.window=128"),
     "quick_tuned_own_mv": ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
                            "screen.ic_max_features=256", "model.gate_init=3.0", "loss.gate_lambda=0.00015",
                            "train.gate_lr_scale=1", "loss.rank_weight=0.78", "loss.regression_weight=1.14",

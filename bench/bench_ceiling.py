@@ -1,0 +1,153 @@
+"""How much of the oracle can a model learn on the `realistic` preset? A ceiling from the generator's own states.
+
+The oracle (`oracle_predictions.csv`) knows the latent state and the parameters. A model must estimate the
+parameters from the training dates and the state from the prices. This bench fits, per target, a ridge regression
+of the target's label on the generator's true state variables in the form the dynamics use (`MarketModel`):
+its legs' own exponentially weighted returns R (the reversal), the drivers' momenta M and the regime's sign
+times M (the regime-dependent lead-lag), on the training dates of every fold of the default split (3
+walk-forward folds + the holdout, as `spread train` cuts them), and scores it on the fold's validation dates:
+
+- `state, true regime`: z(t) = +1 calm / -1 turbulent, read from the simulation (unobservable): the best a model
+  with the right functional form can do with this many training dates, i.e. the cost of estimating parameters;
+- `state, market__vol regime`: z replaced by the observable `market__vol10` (features.market_vol) of train.csv;
+- `state, no regime`: without the z M terms: what any model linear in those states reaches.
+
+R and M are the true states (computable exactly from the latent prices; train.csv rounds prices and has gaps).
+Cells are data seed x fold; the report (bench/CEILING.md) gives each variant's score, its share of the oracle's
+score on the same cells, and paired differences.
+
+    python bench/bench_ceiling.py [--seeds 0 1 2] [--work DIR] [--out bench/CEILING.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import polars as pl  # noqa: E402
+
+from spread.competition import load_competition  # noqa: E402
+from spread.config import Config  # noqa: E402
+from spread.features import FeatureConfig, build_panel  # noqa: E402
+from spread.metrics import rank_correlation_sharpe  # noqa: E402
+from spread.synth import generate  # noqa: E402
+from spread.synth_market import simulate_market  # noqa: E402
+from spread.synth_presets import build_universe, resolve_preset  # noqa: E402
+from spread.targets import parse_pair  # noqa: E402
+from spread.trainer import competition_folds, load_oracle  # noqa: E402
+
+PRESET = "realistic"
+RIDGE = 1e-2
+"""Ridge penalty per training row, on standardised regressors."""
+VARIANTS = ("state, true regime", "state, market__vol regime", "state, no regime")
+
+
+def simulated_states(seed: int) -> tuple[object, dict[str, np.ndarray]]:
+    """The universe and the latent states of `generate(seed=seed)` (the same random stream, replayed)."""
+    preset = resolve_preset(PRESET)
+    rng = np.random.default_rng(seed)
+    universe = build_universe(preset, rng)
+    return universe, simulate_market(universe, preset, rng).states
+
+
+def leg_sum(universe, column: str, values: np.ndarray) -> np.ndarray:
+    """(T,) the signed sum over the column's asset legs of a (T, A) per-asset state."""
+    return sum(sign * values[:, i] for i, sign in universe.legs(column))
+
+
+def design(universe, states: dict[str, np.ndarray], pair: str, regime: np.ndarray | None) -> np.ndarray:
+    """(T, k) regressors of one target: R of each leg column, M, and regime * M when `regime` is given."""
+    momentum = states["momentum"]
+    columns = [leg_sum(universe, column, states["own"]) for column in parse_pair(pair)]
+    columns += list(momentum.T)
+    if regime is not None:
+        columns += list((regime[:, None] * momentum).T)
+    return np.column_stack(columns)
+
+
+def ridge_forecast(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Ridge of y on x over the finite training rows, predicted on the validation rows."""
+    rows = train[np.isfinite(y[train]) & np.isfinite(x[train]).all(axis=1)]
+    mean, std = x[rows].mean(axis=0), x[rows].std(axis=0) + 1e-12
+    xs, target = (x[rows] - mean) / std, y[rows] - y[rows].mean()
+    weights = np.linalg.solve(xs.T @ xs + RIDGE * len(rows) * np.eye(x.shape[1]), xs.T @ target)
+    return np.nan_to_num((x[val] - mean) / std) @ weights + y[rows].mean()
+
+
+def cells(seed: int, work: Path) -> list[dict]:
+    """One row per fold of data seed `seed`: the oracle's and every variant's score on its validation dates."""
+    folder = work / f"{PRESET}-s{seed}"
+    if not (folder / "train.csv").is_file():
+        generate(folder, seed=seed, preset=PRESET, overwrite=True)
+    competition = load_competition(folder)
+    pairs, labels = competition.pairs, competition.labels
+    targets = pairs["target"].to_list()
+    universe, states = simulated_states(seed)
+    panel = build_panel(competition.train, None, pairs, FeatureConfig(return_horizons=[1], market_vol=[10]))
+    gauge = panel.values[:, panel.column_indices(["market__vol10"])[0]].astype(np.float64)
+    gauge = np.nan_to_num(gauge - np.nanmedian(gauge))
+    truth = labels[targets].to_numpy().astype(np.float64)
+    oracle = load_oracle(folder, competition)
+    regimes = {VARIANTS[0]: np.where(states["vol_regime"] == 0, 1.0, -1.0), VARIANTS[1]: -gauge, VARIANTS[2]: None}
+    folds = competition_folds(competition, Config())
+    rows = []
+    for fold in folds:
+        train = np.arange(fold.train_dates[0], fold.train_dates[1] + 1)
+        val = np.arange(fold.val_dates[0], fold.val_dates[1] + 1)
+        row = {"seed": seed, "fold": fold.name, "oracle": rank_correlation_sharpe(truth[val], oracle[val])}
+        for name, regime in regimes.items():
+            forecast = np.column_stack([
+                ridge_forecast(design(universe, states, pair, regime), truth[:, j], train, val)
+                for j, pair in enumerate(pairs["pair"].to_list())
+            ])
+            row[name] = rank_correlation_sharpe(truth[val], forecast)
+        rows.append(row)
+        print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return rows
+
+
+def report(rows: list[dict]) -> str:
+    frame = pl.DataFrame(rows)
+    oracle = frame["oracle"].to_numpy()
+    lines = [
+        "### What a model can learn on the realistic preset: the state ceiling (bench/bench_ceiling.py)",
+        "",
+        f"Per-target ridge (penalty {RIDGE:g} per row) on the generator's own state variables, fitted on each fold's "
+        f"training dates of the default split; {len(rows)} cells (data seeds "
+        f"{sorted(set(frame['seed'].to_list()))} x {frame['fold'].n_unique()} folds incl. the holdout).",
+        "",
+        "| model | score mean ± std | of oracle | paired Δ vs no regime |",
+        "|---|---|---|---|",
+        f"| oracle (true state and parameters) | {oracle.mean():+.3f} ± {oracle.std():.3f} | 100% | |",
+    ]
+    base = frame[VARIANTS[2]].to_numpy()
+    for name in VARIANTS:
+        values = frame[name].to_numpy()
+        delta = values - base
+        versus = "—" if name == VARIANTS[2] else f"{delta.mean():+.3f} ± {delta.std():.3f}"
+        lines.append(f"| {name} | {values.mean():+.3f} ± {values.std():.3f} | {values.mean() / oracle.mean():.0%} "
+                     f"| {versus} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/spread_ceiling"), help="generated competitions")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "CEILING.md")
+    args = parser.parse_args(argv)
+    rows = [row for seed in args.seeds for row in cells(seed, args.work)]
+    text = report(rows)
+    print(text)
+    args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
