@@ -23,7 +23,8 @@ Data flow, tokens = "time"
                 -> Linear(P F, D) + Linear(Time2Vec(t)) + PE(age)    (B, S, D) embeddings (t, age: a patch's last row)
                 -> n_layers x [h + Attn(Norm(h)); h + MLP(Norm(h))]   pre-LN encoder, padding keys masked
                 -> Norm -> concat(last token, mean over valid tokens) (B, 2D) pooled
-                -> one Linear(2D, E 2 Nk) per lag                     (B, E, 2, Nk) regression and score per expert
+                -> [Linear(2D, R) when head_rank = R > 0]             (B, R) a low-rank bottleneck shared by all heads
+                -> one Linear(2D or R, E 2 Nk) per lag                (B, E, 2, Nk) regression and score per expert
                 -> scattered back to target order; experts mixed by   reg, score: (B, N)
                    softmax(Linear(2D, E)(pooled)) (E = head_experts; E = 1: the one head as it is)
                 -> + TargetHead(pooled, own) with data.own_features   (B, 2, N) per target, spread.target_head
@@ -138,6 +139,11 @@ class ModelConfig:
     token per kept feature, its whole gated window through one Linear(L, D) plus a learned feature embedding;
     attention across features, O(F^2); iTransformer, Liu et al. 2024). variate fixes the window length L at
     construction (`GatedTransformer(window=...)`)."""
+    head_rank: int = 0
+    """R > 0: the lag heads read an R-dimensional projection of the pooled vector (one Linear(2D, R) shared by
+    every target), so each target's forecast is a combination of R common factors: R x 2 weights per target
+    instead of 2D x 2, far fewer to estimate from a few thousand noisy dates. 0 = the heads read the pooled
+    vector itself."""
     head_experts: int = 1
     """E: linear experts per lag head, mixed per date by a softmax router on the pooled vector (a mixture of
     experts: the forecast of a target can switch between linear maps with the state the router reads, which a
@@ -162,6 +168,7 @@ class ModelConfig:
         check_choice("model", "tokens", self.tokens, TOKEN_CHOICES)
         check_range("model", "target_head_dim", self.target_head_dim, low=1)
         check_range("model", "head_experts", self.head_experts, low=1)
+        check_range("model", "head_rank", self.head_rank, low=0)
 
 
 @dataclass
@@ -427,9 +434,10 @@ class GatedTransformer(nn.Module):
 
         # One head per distinct lag (E experts each); outputs concatenated in `head_lags` order, then gathered back.
         self.head_lags = tuple(sorted(set(lags)))
-        experts = cfg.head_experts
+        experts, head_input = cfg.head_experts, cfg.head_rank or 2 * cfg.d_model
+        self.head_factors = nn.Linear(2 * cfg.d_model, cfg.head_rank) if cfg.head_rank else None
         self.heads = nn.ModuleDict(
-            {f"lag_{lag}": nn.Linear(2 * cfg.d_model, experts * 2 * lags.count(lag)) for lag in self.head_lags}
+            {f"lag_{lag}": nn.Linear(head_input, experts * 2 * lags.count(lag)) for lag in self.head_lags}
         )
         self.router = nn.Linear(2 * cfg.d_model, experts) if experts > 1 else None
         head_order = [j for lag in self.head_lags for j, target_lag in enumerate(lags) if target_lag == lag]
@@ -541,7 +549,8 @@ class GatedTransformer(nn.Module):
             pooled = torch.cat([h[:, -1], masked_mean(h, valid)], dim=-1)  # (B, 2D)
 
         E = self.cfg.head_experts
-        per_head = [head(pooled).view(B, E, 2, -1) for head in self.heads.values()]  # K x (B, E, 2, Nk)
+        factors = pooled if self.head_factors is None else self.head_factors(pooled)  # (B, 2D) or (B, R)
+        per_head = [head(factors).view(B, E, 2, -1) for head in self.heads.values()]  # K x (B, E, 2, Nk)
         out = torch.cat(per_head, dim=-1).index_select(-1, self.target_index)  # (B, E, 2, N), target order
         if self.router is None:
             out = out[:, 0]  # (B, 2, N)

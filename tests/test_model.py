@@ -224,6 +224,20 @@ def test_head_experts_mix_per_date_by_the_router():
     assert router_input.router.weight.grad.abs().sum() > 0
 
 
+def test_head_rank_puts_a_shared_bottleneck_before_every_lag_head():
+    model = make_model(replace(TINY, head_rank=3, head_experts=2))
+    assert model.head_factors.out_features == 3
+    assert all(head.in_features == 3 for head in model.heads.values())
+    out = model(*make_batch())
+    assert out.reg.shape == (3, len(LAGS)) and torch.isfinite(out.score).all()
+    with torch.no_grad():
+        model.head_factors.weight.zero_()
+        model.head_factors.bias.zero_()
+        flat = model(*make_batch())  # a zero bottleneck leaves only the heads' biases: the same for every date
+    assert torch.allclose(flat.reg, flat.reg[:1].expand(3, -1))
+    assert make_model().head_factors is None
+
+
 def test_construction_is_deterministic_with_a_seed():
     first, second = make_model(seed=7), make_model(seed=7)
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
@@ -251,7 +265,8 @@ def test_sinusoidal_encoding_counts_back_from_the_last_row():
     "change, field",
     [(dict(d_model=30, n_heads=4), "d_model"), (dict(attention="fast"), "attention"), (dict(norm="batch"), "norm"),
      (dict(dropout=1.0), "dropout"), (dict(time2vec_dim=-1), "time2vec_dim"), (dict(n_layers=0), "n_layers"),
-     (dict(target_head_dim=0), "target_head_dim"), (dict(head_experts=0), "head_experts")],
+     (dict(target_head_dim=0), "target_head_dim"), (dict(head_experts=0), "head_experts"),
+     (dict(head_rank=-1), "head_rank")],
 )
 def test_invalid_config_raises_config_error_naming_the_field(change, field):
     with pytest.raises(ConfigError, match=f"model.{field}"):
