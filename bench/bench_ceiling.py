@@ -7,8 +7,10 @@ its legs' own exponentially weighted returns R (the reversal), the drivers' mome
 times M (the regime-dependent lead-lag), on the training dates of every fold of the default split (3
 walk-forward folds + the holdout, as `spread train` cuts them), and scores it on the fold's validation dates:
 
-- `state, true regime`: z(t) = +1 calm / -1 turbulent, read from the simulation (unobservable): the best a model
-  with the right functional form can do with this many training dates, i.e. the cost of estimating parameters;
+- `state, true regimes`: z(t) = +1 calm / -1 turbulent and the slow drift regime's state, read from the
+  simulation (unobservable): the best a model with the right functional form can do with this many training
+  dates, i.e. the cost of estimating the parameters;
+- `state, true regime`: the same without the drift regime;
 - `state, market__vol regime`: z replaced by the observable `market__vol10` (features.market_vol) of train.csv;
 - `state, no regime`: without the z M terms: what any model linear in those states reaches.
 
@@ -45,7 +47,7 @@ from spread.trainer import competition_folds, load_oracle  # noqa: E402
 PRESET = "realistic"
 RIDGE = 1e-2
 """Ridge penalty per training row, on standardised regressors."""
-VARIANTS = ("state, true regime", "state, market__vol regime", "state, no regime")
+VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol regime", "state, no regime")
 
 
 def simulated_states(seed: int) -> tuple[object, dict[str, np.ndarray]]:
@@ -61,26 +63,30 @@ def leg_sum(universe, column: str, values: np.ndarray) -> np.ndarray:
     return sum(sign * values[:, i] for i, sign in universe.legs(column))
 
 
-def design(universe, states: dict[str, np.ndarray], pair: str, regime: np.ndarray | None) -> np.ndarray:
-    """(T, k) regressors of one target: R of each leg column, M, and regime * M when `regime` is given."""
+def design(universe, states: dict[str, np.ndarray], pair: str, regime: np.ndarray | None,
+           drift_regime: bool = False) -> np.ndarray:
+    """(T, k) regressors of one target: R of each leg column, M, regime * M when `regime` is given, and one-hot
+    indicators of the drift regime's state (but the first) when `drift_regime`."""
     momentum = states["momentum"]
     columns = [leg_sum(universe, column, states["own"]) for column in parse_pair(pair)]
     columns += list(momentum.T)
     if regime is not None:
         columns += list((regime[:, None] * momentum).T)
+    if drift_regime:
+        columns += [(states["drift_regime"] == q).astype(np.float64) for q in np.unique(states["drift_regime"])[1:]]
     return np.column_stack(columns)
 
 
-def ridge_forecast(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray) -> np.ndarray:
+def ridge_forecast(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, penalty: float) -> np.ndarray:
     """Ridge of y on x over the finite training rows, predicted on the validation rows."""
     rows = train[np.isfinite(y[train]) & np.isfinite(x[train]).all(axis=1)]
     mean, std = x[rows].mean(axis=0), x[rows].std(axis=0) + 1e-12
     xs, target = (x[rows] - mean) / std, y[rows] - y[rows].mean()
-    weights = np.linalg.solve(xs.T @ xs + RIDGE * len(rows) * np.eye(x.shape[1]), xs.T @ target)
+    weights = np.linalg.solve(xs.T @ xs + penalty * len(rows) * np.eye(x.shape[1]), xs.T @ target)
     return np.nan_to_num((x[val] - mean) / std) @ weights + y[rows].mean()
 
 
-def cells(seed: int, work: Path) -> list[dict]:
+def cells(seed: int, work: Path, penalty: float = RIDGE) -> list[dict]:
     """One row per fold of data seed `seed`: the oracle's and every variant's score on its validation dates."""
     folder = work / f"{PRESET}-s{seed}"
     if not (folder / "train.csv").is_file():
@@ -94,7 +100,8 @@ def cells(seed: int, work: Path) -> list[dict]:
     gauge = np.nan_to_num(gauge - np.nanmedian(gauge))
     truth = labels[targets].to_numpy().astype(np.float64)
     oracle = load_oracle(folder, competition)
-    regimes = {VARIANTS[0]: np.where(states["vol_regime"] == 0, 1.0, -1.0), VARIANTS[1]: -gauge, VARIANTS[2]: None}
+    calm = np.where(states["vol_regime"] == 0, 1.0, -1.0)
+    regimes = {VARIANTS[0]: calm, VARIANTS[1]: calm, VARIANTS[2]: -gauge, VARIANTS[3]: None}
     folds = competition_folds(competition, Config())
     rows = []
     for fold in folds:
@@ -102,35 +109,34 @@ def cells(seed: int, work: Path) -> list[dict]:
         val = np.arange(fold.val_dates[0], fold.val_dates[1] + 1)
         row = {"seed": seed, "fold": fold.name, "oracle": rank_correlation_sharpe(truth[val], oracle[val])}
         for name, regime in regimes.items():
-            forecast = np.column_stack([
-                ridge_forecast(design(universe, states, pair, regime), truth[:, j], train, val)
-                for j, pair in enumerate(pairs["pair"].to_list())
-            ])
+            designs = [design(universe, states, pair, regime, name == VARIANTS[0]) for pair in pairs["pair"].to_list()]
+            forecast = np.column_stack([ridge_forecast(x, truth[:, j], train, val, penalty)
+                                        for j, x in enumerate(designs)])
             row[name] = rank_correlation_sharpe(truth[val], forecast)
         rows.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     return rows
 
 
-def report(rows: list[dict]) -> str:
+def report(rows: list[dict], penalty: float = RIDGE) -> str:
     frame = pl.DataFrame(rows)
     oracle = frame["oracle"].to_numpy()
     lines = [
         "### What a model can learn on the realistic preset: the state ceiling (bench/bench_ceiling.py)",
         "",
-        f"Per-target ridge (penalty {RIDGE:g} per row) on the generator's own state variables, fitted on each fold's "
-        f"training dates of the default split; {len(rows)} cells (data seeds "
+        f"Per-target ridge (penalty {penalty:g} per row) on the generator's own state variables, fitted on each "
+        f"fold's training dates of the default split; {len(rows)} cells (data seeds "
         f"{sorted(set(frame['seed'].to_list()))} x {frame['fold'].n_unique()} folds incl. the holdout).",
         "",
         "| model | score mean ± std | of oracle | paired Δ vs no regime |",
         "|---|---|---|---|",
         f"| oracle (true state and parameters) | {oracle.mean():+.3f} ± {oracle.std():.3f} | 100% | |",
     ]
-    base = frame[VARIANTS[2]].to_numpy()
+    base = frame[VARIANTS[-1]].to_numpy()
     for name in VARIANTS:
         values = frame[name].to_numpy()
         delta = values - base
-        versus = "—" if name == VARIANTS[2] else f"{delta.mean():+.3f} ± {delta.std():.3f}"
+        versus = "—" if name == VARIANTS[-1] else f"{delta.mean():+.3f} ± {delta.std():.3f}"
         lines.append(f"| {name} | {values.mean():+.3f} ± {values.std():.3f} | {values.mean() / oracle.mean():.0%} "
                      f"| {versus} |")
     return "\n".join(lines) + "\n"
@@ -141,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path("/tmp/spread_ceiling"), help="generated competitions")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "CEILING.md")
+    parser.add_argument("--ridge", type=float, default=RIDGE, help="ridge penalty per training row")
     args = parser.parse_args(argv)
-    rows = [row for seed in args.seeds for row in cells(seed, args.work)]
-    text = report(rows)
+    rows = [row for seed in args.seeds for row in cells(seed, args.work, args.ridge)]
+    text = report(rows, args.ridge)
     print(text)
     args.out.write_text(text)
     return 0
