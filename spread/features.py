@@ -12,7 +12,7 @@ date t, nothing else:
 - market volatility regime (`market_vol`): the mean over all price columns of ln(std of the last w one-day log
   returns / std of the last `market_vol_base`), a scale-free gauge of a market-wide calm or turbulent state. Its
   effect on returns is an interaction (it changes the sign or size of other inputs' effects), so its own IC is
-  ~0 and the screen keeps it regardless (`ScreenConfig.keep_market`). The only features read across columns:
+  ~0 and the screen keeps it regardless (`ScreenConfig.always_keep`). The only features read across columns:
   their stem is `market`, which needs every price column;
 - revealed labels: the lag-k label of date d appears on the row d + k + 1, the date the evaluation API hands it
   out (`spread.targets.release_date`). `revealed_label_features` is the only place that applies this rule to

@@ -10,8 +10,10 @@ Checks, in order (the first that fails names the reason):
    `ic_max_features`: ranked by that mean (`ic_rank` "mean"), or (`ic_rank` "per_target") by its best rank among
    the features for any one target, so that the kept set is the union of every target's top k for the largest k
    that fits the cap (a feature that matters for a few targets only survives).
-The market volatility features (`spread.features.MARKET_STEM`) skip check 4 when `keep_market`: they act through
-interactions, so their own IC is ~0 by design.
+Features whose name matches a pattern of `always_keep` skip check 4 (and the cap): by default the market volatility
+features (`spread.features.MARKET_STEM`), which act through interactions, so their own IC is ~0 by design; a
+sequence model may also want inputs whose effect is lagged or regime-dependent, which the same-row IC misses
+(e.g. every one-day return, `__ret1$`).
 
 Statistics come from `panel.values[rows]` and `targets` only, so data outside the training slice cannot move them.
 Columns are processed in chunks to keep temporaries small next to the panel.
@@ -20,6 +22,7 @@ Columns are processed in chunks to keep temporaries small next to the panel.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from spread.errors import ArtifactError, ConfigError, check_choice, check_range
-from spread.features import MARKET_STEM, Panel, column_chunks, feature_stem
+from spread.features import MARKET_STEM, Panel, column_chunks
 from spread.scaling import column_quantiles, read_json_artifact
 
 IC_RANKS = ("mean", "per_target")
@@ -52,9 +55,9 @@ class ScreenConfig:
     ic_rank: str = "mean"
     """Order of the cap: mean (best mean |IC| over targets first) | per_target (best rank for any one target
     first, ties by mean |IC|: the union of every target's top-k features)."""
-    keep_market: bool = True
-    """Keep the market volatility features (`features.market_vol`) whatever their IC (they still pass checks 1-3)
-    and outside the cap."""
+    always_keep: list[str] = field(default_factory=lambda: [f"^{MARKET_STEM}__"])
+    """Regular expressions (`re.search` on the feature name): a matching feature is kept whatever its IC and
+    outside the cap (it still passes checks 1-3). Default: the market volatility features (`features.market_vol`)."""
 
     def __post_init__(self) -> None:
         check_range("screen", "max_missing", self.max_missing, low=0.0, high=1.0)
@@ -62,6 +65,11 @@ class ScreenConfig:
         check_choice("screen", "ic_rank", self.ic_rank, IC_RANKS)
         for name in ("min_std", "min_abs_ic", "ic_max_features"):
             check_range("screen", name, getattr(self, name), low=0)
+        for pattern in self.always_keep:
+            try:
+                re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise ConfigError(f"screen.always_keep: {pattern!r} is not a regular expression ({exc})") from exc
 
 
 @dataclass
@@ -198,7 +206,8 @@ def screen_features(panel: Panel, rows: np.ndarray, targets: np.ndarray, cfg: Sc
             else:
                 dropped[panel.names[column]] = reason
     scores: dict[str, float] = {}
-    exempt = {j for j in survivors if cfg.keep_market and feature_stem(panel.names[j]) == MARKET_STEM}
+    patterns = [re.compile(pattern) for pattern in cfg.always_keep]
+    exempt = {j for j in survivors if any(p.search(panel.names[j]) for p in patterns)}
     survivors = [j for j in survivors if j not in exempt]
     if cfg.min_abs_ic > 0 or cfg.ic_max_features > 0:
         ics = abs_ics(values, np.array(survivors, dtype=np.int64), targets)

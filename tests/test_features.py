@@ -293,8 +293,12 @@ def test_screen_keeps_the_market_features_outside_the_ic_filter_and_the_cap():
     kept = screen_features(panel, np.arange(300), targets, ScreenConfig(min_abs_ic=0.15, ic_max_features=1))
     assert kept.keep == ["signal", "market__vol5"] and "market__vol5" not in kept.scores
     dropped = screen_features(panel, np.arange(300), targets,
-                              ScreenConfig(min_abs_ic=0.15, ic_max_features=1, keep_market=False))
+                              ScreenConfig(min_abs_ic=0.15, ic_max_features=1, always_keep=[]))
     assert dropped.keep == ["signal"] and dropped.dropped["market__vol5"].startswith("ic ")
+    noise = screen_features(panel, np.arange(300), targets,
+                            ScreenConfig(min_abs_ic=0.15, ic_max_features=1, always_keep=["^noi", "^market__"]))
+    assert noise.keep == ["signal", "noise", "market__vol5"]  # "constant" matches nothing; checks 1-3 still apply
+    assert "constant" in screen_features(panel, np.arange(300), targets, ScreenConfig(always_keep=["const"])).dropped
 
 
 def test_screen_uses_only_the_given_rows():
@@ -316,7 +320,8 @@ def test_screen_result_round_trips(tmp_path):
         ScreenResult.load(tmp_path / "missing.json")
 
 
-@pytest.mark.parametrize("bad", [{"max_missing": 1.5}, {"max_mode_share": 0.4}, {"min_abs_ic": -1.0}])
+@pytest.mark.parametrize("bad", [{"max_missing": 1.5}, {"max_mode_share": 0.4}, {"min_abs_ic": -1.0},
+                                 {"always_keep": ["("]}])
 def test_screen_config_rejects_bad_values(bad):
     with pytest.raises(ConfigError):
         ScreenConfig(**bad)
