@@ -121,12 +121,14 @@ def cells(seed: int, work: Path, penalty: float = RIDGE) -> list[dict]:
 def report(rows: list[dict], penalty: float = RIDGE) -> str:
     frame = pl.DataFrame(rows)
     oracle = frame["oracle"].to_numpy()
+    seeds = ", ".join(str(seed) for seed in sorted(set(frame["seed"].to_list())))
     lines = [
         "### What a model can learn on the realistic preset: the state ceiling (bench/bench_ceiling.py)",
         "",
         f"Per-target ridge (penalty {penalty:g} per row) on the generator's own state variables, fitted on each "
-        f"fold's training dates of the default split; {len(rows)} cells (data seeds "
-        f"{sorted(set(frame['seed'].to_list()))} x {frame['fold'].n_unique()} folds incl. the holdout).",
+        f"fold's training dates of the default split and scored on its validation dates; {len(rows)} cells (data "
+        f"seeds {seeds} x {frame['fold'].n_unique()} folds, the holdout included: the lever lab's cells). "
+        f"`python bench/bench_ceiling.py --seeds {seeds.replace(',', '')}`.",
         "",
         "| model | score mean ± std | of oracle | paired Δ vs no regime |",
         "|---|---|---|---|",
@@ -139,6 +141,11 @@ def report(rows: list[dict], penalty: float = RIDGE) -> str:
         versus = "—" if name == VARIANTS[-1] else f"{delta.mean():+.3f} ± {delta.std():.3f}"
         lines.append(f"| {name} | {values.mean():+.3f} ± {values.std():.3f} | {values.mean() / oracle.mean():.0%} "
                      f"| {versus} |")
+    lines += ["", "Per cell:", "", "| seed | fold | oracle | " + " | ".join(VARIANTS) + " |",
+              "|---|---|---|" + "---|" * len(VARIANTS)]
+    for row in rows:
+        lines.append(f"| {row['seed']} | {row['fold']} | {row['oracle']:+.3f} | "
+                     + " | ".join(f"{row[name]:+.3f}" for name in VARIANTS) + " |")
     return "\n".join(lines) + "\n"
 
 

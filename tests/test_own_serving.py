@@ -1,4 +1,5 @@
-"""data.own_features end to end: trained, checkpointed, rebuilt and served through the same code as validation."""
+"""data.own_features and features.market_vol end to end: trained, checkpointed, rebuilt and served through the
+same code as validation (the market features read every price column over a longer lookback than the rest)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
 @pytest.fixture(scope="module")
 def own_run(small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    cfg = load_config(None, [*TINY_RUN, "data.own_features=true", "model.target_head_dim=8"])
+    cfg = load_config(None, [*TINY_RUN, "data.own_features=true", "model.target_head_dim=8",
+                             "features.market_vol=[3,6]", "features.market_vol_base=30"])
     run = tmp_path_factory.mktemp("own") / "run"
     summary = train(cfg, small, run)
     return {"cfg": cfg, "run": run, "summary": summary, "comp": load_competition(small)}
@@ -39,6 +41,7 @@ def test_the_checkpoint_carries_the_own_scaler_and_rebuilds_the_head(own_run) ->
     assert len(ckpt["own_scaler"]["names"]) == len(comp.target_names) * own_run["cfg"].data.own_channels() // 2
     model = build_model(ckpt)
     assert model.target_head is not None
+    assert {"market__vol3", "market__vol6"} <= set(ckpt["feature_names"])  # kept by screen.always_keep
     for name, value in model.state_dict().items():
         assert torch.equal(value, ckpt["model"][name]), name
 

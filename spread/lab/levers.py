@@ -51,11 +51,16 @@ BUDGET = ("train.final_fit=false", "train.plots=false", "train.progress=false", 
           "train.max_steps_per_epoch=16", "train.early_stopping_patience=3")
 """The same short budget for every lever: 8 epochs of at most 16 steps, patience 3, no final fit."""
 REFERENCE = "ref"
-QUICK_TUNED = ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
-               "screen.ic_max_features=256", "model.gate_init=3.0", "loss.gate_lambda=0.00015", "train.gate_lr_scale=1",
-               "loss.rank_weight=0.78", "loss.regression_weight=1.14", "train.lr=0.0002", "train.epochs=4",
-               "train.max_steps_per_epoch=40", "train.early_stopping_patience=5")
-"""The small fast shape the tuning study found (`spread tune`, bench/RESULTS.md), with its budget."""
+QUICK_SHAPE = ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
+               "screen.ic_max_features=256")
+TUNED_BUDGET = ("model.gate_init=3.0", "loss.gate_lambda=0.00015", "train.gate_lr_scale=1", "loss.rank_weight=0.78",
+                "loss.regression_weight=1.14", "train.lr=0.0002", "train.epochs=4", "train.max_steps_per_epoch=40",
+                "train.early_stopping_patience=5")
+QUICK_TUNED = (*QUICK_SHAPE, *TUNED_BUDGET)
+"""The small fast shape the tuning study found (`spread tune`, bench/RESULTS.md), with its hyper-parameters."""
+OWN, MARKET_VOL = "data.own_features=true", "features.market_vol=[5,20]"
+KEEP_RET1 = "screen.always_keep=[^market__,__ret1$]"
+"""Keep every one-day return (and the market features) whatever its IC."""
 LEVERS: dict[str, tuple[str, ...]] = {
     "ref": (),
     "patch4": ("model.patch_len=4",),
@@ -81,43 +86,27 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "screen128": ("screen.ic_max_features=128",),
     "screen256": ("screen.ic_max_features=256",),
     "window64": ("data.window=64",),
-    "quick_tuned": ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
-                    "screen.ic_max_features=256", "model.gate_init=3.0", "loss.gate_lambda=0.00015",
-                    "train.gate_lr_scale=1", "loss.rank_weight=0.78", "loss.regression_weight=1.14", "train.lr=0.0002",
-                    "train.epochs=4", "train.max_steps_per_epoch=40", "train.early_stopping_patience=5"),
-    "quick_tuned_own": ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
-                        "screen.ic_max_features=256", "model.gate_init=3.0", "loss.gate_lambda=0.00015",
-                        "train.gate_lr_scale=1", "loss.rank_weight=0.78", "loss.regression_weight=1.14",
-                        "train.lr=0.0002", "train.epochs=4", "train.max_steps_per_epoch=40",
-                        "train.early_stopping_patience=5", "data.own_features=true"),
-    "tuned_budget": ("model.gate_init=3.0", "loss.gate_lambda=0.00015", "train.gate_lr_scale=1",
-                     "loss.rank_weight=0.78", "loss.regression_weight=1.14", "train.lr=0.0002", "train.epochs=4",
-                     "train.max_steps_per_epoch=40", "train.early_stopping_patience=5"),
-    "own": ("data.own_features=true",),
-    "own_listwise": ("data.own_features=true", "loss.rank_loss=listwise"),
-    "market_vol": ("features.market_vol=[5,20]",),
-    "market_vol_own": ("features.market_vol=[5,20]", "data.own_features=true"),
-    "experts2_mv": ("model.head_experts=2", "features.market_vol=[5,20]"),
-    "experts4_mv": ("model.head_experts=4", "features.market_vol=[5,20]"),
-    "qto_mv_e2": (*QUICK_TUNED, "data.own_features=true", "features.market_vol=[5,20]", "model.head_experts=2"),
-    "qto_mv_long": (*QUICK_TUNED, "data.own_features=true", "features.market_vol=[5,20]", "train.epochs=8"),
-    "qto_mv_w128": (*QUICK_TUNED, "data.own_features=true", "features.market_vol=[5,20]", "data.window=128"),
-    "qto_mv_reg": (*QUICK_TUNED, "data.own_features=true", "features.market_vol=[5,20]", "loss.rank_weight=0",
-                   "train.predict_with=reg"),
-    "qto_mv_wd": (*QUICK_TUNED, "data.own_features=true", "features.market_vol=[5,20]", "train.weight_decay=0.1"),
-    "ret1_mv_own": ("features.market_vol=[5,20]", "data.own_features=true", "screen.always_keep=[^market__,__ret1$]"),
-    "ret1_mv_own_r16": ("features.market_vol=[5,20]", "data.own_features=true",
-                        "screen.always_keep=[^market__,__ret1$]", "model.head_rank=16"),
-    "qto_ret1": (*QUICK_TUNED, "data.own_features=true", "features.market_vol=[5,20]",
-                 "screen.always_keep=[^market__,__ret1$]"),
-    "rank8_mv": ("model.head_rank=8", "features.market_vol=[5,20]"),
-    "rank8_mv_e2": ("model.head_rank=8", "model.head_experts=2", "features.market_vol=[5,20]"),
-    "rank16_mv_own": ("model.head_rank=16", "features.market_vol=[5,20]", "data.own_features=true"),
-    "quick_tuned_own_mv": ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
-                           "screen.ic_max_features=256", "model.gate_init=3.0", "loss.gate_lambda=0.00015",
-                           "train.gate_lr_scale=1", "loss.rank_weight=0.78", "loss.regression_weight=1.14",
-                           "train.lr=0.0002", "train.epochs=4", "train.max_steps_per_epoch=40",
-                           "train.early_stopping_patience=5", "data.own_features=true", "features.market_vol=[5,20]"),
+    "quick_tuned": QUICK_TUNED,
+    "quick_tuned_own": (*QUICK_TUNED, OWN),
+    "tuned_budget": TUNED_BUDGET,
+    "own": (OWN,),
+    "own_listwise": (OWN, "loss.rank_loss=listwise"),
+    "market_vol": (MARKET_VOL,),
+    "market_vol_own": (MARKET_VOL, OWN),
+    "experts2_mv": ("model.head_experts=2", MARKET_VOL),
+    "experts4_mv": ("model.head_experts=4", MARKET_VOL),
+    "rank8_mv": ("model.head_rank=8", MARKET_VOL),
+    "rank8_mv_e2": ("model.head_rank=8", "model.head_experts=2", MARKET_VOL),
+    "rank16_mv_own": ("model.head_rank=16", MARKET_VOL, OWN),
+    "ret1_mv_own": (MARKET_VOL, OWN, KEEP_RET1),
+    "ret1_mv_own_r16": (MARKET_VOL, OWN, KEEP_RET1, "model.head_rank=16"),
+    "quick_tuned_own_mv": (*QUICK_TUNED, OWN, MARKET_VOL),
+    "qto_mv_e2": (*QUICK_TUNED, OWN, MARKET_VOL, "model.head_experts=2"),
+    "qto_mv_long": (*QUICK_TUNED, OWN, MARKET_VOL, "train.epochs=8"),
+    "qto_mv_w128": (*QUICK_TUNED, OWN, MARKET_VOL, "data.window=128"),
+    "qto_mv_reg": (*QUICK_TUNED, OWN, MARKET_VOL, "loss.rank_weight=0", "train.predict_with=reg"),
+    "qto_mv_wd": (*QUICK_TUNED, OWN, MARKET_VOL, "train.weight_decay=0.1"),
+    "qto_ret1": (*QUICK_TUNED, OWN, MARKET_VOL, KEEP_RET1),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
