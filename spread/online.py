@@ -98,13 +98,11 @@ def zscore(values: np.ndarray) -> np.ndarray:
 
 
 def centred_ranks(labels: np.ndarray) -> np.ndarray:
-    """(N,) ranks of one date's labels across targets mapped to [-0.5, 0.5]; NaN where the label is unknown."""
-    from spread.metrics import average_ranks
+    """(N,) one date's labels on the prior's rank scale (`spread.prior.daily_ranks`) centred to [-0.5, 0.5]; NaN
+    where the label is unknown."""
+    from spread.prior import daily_ranks
 
-    known = np.isfinite(labels)
-    ranks = average_ranks(np.nan_to_num(labels)[None, :], known[None, :])[0]
-    count = int(known.sum())
-    return (ranks - (count + 1) / 2.0) / max(count, 1)
+    return daily_ranks(np.asarray(labels, dtype=np.float64)[None, :])[0] - 0.5
 
 
 def blend_correlations(ranks: np.ndarray, model: np.ndarray, prior: np.ndarray, weights: list[float]) -> np.ndarray:
