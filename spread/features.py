@@ -19,7 +19,8 @@ date t, nothing else:
   features, so training rows and inference rows see the same values.
 
 Every feature is named `stem__transform`, the stem being the raw column, open/high/low/close prefix or target it is
-computed from, and each is computed from its stem's columns alone: so `panel_inputs` can tell which raw columns and
+computed from, and each is computed from its stem's columns alone (the market features' stem `market` stands for
+every price column): so `panel_inputs` can tell which raw columns and
 targets a given feature list needs, and a panel built on those only holds the same values for those features (the
 predictor builds just what its model reads).
 
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+from numpy.lib.stride_tricks import sliding_window_view
 
 from spread.errors import ConfigError, DataError, check_range
 from spread.targets import release_date
@@ -77,6 +79,9 @@ class FeatureConfig:
             raise ConfigError(f"features.return_horizons: expected positive integers, got {self.return_horizons}")
         if any(not isinstance(w, int) or w < 2 for w in self.market_vol):
             raise ConfigError(f"features.market_vol: expected integers >= 2, got {self.market_vol}")
+        for name in ("return_horizons", "market_vol"):
+            if len(set(getattr(self, name))) != len(getattr(self, name)):
+                raise ConfigError(f"features.{name}: repeated values in {getattr(self, name)}")
         check_range("features", "ffill_limit", self.ffill_limit, low=0)
         check_range("features", "market_vol_base", self.market_vol_base, low=2)
 
@@ -265,23 +270,31 @@ MARKET_STEM = "market"
 
 
 def rolling_std(values: np.ndarray, window: int) -> np.ndarray:
-    """(T, C) std of the finite values of rows t-window+1..t of each column (NaN on the first window - 1 rows and
-    where fewer than half the window, or fewer than 2, are finite): a function of those rows only."""
+    """(T, C) sample std of the finite values of rows t-window+1..t of each column; NaN on the first window - 1
+    rows and where fewer than max(2, ceil(window / 2)) values are finite; 0 where the window's values are equal.
+
+    Each window is summed from its own rows (no running sums: rounding from earlier rows would leak in, and a tail
+    build must reproduce a full build exactly)."""
+    out = np.full(values.shape, np.nan)
+    if len(values) < window:
+        return out
     finite = np.isfinite(values)
     zeroed = np.where(finite, values, 0.0)
-    sums = [np.cumsum(np.concatenate([np.zeros((1, values.shape[1])), x]), axis=0)
-            for x in (finite.astype(np.float64), zeroed, zeroed**2)]
-    count, total, square = (s[window:] - s[:-window] for s in sums)
-    out = np.full(values.shape, np.nan)
+    count, total, square = (sliding_window_view(x, window, axis=0).sum(axis=-1)
+                            for x in (finite.astype(np.float64), zeroed, zeroed * zeroed))  # (T - window + 1, C)
     with np.errstate(invalid="ignore", divide="ignore"):
-        variance = (square - total**2 / count) / (count - 1)
-    enough = count >= max(2, window // 2)
+        centred = square - total**2 / count
+        centred[centred <= 1e-12 * square] = 0.0  # equal values: cancellation would leave a tiny spurious std
+        variance = centred / (count - 1)
+    enough = count >= max(2, -(-window // 2))
     out[window - 1 :] = np.where(enough, np.sqrt(np.maximum(variance, 0.0)), np.nan)
     return out
 
 
 def market_block(raw: pl.DataFrame, prices: list[str], cfg: FeatureConfig) -> list[FeatureBlock]:
-    """The market volatility regime features (`FeatureConfig.market_vol`), one column per window."""
+    """The market volatility regime features (`FeatureConfig.market_vol`), one column per window. A column's
+    forward-filled prices over its holidays count as zero returns (as in its `__ret1`); a column with no finite
+    ratio on a row (missing, or flat over the window) is left out of that row's mean."""
     if not prices or not cfg.market_vol:
         return []
     windows = cfg.market_vol
@@ -387,6 +400,9 @@ def build_panel(raw: pl.DataFrame, labels: pl.DataFrame | None, pairs: pl.DataFr
     """
     date_ids = consecutive_date_ids(raw, "raw panel")
     columns = [c for c in raw.columns if c != "date_id"]
+    if cfg.market_vol and MARKET_STEM in columns:
+        raise DataError(f"raw panel: a column named {MARKET_STEM!r} would be read as the market features' stem "
+                        "(features.market_vol); rename it")
     kinds = {c: column_kind(c) for c in columns}
     blocks = [
         *price_blocks(raw, [c for c in columns if kinds[c] == "price"], cfg),

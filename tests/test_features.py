@@ -98,7 +98,7 @@ def test_config_switches_remove_their_features():
 
 
 @pytest.mark.parametrize("bad", [{"return_horizons": [0]}, {"ffill_limit": -1}, {"market_vol": [1]},
-                                 {"market_vol_base": 1}])
+                                 {"market_vol_base": 1}, {"market_vol": [5, 5]}, {"return_horizons": [1, 1]}])
 def test_feature_config_rejects_bad_values(bad):
     with pytest.raises(ConfigError):
         FeatureConfig(**bad)
@@ -171,15 +171,18 @@ def test_rolling_std_matches_a_windowed_nanstd():
     values = rng.normal(size=(50, 3))
     values[rng.random(values.shape) < 0.3] = NAN
     values[10:30, 2] = NAN  # a long gap: too few finite values in the windows over it
-    out = rolling_std(values, 8)
-    assert np.isnan(out[:7]).all()
-    for t in range(7, 50):
-        for c in range(3):
-            window = values[t - 7 : t + 1, c]
-            finite = window[np.isfinite(window)]
-            expected = np.std(finite, ddof=1) if len(finite) >= 4 else NAN
-            np.testing.assert_allclose(out[t, c], expected, equal_nan=True)
-    assert np.isnan(out[25, 2]) and np.isfinite(out[5 + 8 * 4, 0])
+    for window in (8, 5):
+        out = rolling_std(values, window)
+        assert np.isnan(out[: window - 1]).all()
+        for t in range(window - 1, 50):
+            for c in range(3):
+                part = values[t - window + 1 : t + 1, c]
+                finite = part[np.isfinite(part)]
+                expected = np.std(finite, ddof=1) if len(finite) >= max(2, -(-window // 2)) else NAN
+                np.testing.assert_allclose(out[t, c], expected, equal_nan=True)
+    assert np.isnan(rolling_std(values, 8)[25, 2]) and np.isnan(rolling_std(values[:4], 5)).all()
+    flat = np.full((12, 1), 0.01)  # equal values: exactly 0, not a cancellation residue (whose log would be huge)
+    assert (rolling_std(flat, 6)[5:] == 0).all()
 
 
 def test_market_vol_reads_a_market_wide_volatility_regime():
@@ -213,6 +216,24 @@ def test_building_on_the_last_rows_reproduces_the_full_build(cfg):
     assert tail.names == full.names
 
 
+def test_market_features_of_a_tail_build_equal_the_full_build_after_a_bad_print():
+    """The rolling volatilities sum each window from its own rows: a huge move long before the tail (a bad print)
+    leaves no rounding residue in the tail's values."""
+    rng = np.random.default_rng(1)
+    frame = {"date_id": np.arange(1500)}
+    for k in range(3):
+        price = 7.8 * np.exp(np.cumsum(rng.normal(size=1500) * 1e-5))
+        price[200] *= 1000
+        frame[f"S{k}_Close"] = price
+    raw, window = pl.DataFrame(frame), 64
+    cfg = FeatureConfig(return_horizons=[1], market_vol=[5, 20], market_vol_base=250, ffill_limit=0)
+    full = build_panel(raw, None, PAIRS, cfg)
+    tail = build_panel(raw.tail(window + cfg.lookback()), None, PAIRS, cfg)
+    np.testing.assert_array_equal(tail.values[-window:], full.values[-window:])
+    with pytest.raises(DataError, match="'market'"):
+        build_panel(raw.with_columns(pl.col("S0_Close").alias("market")), None, PAIRS, cfg)
+
+
 def test_a_panel_of_the_needed_inputs_holds_the_same_features():
     """The predictor builds only what its model reads: for any feature subset, the panel of `panel_inputs` holds
     each of them with the full build's values."""
@@ -223,14 +244,18 @@ def test_a_panel_of_the_needed_inputs_holds_the_same_features():
     assert panel_inputs(raw_columns, ["target_0", "target_1"], ["X__range", "target_1__revealed"]) == (
         ["X_Open", "X_High", "X_Low", "X_Close"], ["target_1"])
     rng = np.random.default_rng(0)
-    for size in (1, 3, 8):
-        keep = list(rng.choice(full.names, size=size, replace=False))
-        columns, targets = panel_inputs(raw_columns, PAIRS["target"].to_list(), keep)
-        part = build_panel(raw[["date_id", *columns]], labels, PAIRS.filter(pl.col("target").is_in(targets)),
-                           FeatureConfig())
-        assert len(part.names) <= len(full.names)
-        np.testing.assert_array_equal(part.values[:, part.column_indices(keep)],
-                                      full.values[:, full.column_indices(keep)])
+    for cfg in (FeatureConfig(), FeatureConfig(market_vol=[3], market_vol_base=10)):
+        full = build_panel(raw, labels, PAIRS, cfg)
+        for size in (1, 3, 8):
+            keep = list(rng.choice(full.names, size=size, replace=False))
+            if cfg.market_vol and size == 1:
+                keep = ["market__vol3"]  # reads every price column, however few features go with it
+            columns, targets = panel_inputs(raw_columns, PAIRS["target"].to_list(), keep)
+            part = build_panel(raw[["date_id", *columns]], labels, PAIRS.filter(pl.col("target").is_in(targets)),
+                               cfg)
+            assert len(part.names) <= len(full.names)
+            np.testing.assert_array_equal(part.values[:, part.column_indices(keep)],
+                                          full.values[:, full.column_indices(keep)])
 
 
 def test_average_ranks_and_quantiles_match_reference_implementations():

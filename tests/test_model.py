@@ -230,11 +230,14 @@ def test_head_rank_puts_a_shared_bottleneck_before_every_lag_head():
     assert all(head.in_features == 3 for head in model.heads.values())
     out = model(*make_batch())
     assert out.reg.shape == (3, len(LAGS)) and torch.isfinite(out.score).all()
+    single = make_model(replace(TINY, head_rank=3))
     with torch.no_grad():
-        model.head_factors.weight.zero_()
-        model.head_factors.bias.zero_()
-        flat = model(*make_batch())  # a zero bottleneck leaves only the heads' biases: the same for every date
-    assert torch.allclose(flat.reg, flat.reg[:1].expand(3, -1))
+        single.head_factors.weight.zero_()
+        single.head_factors.bias.zero_()
+        for head in single.heads.values():
+            head.bias.fill_(0.25)
+        flat = single(*make_batch())  # a zero bottleneck leaves only the heads' biases: nothing else reaches them
+    assert torch.equal(flat.reg, torch.full((3, len(LAGS)), 0.25))
     assert make_model().head_factors is None
 
 
