@@ -226,13 +226,16 @@ class Predictor:
         # and the columns it needs.
         raw = self.history.raw_frame(date_id, max(member.raw_rows() for member in self.members), self.raw_columns)
         labels = self.history.label_frame(int(raw["date_id"][0]), date_id, self.label_targets)
-        outputs = []
+        outputs, windows = [], {}  # members with the same inputs (a seed ensemble) share one window
         for member in self.members:
             try:
-                batch = window_for_latest(
-                    raw, labels, self.pairs, member.cfg.features, member.scaler, member.scaler.names, member.cfg.data,
-                    member.own_scaler,
-                )
+                batch = windows.get(member.inputs_key)
+                if batch is None:
+                    batch = window_for_latest(
+                        raw, labels, self.pairs, member.cfg.features, member.scaler, member.scaler.names,
+                        member.cfg.data, member.own_scaler,
+                    )
+                    windows[member.inputs_key] = batch
                 values = run_member(member, batch, member.device)
             except Exception as exc:  # one member's failure costs that member, not the call
                 self.problems.report(

@@ -63,6 +63,9 @@ class Member:
     """"fold", "holdout" or "final" (see `checkpoint_role`)."""
     fold: dict | None = None
     """The checkpoint's fold record: name, train_dates [first, last] (label dates trained on), val_dates, cutoff."""
+    inputs_key: str = ""
+    """Digest of what the latest window depends on (scalers, feature and data config): members with the same key
+    read the same window, which the predictor then builds once per call (`inputs_key`)."""
 
     def raw_rows(self) -> int:
         """Raw rows the latest window needs: L + the inputs' lookback (`spread.windows.tail_rows`)."""
@@ -113,6 +116,17 @@ def member_candidates(run_dir: Path, manifest: dict, members: str) -> tuple[list
     return [folder if folder.endswith(".pt") else f"{folder}/best.pt" for folder in folders], None
 
 
+def inputs_key(cfg: Config, scaler: Scaler, own_scaler: Scaler | None) -> str:
+    """A digest of everything `spread.windows.window_for_latest` reads besides the served data."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    parts = [scaler.to_dict(), own_scaler.to_dict() if own_scaler is not None else None, asdict(cfg.features),
+             asdict(cfg.data)]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def build_member(run_dir: Path, name: str, ckpt: dict, comp: Competition, device: torch.device) -> Member:
     """One member from its loaded checkpoint; RunMismatch when it was trained for other targets or pairs,
     ArtifactError when it is incomplete."""
@@ -148,6 +162,7 @@ def build_member(run_dir: Path, name: str, ckpt: dict, comp: Competition, device
     return Member(
         name=name, model=model, cfg=cfg, scaler=scaler, own_scaler=own_scaler, own_columns=own_columns,
         target_scale=scale, device=device, role=checkpoint_role(ckpt, name), fold=ckpt.get("fold"),
+        inputs_key=inputs_key(cfg, scaler, own_scaler),
     )
 
 

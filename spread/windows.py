@@ -386,9 +386,10 @@ def window_for_latest(
     tail = raw[["date_id", *columns]].tail(rows)
     panel = build_panel(tail, labels, pairs.filter(pl.col("target").is_in(targets)), feature_cfg)
     source = scaled_source(panel, scaler, data_cfg)
-    if data_cfg.own_features:
-        legs = raw[["date_id", *leg_columns(pairs)]].tail(rows)
-        source.own = own_inputs(own_features(legs, labels, pairs, feature_cfg.ffill_limit), own_scaler)
+    if data_cfg.own_features:  # the model reads the latest row's only, which needs own_lookback rows before it
+        legs = raw[["date_id", *leg_columns(pairs)]].tail(own_lookback(feature_cfg.ffill_limit) + 1)
+        own = own_inputs(own_features(legs, labels, pairs, feature_cfg.ffill_limit), own_scaler)[-1:]  # (1, N, 2K)
+        source.own = own.expand(len(panel.date_ids), -1, -1)  # (T, N, 2K) view: every row reads the latest's
     latest = WindowDataset(source, panel.date_ids, None, [len(panel.date_ids) - 1], data_cfg.window,
                            data_cfg.time_scale)
     return default_collate([latest[0]])

@@ -119,6 +119,31 @@ def test_a_screened_model_is_served_from_its_own_inputs_only(small: dict, tmp_pa
     assert predictor.fallback_calls == 0
 
 
+def test_members_with_the_same_inputs_share_one_window_per_call(small: dict, tmp_path: Path, monkeypatch) -> None:
+    """A seed ensemble (same screen, scaler and config) builds its latest window once per call, and the answer is
+    still the mean of its members' own predictions."""
+    import spread.windows
+
+    parts = write_run(tmp_path / "run", small["dir"], members={"fold0": {}, "fold1": {}, "fold2": {}})
+    predictor = Predictor.from_run(tmp_path / "run", small["dir"], device="cpu")
+    assert len({member.inputs_key for member in predictor.members}) == 1
+    built = []
+    original = spread.windows.window_for_latest
+    monkeypatch.setattr(spread.windows, "window_for_latest", lambda *a, **k: built.append(1) or original(*a, **k))
+    dates = [date_id for date_id, _ in small["batches"][:5]]
+    rows = [predictor.predict(*batches).to_numpy()[0] for _, batches in small["batches"][:5]]
+    assert len(built) == 5 and predictor.answers["all_members"] == 5
+    scale = torch.as_tensor(parts["scale"], dtype=torch.float32)
+    expected = []
+    for member in predictor.members:
+        source = scaled_source(parts["panel"], parts["scaler"], parts["cfg"].data)
+        rows_at = np.searchsorted(parts["panel"].date_ids, dates)
+        dataset = WindowDataset(source, parts["panel"].date_ids, None, rows_at, parts["cfg"].data.window,
+                                parts["cfg"].data.time_scale)
+        expected.append(predict_dataset(member.model, dataset, scale, parts["cfg"].train, 16, "cpu")[1])
+    np.testing.assert_allclose(np.stack(rows), np.mean(expected, axis=0), atol=1e-5, rtol=0)
+
+
 def test_answers_are_one_finite_non_constant_row_in_target_order(small: dict, streamed) -> None:
     _, _, preds = streamed
     assert np.isfinite(preds).all() and (preds.max(axis=1) > preds.min(axis=1)).all()
