@@ -28,7 +28,7 @@ from spread.gateway import generate_batches, read_served_files, validate_answer
 from spread.infer import Predictor, make_predict
 from spread.served import History
 from spread.synth import generate
-from test_infer import write_run
+from test_infer import TINY, write_run
 
 MEMBERS = ("fold0", "fold1")
 """The run's two served members."""
@@ -269,11 +269,17 @@ SCENARIOS = [
 # running a scenario
 
 
-def make_base(root: Path, preset: str = "small") -> tuple[Path, Path]:
-    """(competition, run): a synthetic preset and a two-member run with a summary.json and metrics.csv."""
+OWN_CONFIG = {**TINY, "data": {**TINY["data"], "own_features": True},
+              "features": {"market_vol": [3, 6], "market_vol_base": 20}}
+"""Members like the default's: each target's own features and the market volatility gauge (at a tiny size)."""
+
+
+def make_base(root: Path, preset: str = "small", config: dict | None = None) -> tuple[Path, Path]:
+    """(competition, run): a synthetic preset and a two-member run (of `config`, default the tiny one) with a
+    summary.json and metrics.csv."""
     comp = generate(root / "comp", seed=1, preset=preset)
     run = root / "run"
-    write_run(run, comp, members={m: {} for m in MEMBERS})
+    write_run(run, comp, members={m: {} for m in MEMBERS}, config=config)
     (run / "summary.json").write_text("{}")
     (run / "metrics.csv").write_text("fold,epoch\n")
     rewrite_manifest(run)
@@ -332,6 +338,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_base(tmp_path_factory.mktemp("faults"))
 
 
+@pytest.fixture(scope="module")
+def own_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_base(tmp_path_factory.mktemp("faults_own"), config=OWN_CONFIG)
+
+
 FAST_SCENARIOS = {
     "clean", "test.csv text cell", "lag file column missing", "train.csv unreadable: the run's prior",
     "nothing readable: the placeholder", "one checkpoint of two altered", "device fails at load",
@@ -341,12 +352,15 @@ FAST_SCENARIOS = {
 marked slow."""
 
 
+@pytest.mark.parametrize("members", ["tiny", pytest.param("own", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("scenario", [
     pytest.param(s, id=s.name, marks=() if s.name in FAST_SCENARIOS else pytest.mark.slow) for s in SCENARIOS
 ])
 def test_every_call_is_answered_by_the_model_wherever_it_can(
-    scenario: Scenario, base: tuple[Path, Path], tmp_path: Path, single_thread
+    scenario: Scenario, members: str, request: pytest.FixtureRequest, tmp_path: Path, single_thread
 ) -> None:
+    """Every scenario with the tiny members and with members like the default's (own features, market gauge)."""
+    base = request.getfixturevalue("base" if members == "tiny" else "own_base")
     outcome = run_scenario(scenario, base, tmp_path)
     answers = outcome.summary["answers"]
     assert outcome.raised == 0 and outcome.invalid == 0

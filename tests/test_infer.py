@@ -22,7 +22,8 @@ from spread.scaling import Scaler
 from spread.served import History
 from spread.synth import generate
 from spread.forecast import predict_dataset
-from spread.windows import WindowDataset, competition_panel, scaled_source
+from spread.target_features import own_features
+from spread.windows import WindowDataset, competition_panel, fit_own_scaler, scaled_source
 
 TINY = {
     "data": {"window": 12},
@@ -38,7 +39,8 @@ def write_run(
     """A run folder with randomly initialised checkpoints written the way the trainer writes them: one per entry of
     `members` (folder -> extra checkpoint keys such as `fold` or `role`; default one plain `fold0`), seeds `seed`,
     `seed + 1`, ..., the manifest serving `inference` (default every member). Every model reads every `every`-th
-    panel feature (as if screened); the checkpoints hold `config` (default TINY); the parts returned are the first
+    panel feature (as if screened); the checkpoints hold `config` (default TINY; with data.own_features the models
+    get the per-target head and the checkpoints the own features' scaler); the parts returned are the first
     member's."""
     comp = load_competition(comp_dir)
     cfg = config_from_dict(TINY if config is None else config)
@@ -48,11 +50,16 @@ def write_run(
     scaler = Scaler.fit(panel.values[fit_rows], keep, cfg.scaling, columns=panel.column_indices(keep))
     scale = np.where(comp.target_lags == 1, 0.01, 0.02 * comp.target_lags)
     members = members or {"fold0": {}}
+    own_scaler = None
+    if cfg.data.own_features:  # the targets' own features, scaled on the same rows
+        values = own_features(comp.train, comp.labels, comp.pairs, cfg.features.ffill_limit)
+        own_scaler = fit_own_scaler(values[fit_rows], comp.target_names, cfg.scaling)
     models = []
     for index, (folder, extra) in enumerate(members.items()):
         torch.manual_seed(seed + index)
-        model = GatedTransformer(cfg.model, n_features=len(keep), target_lags=comp.target_lags.tolist())
-        ckpt = serving_state(model, cfg, keep, scaler, comp.target_names, comp.target_lags, scale)
+        model = GatedTransformer(cfg.model, n_features=len(keep), target_lags=comp.target_lags.tolist(),
+                                 own_channels=cfg.data.own_channels())
+        ckpt = serving_state(model, cfg, keep, scaler, comp.target_names, comp.target_lags, scale, own_scaler)
         save_checkpoint(run / folder / "best.pt", {**ckpt, **extra})
         models.append(model.eval())
     write_prior(run / "prior.json", comp.target_names, mean_rank_prior(comp.labels.drop("date_id").to_numpy()))
