@@ -100,6 +100,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "rank16_mv_own": ("model.head_rank=16", MARKET_VOL, OWN),
     "ret1_mv_own": (MARKET_VOL, OWN, KEEP_RET1),
     "ret1_mv_own_r16": (MARKET_VOL, OWN, KEEP_RET1, "model.head_rank=16"),
+    "d224": ("model.d_model=224",),
+    "layers4": ("model.n_layers=4",),
     "quick_tuned_own_mv": (*QUICK_TUNED, OWN, MARKET_VOL),
     "qto_mv_e2": (*QUICK_TUNED, OWN, MARKET_VOL, "model.head_experts=2"),
     "qto_mv_long": (*QUICK_TUNED, OWN, MARKET_VOL, "train.epochs=8"),
