@@ -269,25 +269,29 @@ MARKET_STEM = "market"
 """Stem of the market volatility features: they read every price column."""
 
 
-def rolling_std(values: np.ndarray, window: int) -> np.ndarray:
-    """(T, C) sample std of the finite values of rows t-window+1..t of each column; NaN on the first window - 1
-    rows and where fewer than max(2, ceil(window / 2)) values are finite; 0 where the window's values are equal.
+def window_sums(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count, sum, sum of squares) of the finite values of rows max(0, t-window+1)..t of each column, each (T, C).
 
     Each window is summed from its own rows (no running sums: rounding from earlier rows would leak in, and a tail
-    build must reproduce a full build exactly)."""
-    out = np.full(values.shape, np.nan)
-    if len(values) < window:
-        return out
+    build must reproduce a full build exactly); the first rows sum the partial windows they have."""
     finite = np.isfinite(values)
     zeroed = np.where(finite, values, 0.0)
-    count, total, square = (sliding_window_view(x, window, axis=0).sum(axis=-1)
-                            for x in (finite.astype(np.float64), zeroed, zeroed * zeroed))  # (T - window + 1, C)
+    pad = np.zeros((window - 1, *values.shape[1:]))
+    return tuple(sliding_window_view(np.concatenate([pad, x]), window, axis=0).sum(axis=-1)
+                 for x in (finite.astype(np.float64), zeroed, zeroed * zeroed))  # 3 x (T, C)
+
+
+def rolling_std(values: np.ndarray, window: int) -> np.ndarray:
+    """(T, C) sample std of the finite values of rows t-window+1..t of each column (`window_sums`); NaN on the
+    first window - 1 rows and where fewer than max(2, ceil(window / 2)) values are finite; 0 where the window's
+    values are equal."""
+    count, total, square = window_sums(values, window)
     with np.errstate(invalid="ignore", divide="ignore"):
         centred = square - total**2 / count
         centred[centred <= 1e-12 * square] = 0.0  # equal values: cancellation would leave a tiny spurious std
         variance = centred / (count - 1)
-    enough = count >= max(2, -(-window // 2))
-    out[window - 1 :] = np.where(enough, np.sqrt(np.maximum(variance, 0.0)), np.nan)
+    out = np.where(count >= max(2, -(-window // 2)), np.sqrt(np.maximum(variance, 0.0)), np.nan)
+    out[: window - 1] = np.nan
     return out
 
 

@@ -24,7 +24,9 @@ import numpy as np
 import polars as pl
 
 from spread.errors import DataError
-from spread.features import consecutive_date_ids, log_levels, raw_matrix, revealed_label_features, write_differences
+from spread.features import (
+    consecutive_date_ids, log_levels, raw_matrix, revealed_label_features, window_sums, write_differences,
+)
 from spread.targets import parse_pair
 
 OWN_HORIZONS = (1, 2, 5, 10, 20)
@@ -59,16 +61,9 @@ def leg_columns(pairs: pl.DataFrame) -> list[str]:
 
 
 def rolling_mean_std(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per column, mean and population std of the finite values of rows t - window + 1 .. t (NaN below 2 values)."""
-    finite = np.isfinite(values)
-    filled = np.where(finite, values, 0.0)
-
-    def trailing_sum(a: np.ndarray) -> np.ndarray:
-        total = np.cumsum(a, axis=0)
-        total[window:] = total[window:] - total[:-window]
-        return total
-
-    count, first, second = trailing_sum(finite.astype(np.float64)), trailing_sum(filled), trailing_sum(filled**2)
+    """Per column, mean and population std of the finite values of rows t - window + 1 .. t (NaN below 2 values;
+    `spread.features.window_sums`, so each window is summed from its own rows)."""
+    count, first, second = window_sums(values, window)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = first / count
         std = np.sqrt(np.maximum(second / count - mean**2, 0.0))

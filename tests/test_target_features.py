@@ -32,6 +32,15 @@ def test_rolling_mean_std_matches_a_direct_computation() -> None:
                 assert mean[t, j] == pytest.approx(window.mean()) and std[t, j] == pytest.approx(window.std(), abs=1e-9)
 
 
+def test_rolling_windows_are_summed_from_their_own_rows() -> None:
+    """A huge value long before leaves no rounding residue: the last rows of a build on a tail equal a full build's."""
+    values = np.random.default_rng(1).normal(size=(400, 4)) * 1e-3
+    values[3] = 1e6
+    full, tail = rolling_mean_std(values, 5), rolling_mean_std(values[-30:], 5)
+    for whole, part in zip(full, tail):
+        np.testing.assert_array_equal(part[-20:], whole[-20:])
+
+
 def test_own_features_come_from_the_targets_legs_and_its_released_labels(comp) -> None:
     values = own_features(comp.train, comp.labels, comp.pairs, ffill_limit=5)
     assert values.shape == (comp.train.height, len(comp.target_names), len(OWN_FEATURES)) and values.dtype == np.float32
