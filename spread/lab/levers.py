@@ -61,6 +61,10 @@ QUICK_TUNED = (*QUICK_SHAPE, *TUNED_BUDGET)
 OWN, MARKET_VOL = "data.own_features=true", "features.market_vol=[5,20]"
 KEEP_RET1 = "screen.always_keep=[^market__,__ret1$]"
 """Keep every one-day return (and the market features) whatever its IC."""
+KEEP_DRIVERS = "screen.always_keep=[^market__,^FX_(EURJPY|AUDNZD|ZARUSD|ZARGBP|EURNZD|NOKCHF|CHFJPY|EURUSD|GBPCAD)__ret(5|20)$]"
+"""A diagnostic, not a lever: keep the 5- and 20-date returns of the planted FX drivers of data seeds 0, 1 and 2
+(`Universe.drivers`; 3 per seed, 9 names, so 6 of the 18 kept per seed are not drivers there). Says whether the
+screen, which keeps 0-3 of them, is what stops the Transformer from learning the regime-dependent lead-lag."""
 LEVERS: dict[str, tuple[str, ...]] = {
     "ref": (),
     "patch4": ("model.patch_len=4",),
@@ -109,6 +113,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "qto_mv_reg": (*QUICK_TUNED, OWN, MARKET_VOL, "loss.rank_weight=0", "train.predict_with=reg"),
     "qto_mv_wd": (*QUICK_TUNED, OWN, MARKET_VOL, "train.weight_decay=0.1"),
     "qto_ret1": (*QUICK_TUNED, OWN, MARKET_VOL, KEEP_RET1),
+    "drivers_diag": (KEEP_DRIVERS,),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
