@@ -15,6 +15,19 @@ walk-forward folds + the holdout, as `spread train` cuts them), and scores it on
 - `state, no regime`: without the z M terms: what any model linear in those states reaches.
 
 R and M are the true states (computable exactly from the latent prices; train.csv rounds prices and has gaps).
+
+The `observed` variants use only what train.csv shows, still told which FX pairs are the drivers (which no model
+is): the legs' returns over 1, 5 and 20 dates in place of R, and for the drivers, with the market__vol10 gauge
+times each of them,
+- `observed, exact form`: their momenta at the generator's decays (`driver_decays`), summed from train.csv's
+  one-day returns (correlation 1.00 with the true M);
+- `observed, generic momenta`: exponentially weighted returns at half-lives of 1, 2, 4, 8 and 16 dates, the grid a
+  model that does not know the decays would try;
+- `observed, box returns`: their returns over 1, 5 and 20 dates, the panel's own features;
+- `observed, legs only`: the legs' returns alone.
+The gap between the exact form and the generic ones is what knowing the generator's structure is worth at these
+training sizes: 5 regressors per driver instead of 1 cost more than they bring.
+
 Cells are data seed x fold; the report (bench/CEILING.md) gives each variant's score, its share of the oracle's
 score on the same cells, and paired differences.
 
@@ -47,7 +60,14 @@ from spread.trainer import competition_folds, load_oracle  # noqa: E402
 PRESET = "realistic"
 RIDGE = 1e-2
 """Ridge penalty per training row, on standardised regressors."""
-VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol regime", "state, no regime")
+VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol regime", "state, no regime",
+            "observed, exact form", "observed, generic momenta", "observed, box returns", "observed, legs only")
+BASELINE = "state, no regime"
+"""The variant every other is paired against."""
+HORIZONS = (1, 5, 20)
+"""Return horizons of the observed legs and of the drivers' box returns (the panel's defaults)."""
+HALF_LIVES = (1, 2, 4, 8, 16)
+"""Half-lives (dates) of the generic momenta."""
 
 
 def simulated_states(seed: int) -> tuple[object, dict[str, np.ndarray]]:
@@ -77,6 +97,37 @@ def design(universe, states: dict[str, np.ndarray], pair: str, regime: np.ndarra
     return np.column_stack(columns)
 
 
+def exponential_momentum(returns: np.ndarray, decay: float) -> np.ndarray:
+    """(T,) m(t) = decay m(t-1) + r(t) over the whole history (missing returns count as 0)."""
+    out, total = np.empty(len(returns)), 0.0
+    for t, value in enumerate(np.nan_to_num(returns)):
+        total = decay * total + value
+        out[t] = total
+    return out
+
+
+def observed_designs(panel, universe, pairs: list[str], gauge: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Per `observed` variant, the (T, k) regressors of each target from train.csv's features alone (see the
+    module docstring); the drivers' terms enter with the gauge's interaction."""
+    def column(name: str) -> np.ndarray:
+        return np.nan_to_num(panel.values[:, panel.column_indices([name])[0]].astype(np.float64))
+
+    returns = {f"FX_{d}": column(f"FX_{d}__ret1") for d in universe.drivers}
+    decays = resolve_preset(PRESET).driver_decays
+    drivers = {
+        VARIANTS[4]: [exponential_momentum(returns[f"FX_{d}"], decay) for d, decay in zip(universe.drivers, decays)],
+        VARIANTS[5]: [exponential_momentum(r, 0.5 ** (1 / h)) for r in returns.values() for h in HALF_LIVES],
+        VARIANTS[6]: [column(f"FX_{d}__ret{h}") for d in universe.drivers for h in HORIZONS],
+        VARIANTS[7]: [],
+    }
+    designs = {}
+    for name, terms in drivers.items():
+        extra = [*terms, *(-gauge * term for term in terms)]
+        designs[name] = [np.column_stack([column(f"{leg}__ret{h}") for leg in parse_pair(pair) for h in HORIZONS]
+                                         + extra) for pair in pairs]
+    return designs
+
+
 def ridge_forecast(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, penalty: float) -> np.ndarray:
     """Ridge of y on x over the finite training rows, predicted on the validation rows."""
     rows = train[np.isfinite(y[train]) & np.isfinite(x[train]).all(axis=1)]
@@ -95,23 +146,25 @@ def cells(seed: int, work: Path, penalty: float = RIDGE) -> list[dict]:
     pairs, labels = competition.pairs, competition.labels
     targets = pairs["target"].to_list()
     universe, states = simulated_states(seed)
-    panel = build_panel(competition.train, None, pairs, FeatureConfig(return_horizons=[1], market_vol=[10]))
+    panel = build_panel(competition.train, None, pairs, FeatureConfig(return_horizons=list(HORIZONS), market_vol=[10]))
     gauge = panel.values[:, panel.column_indices(["market__vol10"])[0]].astype(np.float64)
     gauge = np.nan_to_num(gauge - np.nanmedian(gauge))
     truth = labels[targets].to_numpy().astype(np.float64)
     oracle = load_oracle(folder, competition)
     calm = np.where(states["vol_regime"] == 0, 1.0, -1.0)
     regimes = {VARIANTS[0]: calm, VARIANTS[1]: calm, VARIANTS[2]: -gauge, VARIANTS[3]: None}
+    designs = {name: [design(universe, states, pair, regime, name == VARIANTS[0]) for pair in pairs["pair"].to_list()]
+               for name, regime in regimes.items()}
+    designs |= observed_designs(panel, universe, pairs["pair"].to_list(), gauge)
     folds = competition_folds(competition, Config())
     rows = []
     for fold in folds:
         train = np.arange(fold.train_dates[0], fold.train_dates[1] + 1)
         val = np.arange(fold.val_dates[0], fold.val_dates[1] + 1)
         row = {"seed": seed, "fold": fold.name, "oracle": rank_correlation_sharpe(truth[val], oracle[val])}
-        for name, regime in regimes.items():
-            designs = [design(universe, states, pair, regime, name == VARIANTS[0]) for pair in pairs["pair"].to_list()]
+        for name in VARIANTS:
             forecast = np.column_stack([ridge_forecast(x, truth[:, j], train, val, penalty)
-                                        for j, x in enumerate(designs)])
+                                        for j, x in enumerate(designs[name])])
             row[name] = rank_correlation_sharpe(truth[val], forecast)
         rows.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
@@ -130,15 +183,15 @@ def report(rows: list[dict], penalty: float = RIDGE) -> str:
         f"seeds {seeds} x {frame['fold'].n_unique()} folds, the holdout included: the lever lab's cells). "
         f"`python bench/bench_ceiling.py --seeds {seeds.replace(',', '')}`.",
         "",
-        "| model | score mean ± std | of oracle | paired Δ vs no regime |",
+        f"| model | score mean ± std | of oracle | paired Δ vs {BASELINE} |",
         "|---|---|---|---|",
         f"| oracle (true state and parameters) | {oracle.mean():+.3f} ± {oracle.std():.3f} | 100% | |",
     ]
-    base = frame[VARIANTS[-1]].to_numpy()
+    base = frame[BASELINE].to_numpy()
     for name in VARIANTS:
         values = frame[name].to_numpy()
         delta = values - base
-        versus = "—" if name == VARIANTS[-1] else f"{delta.mean():+.3f} ± {delta.std():.3f}"
+        versus = "—" if name == BASELINE else f"{delta.mean():+.3f} ± {delta.std():.3f}"
         lines.append(f"| {name} | {values.mean():+.3f} ± {values.std():.3f} | {values.mean() / oracle.mean():.0%} "
                      f"| {versus} |")
     lines += ["", "Per cell:", "", "| seed | fold | oracle | " + " | ".join(VARIANTS) + " |",
