@@ -24,6 +24,7 @@ Data flow, tokens = "time"
                 -> n_layers x [h + Attn(Norm(h)); h + MLP(Norm(h))]   pre-LN encoder, padding keys masked
                 -> Norm -> concat(last token, mean over valid tokens) (B, 2D) pooled
                 -> [Linear(2D, R) when head_rank = R > 0]             (B, R) a low-rank bottleneck shared by all heads
+                   [+ MomentumFactors(x * g) with momentum_decays]      (B, R) EW sums of the window x today's state
                 -> one Linear(2D or R, E 2 Nk) per lag                (B, E, 2, Nk) regression and score per expert
                 -> scattered back to target order; experts mixed by   reg, score: (B, N)
                    softmax(Linear(2D, E)(pooled)) (E = head_experts; E = 1: the one head as it is)
@@ -148,6 +149,14 @@ class ModelConfig:
     """E: linear experts per lag head, mixed per date by a softmax router on the pooled vector (a mixture of
     experts: the forecast of a target can switch between linear maps with the state the router reads, which a
     single linear head cannot). 1 = one linear head per lag, no router."""
+    momentum_decays: int = 0
+    """K > 0 (needs head_rank): add to the R head factors R momentum factors, (A m) * (1 + C x_today), where m holds
+    the exponentially weighted sums of each gated feature over the window at K learned decays (half-lives
+    starting from 1 to `momentum_longest` rows) and x_today the gated last row: an effect of a slow momentum
+    whose size or sign moves with today's state (e.g. a volatility gauge), in a form a linear head cannot make and
+    attention finds hard to learn. 0 = off."""
+    momentum_longest: float = 16.0
+    """Initial half-life (rows) of the slowest of the momentum_decays; the others are spaced geometrically from 1."""
     target_head_dim: int = 64
     """Hidden width of the per-target head (`spread.target_head`) that reads each target's own features; used
     only with data.own_features, which carries them."""
@@ -169,6 +178,10 @@ class ModelConfig:
         check_range("model", "target_head_dim", self.target_head_dim, low=1)
         check_range("model", "head_experts", self.head_experts, low=1)
         check_range("model", "head_rank", self.head_rank, low=0)
+        check_range("model", "momentum_decays", self.momentum_decays, low=0)
+        check_range("model", "momentum_longest", self.momentum_longest, low=1.0)
+        if self.momentum_decays and not self.head_rank:
+            raise ConfigError("model.momentum_decays: the momentum factors add to the head factors; set model.head_rank")
 
 
 @dataclass
@@ -348,6 +361,39 @@ class FeatureGate(nn.Module):
         return x * self.values()
 
 
+class MomentumFactors(nn.Module):
+    """R factors from exponentially weighted sums of the gated window, each scaled by a function of today's row.
+
+    m_k = sqrt(1 - lambda_k^2) sum_s lambda_k^(L-1-s) x_s over the valid rows s (K learned decays lambda_k =
+    sigmoid(theta_k), the rescaling keeps a unit-variance input at unit variance), then
+    f = Linear(K F, R)(m) * (1 + Linear(F, R)(x_today)): a momentum whose effect depends on the current state. The
+    decays start at half-lives spaced geometrically from 1 to `longest` rows (no random draw: the other modules'
+    initialisation is the same with or without this one).
+    """
+
+    def __init__(self, n_features: int, n_decays: int, rank: int, longest: float) -> None:
+        super().__init__()
+        half_lives = torch.logspace(0.0, math.log10(longest), n_decays) if n_decays > 1 else torch.tensor([longest])
+        decays = 0.5 ** (1.0 / half_lives)  # (K,)
+        self.decay_logit = nn.Parameter(torch.log(decays / (1.0 - decays)))  # (K,)
+        self.momentum_proj = nn.Linear(n_decays * n_features, rank)  # (K F) -> R
+        self.state_proj = nn.Linear(n_features, rank)  # F -> R
+
+    def decays(self) -> Tensor:
+        """(K,) the decays lambda in (0, 1)."""
+        return torch.sigmoid(self.decay_logit)
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        """x (B, L, F) gated features (left padding at invalid rows), valid (B, L) bool -> (B, R)."""
+        B, L, _ = x.shape
+        log_decay = F.logsigmoid(self.decay_logit)  # (K,)
+        age = torch.arange(L - 1, -1, -1, device=x.device, dtype=x.dtype)  # (L,) rows back from today
+        weights = torch.exp(age[None, :] * log_decay[:, None])  # (K, L)
+        weights = weights * torch.sqrt(1.0 - torch.exp(2.0 * log_decay))[:, None]  # (K, L)
+        momentum = torch.einsum("kl,blf->bkf", weights, x * valid.unsqueeze(-1).to(x.dtype))  # (B, K, F)
+        return self.momentum_proj(momentum.reshape(B, -1)) * (1.0 + self.state_proj(x[:, -1]))  # (B, R)
+
+
 class Time2Vec(nn.Module):
     """Time2Vec (Kazemi et al. 2019, eq. 1): t -> [w_0 t + b_0, sin(w_1 t + b_1), ..., sin(w_{T-1} t + b_{T-1})].
 
@@ -450,6 +496,11 @@ class GatedTransformer(nn.Module):
         for block in self.blocks:
             nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=residual_std)
+        # Built after the others are initialised: with or without it they draw the same random numbers.
+        self.momentum = (MomentumFactors(n_features, cfg.momentum_decays, cfg.head_rank, cfg.momentum_longest)
+                         if cfg.momentum_decays else None)
+        if self.momentum is not None:
+            self.momentum.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -550,6 +601,8 @@ class GatedTransformer(nn.Module):
 
         E = self.cfg.head_experts
         factors = pooled if self.head_factors is None else self.head_factors(pooled)  # (B, 2D) or (B, R)
+        if self.momentum is not None:
+            factors = factors + self.momentum(self.gate(x), valid)  # (B, R)
         per_head = [head(factors).view(B, E, 2, -1) for head in self.heads.values()]  # K x (B, E, 2, Nk)
         out = torch.cat(per_head, dim=-1).index_select(-1, self.target_index)  # (B, E, 2, N), target order
         if self.router is None:

@@ -13,6 +13,7 @@ from spread.losses import LossConfig, total_loss
 from spread.model import (
     GatedTransformer,
     ModelConfig,
+    MomentumFactors,
     flash_priority_context,
     sinusoidal_encoding,
     vanilla_attention,
@@ -224,6 +225,40 @@ def test_head_experts_mix_per_date_by_the_router():
     assert router_input.router.weight.grad.abs().sum() > 0
 
 
+def test_momentum_factors_are_decayed_sums_of_the_valid_rows_scaled_by_today():
+    """MomentumFactors: m_k = sqrt(1 - l^2) sum_s l^(L-1-s) x_s over valid rows, f = A m * (1 + C x_today)."""
+    momentum = MomentumFactors(n_features=5, n_decays=3, rank=4, longest=16.0)
+    assert torch.allclose(0.5 ** (1 / torch.tensor([1.0, 4.0, 16.0])), momentum.decays())  # initial half-lives
+    x, _, valid = make_batch(length=12)
+    lam = momentum.decays().detach()
+    expected_m = torch.zeros(3, 3, 5)  # (B, K, F) by the recursion m(t) = l m(t-1) + x(t), valid rows only
+    for row in range(12):
+        expected_m = lam[None, :, None] * expected_m + (x[:, row] * valid[:, row, None])[:, None, :]
+    expected_m = expected_m * torch.sqrt(1 - lam**2)[None, :, None]
+    with torch.no_grad():
+        expected = momentum.momentum_proj(expected_m.reshape(3, -1)) * (1 + momentum.state_proj(x[:, -1]))
+        assert torch.allclose(momentum(x, valid), expected, atol=1e-5)
+        padded = x.clone()
+        padded[0, :9] = 99.0  # sample 0's invalid rows: nothing of them may reach its factors
+        assert torch.equal(momentum(padded, valid)[0], momentum(x, valid)[0])
+    momentum(x, valid).square().sum().backward()
+    assert momentum.decay_logit.grad.abs().min() > 0  # the decays are learned
+
+
+def test_momentum_decays_add_to_the_head_factors_and_leave_the_default_model_unchanged():
+    with pytest.raises(ConfigError, match="momentum_decays"):
+        replace(TINY, momentum_decays=2)  # needs head_rank
+    base, with_momentum = make_model(replace(TINY, head_rank=3)), make_model(replace(TINY, head_rank=3, momentum_decays=2))
+    assert base.momentum is None and with_momentum.momentum.decay_logit.shape == (2,)
+    shared = {k: v for k, v in with_momentum.state_dict().items() if not k.startswith("momentum.")}
+    assert shared.keys() == base.state_dict().keys()
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in shared.items())  # same init of everything else
+    out = with_momentum(*make_batch())
+    out.reg.square().mean().backward()
+    assert with_momentum.momentum.momentum_proj.weight.grad.abs().sum() > 0
+    assert with_momentum.gate.logit.grad.abs().sum() > 0
+
+
 def test_head_rank_puts_a_shared_bottleneck_before_every_lag_head():
     model = make_model(replace(TINY, head_rank=3, head_experts=2))
     assert model.head_factors.out_features == 3
@@ -269,7 +304,8 @@ def test_sinusoidal_encoding_counts_back_from_the_last_row():
     [(dict(d_model=30, n_heads=4), "d_model"), (dict(attention="fast"), "attention"), (dict(norm="batch"), "norm"),
      (dict(dropout=1.0), "dropout"), (dict(time2vec_dim=-1), "time2vec_dim"), (dict(n_layers=0), "n_layers"),
      (dict(target_head_dim=0), "target_head_dim"), (dict(head_experts=0), "head_experts"),
-     (dict(head_rank=-1), "head_rank")],
+     (dict(head_rank=-1), "head_rank"), (dict(momentum_decays=-1), "momentum_decays"),
+     (dict(momentum_longest=0.5), "momentum_longest")],
 )
 def test_invalid_config_raises_config_error_naming_the_field(change, field):
     with pytest.raises(ConfigError, match=f"model.{field}"):

@@ -114,6 +114,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "qto_mv_wd": (*QUICK_TUNED, OWN, MARKET_VOL, "train.weight_decay=0.1"),
     "qto_ret1": (*QUICK_TUNED, OWN, MARKET_VOL, KEEP_RET1),
     "drivers_diag": (KEEP_DRIVERS,),
+    "momentum4": ("model.momentum_decays=4",),
+    "momentum8": ("model.momentum_decays=8",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
