@@ -578,7 +578,7 @@ class GatedTransformer(nn.Module):
             raise DataError(f"model input: expected {self.n_features} features, got {n_features}")
         if (own is None) != (self.target_head is None):
             raise DataError("model input: own features go with the per-target head (data.own_features), and only")
-        valid = valid.to(torch.bool)
+        valid = rows_valid = valid.to(torch.bool)  # (B, L); `valid` becomes the tokens' validity below
         if self.cfg.tokens == "variate":
             h, key_mask = self.embed_variates(x, t, valid), None  # (B, Fk, D); every feature token is valid
         else:
@@ -602,7 +602,7 @@ class GatedTransformer(nn.Module):
         E = self.cfg.head_experts
         factors = pooled if self.head_factors is None else self.head_factors(pooled)  # (B, 2D) or (B, R)
         if self.momentum is not None:
-            factors = factors + self.momentum(self.gate(x), valid)  # (B, R)
+            factors = factors + self.momentum(self.gate(x), rows_valid)  # (B, R)
         per_head = [head(factors).view(B, E, 2, -1) for head in self.heads.values()]  # K x (B, E, 2, Nk)
         out = torch.cat(per_head, dim=-1).index_select(-1, self.target_index)  # (B, E, 2, N), target order
         if self.router is None:

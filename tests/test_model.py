@@ -253,6 +253,12 @@ def test_momentum_decays_add_to_the_head_factors_and_leave_the_default_model_unc
     shared = {k: v for k, v in with_momentum.state_dict().items() if not k.startswith("momentum.")}
     assert shared.keys() == base.state_dict().keys()
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in shared.items())  # same init of everything else
+    patched = make_model(replace(TINY, head_rank=3, momentum_decays=2, patch_len=3))  # rows, not tokens, are summed
+    x, t, valid = make_batch(length=10)
+    moved = x.clone()
+    moved[0, :7] = 99.0  # sample 0's padding rows
+    with torch.no_grad():
+        assert torch.equal(patched.eval()(moved, t, valid).reg[0], patched(x, t, valid).reg[0])
     out = with_momentum(*make_batch())
     out.reg.square().mean().backward()
     assert with_momentum.momentum.momentum_proj.weight.grad.abs().sum() > 0
