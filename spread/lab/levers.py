@@ -116,6 +116,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "drivers_diag": (KEEP_DRIVERS,),
     "momentum4": ("model.momentum_decays=4",),
     "momentum8": ("model.momentum_decays=8",),
+    "momentum4_drivers_diag": ("model.momentum_decays=4", KEEP_DRIVERS),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
