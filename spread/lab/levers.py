@@ -117,6 +117,9 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "momentum4": ("model.momentum_decays=4",),
     "momentum8": ("model.momentum_decays=8",),
     "momentum4_drivers_diag": ("model.momentum_decays=4", KEEP_DRIVERS),
+    "head_rank8": ("model.head_rank=8",),
+    "head_rank32": ("model.head_rank=32",),
+    "dropout0.2": ("model.dropout=0.2",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
