@@ -119,6 +119,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "momentum4_drivers_diag": ("model.momentum_decays=4", KEEP_DRIVERS),
     "head_rank8": ("model.head_rank=8",),
     "head_rank32": ("model.head_rank=32",),
+    "head_rank48": ("model.head_rank=48",),
+    "head_rank64": ("model.head_rank=64",),
     "dropout0.2": ("model.dropout=0.2",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
