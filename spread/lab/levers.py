@@ -121,6 +121,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "head_rank32": ("model.head_rank=32",),
     "head_rank48": ("model.head_rank=48",),
     "head_rank64": ("model.head_rank=64",),
+    "head_rank128": ("model.head_rank=128",),
+    "head_rank320": ("model.head_rank=320",),
     "dropout0.2": ("model.dropout=0.2",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
