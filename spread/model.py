@@ -14,7 +14,7 @@ Shape legend (used in the comments on tensor lines)
     H   attention heads                   Dh  head size, D // H
     T   Time2Vec components               N   targets, in target_pairs.csv order (424 on MITSUI)
     K   distinct lags = heads (4)         Nk  targets of one lag (106 on MITSUI)
-    E   experts per lag head (head_experts)
+    E   experts per lag head (head_experts)  Q   decays of the momentum factors (momentum_decays)
     Fk  features the gate's hard mask keeps (F unless pruned)
 
 Data flow, tokens = "time"
@@ -24,7 +24,7 @@ Data flow, tokens = "time"
                 -> n_layers x [h + Attn(Norm(h)); h + MLP(Norm(h))]   pre-LN encoder, padding keys masked
                 -> Norm -> concat(last token, mean over valid tokens) (B, 2D) pooled
                 -> [Linear(2D, R) when head_rank = R > 0]             (B, R) a low-rank bottleneck shared by all heads
-                   [+ MomentumFactors(x * g) with momentum_decays]      (B, R) EW sums of the window x today's state
+                   [+ MomentumFactors(x * g) with momentum_decays]    (B, R) EW sums of the window x today's state
                 -> one Linear(2D or R, E 2 Nk) per lag                (B, E, 2, Nk) regression and score per expert
                 -> scattered back to target order; experts mixed by   reg, score: (B, N)
                    softmax(Linear(2D, E)(pooled)) (E = head_experts; E = 1: the one head as it is)
@@ -150,9 +150,9 @@ class ModelConfig:
     experts: the forecast of a target can switch between linear maps with the state the router reads, which a
     single linear head cannot). 1 = one linear head per lag, no router."""
     momentum_decays: int = 0
-    """K > 0 (needs head_rank): add to the R head factors R momentum factors, (A m) * (1 + C x_today), where m holds
-    the exponentially weighted sums of each gated feature over the window at K learned decays (half-lives
-    starting from 1 to `momentum_longest` rows) and x_today the gated last row: an effect of a slow momentum
+    """Q > 0 (needs head_rank): add to the R head factors R momentum factors, (A m) * (1 + C x_today), where m holds
+    the exponentially weighted sums of each gated feature over the window at Q learned decays (half-lives
+    starting from 1 to `momentum_longest` rows; Q = 1: momentum_longest) and x_today the gated last row: an effect of a slow momentum
     whose size or sign moves with today's state (e.g. a volatility gauge), in a form a linear head cannot make and
     attention finds hard to learn. 0 = off."""
     momentum_longest: float = 16.0
@@ -364,33 +364,33 @@ class FeatureGate(nn.Module):
 class MomentumFactors(nn.Module):
     """R factors from exponentially weighted sums of the gated window, each scaled by a function of today's row.
 
-    m_k = sqrt(1 - lambda_k^2) sum_s lambda_k^(L-1-s) x_s over the valid rows s (K learned decays lambda_k =
-    sigmoid(theta_k), the rescaling keeps a unit-variance input at unit variance), then
-    f = Linear(K F, R)(m) * (1 + Linear(F, R)(x_today)): a momentum whose effect depends on the current state. The
-    decays start at half-lives spaced geometrically from 1 to `longest` rows (no random draw: the other modules'
-    initialisation is the same with or without this one).
+    m_q = sqrt(1 - lambda_q^2) sum_s lambda_q^(L-1-s) x_s over the valid rows s (Q learned decays lambda_q =
+    sigmoid(theta_q); the rescaling keeps white noise of unit variance near unit variance when the window is long
+    next to the half-life), then f = Linear(Q F, R)(m) * (1 + Linear(F, R)(x_today)): a momentum whose effect
+    depends on the current state. The decays start at half-lives spaced geometrically from 1 to `longest` rows
+    (Q = 1: `longest` alone). Reads the window's rows only, never beyond today.
     """
 
     def __init__(self, n_features: int, n_decays: int, rank: int, longest: float) -> None:
         super().__init__()
         half_lives = torch.logspace(0.0, math.log10(longest), n_decays) if n_decays > 1 else torch.tensor([longest])
-        decays = 0.5 ** (1.0 / half_lives)  # (K,)
-        self.decay_logit = nn.Parameter(torch.log(decays / (1.0 - decays)))  # (K,)
-        self.momentum_proj = nn.Linear(n_decays * n_features, rank)  # (K F) -> R
+        decays = 0.5 ** (1.0 / half_lives)  # (Q,)
+        self.decay_logit = nn.Parameter(torch.log(decays / (1.0 - decays)))  # (Q,)
+        self.momentum_proj = nn.Linear(n_decays * n_features, rank)  # (Q F) -> R
         self.state_proj = nn.Linear(n_features, rank)  # F -> R
 
     def decays(self) -> Tensor:
-        """(K,) the decays lambda in (0, 1)."""
+        """(Q,) the decays lambda in (0, 1)."""
         return torch.sigmoid(self.decay_logit)
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
         """x (B, L, F) gated features (left padding at invalid rows), valid (B, L) bool -> (B, R)."""
         B, L, _ = x.shape
-        log_decay = F.logsigmoid(self.decay_logit)  # (K,)
-        age = torch.arange(L - 1, -1, -1, device=x.device, dtype=x.dtype)  # (L,) rows back from today
-        weights = torch.exp(age[None, :] * log_decay[:, None])  # (K, L)
-        weights = weights * torch.sqrt(1.0 - torch.exp(2.0 * log_decay))[:, None]  # (K, L)
-        momentum = torch.einsum("kl,blf->bkf", weights, x * valid.unsqueeze(-1).to(x.dtype))  # (B, K, F)
+        log_decay = F.logsigmoid(self.decay_logit)  # (Q,) fp32 parameters
+        age = torch.arange(L - 1, -1, -1, device=x.device, dtype=log_decay.dtype)  # (L,) rows back from today
+        weights = torch.exp(age[None, :] * log_decay[:, None])  # (Q, L)
+        weights = weights * torch.sqrt(-torch.expm1(2.0 * log_decay))[:, None]  # (Q, L); exact as lambda -> 1
+        momentum = torch.einsum("ql,blf->bqf", weights.to(x.dtype), x * valid.unsqueeze(-1).to(x.dtype))  # (B, Q, F)
         return self.momentum_proj(momentum.reshape(B, -1)) * (1.0 + self.state_proj(x[:, -1]))  # (B, R)
 
 
@@ -496,7 +496,8 @@ class GatedTransformer(nn.Module):
         for block in self.blocks:
             nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
             nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=residual_std)
-        # Built after the others are initialised: with or without it they draw the same random numbers.
+        # Built after the others are initialised, so that their initial weights are the same with or without it
+        # (its own initialisation moves the random stream on: dropout then draws other masks).
         self.momentum = (MomentumFactors(n_features, cfg.momentum_decays, cfg.head_rank, cfg.momentum_longest)
                          if cfg.momentum_decays else None)
         if self.momentum is not None:

@@ -259,6 +259,14 @@ def test_momentum_decays_add_to_the_head_factors_and_leave_the_default_model_unc
     moved[0, :7] = 99.0  # sample 0's padding rows
     with torch.no_grad():
         assert torch.equal(patched.eval()(moved, t, valid).reg[0], patched(x, t, valid).reg[0])
+    variate = make_variate(replace(VARIATE, head_rank=3, momentum_decays=2), window=10)
+    pruned = make_model(replace(TINY, head_rank=3, momentum_decays=2))
+    pruned.gate.freeze_mask(torch.tensor([True, False, True, True, True]))
+    cut = x.clone()
+    cut[..., 1] = 7.0  # a pruned feature reaches nothing, the momentum factors included
+    with torch.no_grad():
+        assert torch.equal(pruned.eval()(cut, t, valid).reg, pruned(x, t, valid).reg)
+        assert torch.isfinite(variate.eval()(x, t, valid).reg).all()
     out = with_momentum(*make_batch())
     out.reg.square().mean().backward()
     assert with_momentum.momentum.momentum_proj.weight.grad.abs().sum() > 0
