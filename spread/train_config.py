@@ -87,6 +87,12 @@ class TrainConfig:
     holdout's one fold (same screen and scaler). Its score, the public-leaderboard estimate, is their ensemble's
     (the mean of their predictions, as the predictor averages members): set it to the number of `seeds` for the
     estimate of the served seed ensemble. `--members holdout` replays the same ensemble."""
+    fold_members: int = 0
+    """M > 0: after the honest scores, refit each walk-forward fold M times at its honest epoch count (fixed
+    length, no selection, as the holdout; seeds `seed`, `seed` + 1, ...; folders <fold>-fixed/, <fold>-fixed-s<seed>/)
+    and score their ensemble (summary.json `honest_ensemble`): the walk-forward estimate of a served M-seed
+    ensemble, comparable with a holdout of `holdout_members` = M, and the lab's cell when present. The first member
+    retraces the fold's own fit up to that epoch (its score is the honest score). 0 = off."""
     tensorboard: bool = False
     """Also write TensorBoard events to RUN/tensorboard (needs the tensorboard package)."""
     plots: bool = True
@@ -117,7 +123,7 @@ class TrainConfig:
         for name in ("epochs", "eval_every", "eval_batch_size", "finetune_epochs", "holdout_members"):
             check_range("train", name, getattr(self, name), low=1)
         for name in ("weight_decay", "grad_clip", "warmup_steps", "early_stopping_patience", "max_steps_per_epoch",
-                     "final_fit_epochs", "prune_top_k", "gate_lr_scale", "log_every_s"):
+                     "final_fit_epochs", "prune_top_k", "gate_lr_scale", "log_every_s", "fold_members"):
             check_range("train", name, getattr(self, name), low=0)
         if self.final_fit_epochs > self.epochs:
             raise ConfigError(f"train.final_fit_epochs: {self.final_fit_epochs} > train.epochs = {self.epochs} (the "

@@ -8,6 +8,8 @@ One explicit recipe, readable top to bottom (torchtune style: the library is `sp
       for each walk-forward fold: fit(fold) -> RUN/<fold>/best.pt (best validation competition score), last.pt
         if finetune_pruned:   fit(fold with the gate mask frozen to the kept features) -> RUN/<fold>-pruned/
       honest scores:          each fold's score at the epoch count the other folds choose (trained on if needed)
+      if fold_members:        each walk-forward fold refitted M times at its honest epoch count, fixed length
+                              -> RUN/<fold>-fixed/, RUN/<fold>-fixed-s<seed>/: their ensemble's honest score
       epoch count E:          from the walk-forward folds only (`epoch_count`; see TrainConfig's epoch rule)
       holdout:                fit(E epochs, no selection) -> RUN/holdout/ (and RUN/holdout-s<seed>/ per extra
                               member of train.holdout_members): its (ensemble's) score is the public-leaderboard
@@ -268,6 +270,8 @@ def fit_folds(ctx: RunContext, folds: list[Fold]) -> tuple[dict, dict, dict, dic
             pruned[fold.name] = finetune_pruned(ctx, job)
     for name, honest in honest_scores(ctx, jobs, results).items():
         results[name] |= honest
+        if cfg.train.fold_members and honest["honest_epochs"]:
+            results[name]["honest_ensemble"] = fixed_ensemble(ctx, jobs[name], honest["honest_epochs"])
     best_epochs = {name: results[name]["best_epoch"] for name in jobs if results[name]["best_epoch"]}
     epochs, rule = epoch_count(cfg.train, list(best_epochs.values()))
     epoch_rule = {"epochs": epochs, "rule": rule, "best_epochs": best_epochs}
@@ -283,25 +287,45 @@ def fit_folds(ctx: RunContext, folds: list[Fold]) -> tuple[dict, dict, dict, dic
     return results, pruned, n_features, epoch_rule
 
 
-def holdout_name(seed: int, job: FitJob) -> str:
-    """The run folder's sub-folder of the holdout member with this seed (the run's seed keeps "holdout")."""
-    return job.name if seed == job.seed else f"{HOLDOUT}-s{seed}"
+def member_name(seed: int, job: FitJob) -> str:
+    """The run folder's sub-folder of an ensemble member with this seed (the job's own seed keeps its name)."""
+    return job.name if seed == job.seed else f"{job.name}-s{seed}"
+
+
+def fit_ensemble(ctx: RunContext, job: FitJob, first: dict, n_members: int) -> dict:
+    """The other n_members - 1 fits of a fixed-length `job` whose first fit gave `first` (seeds job.seed + 1, ...;
+    the same screen and scaler), scored as the ensemble of all: {"seeds", "members" (folders), "score",
+    "member_scores", "metrics"}."""
+    seeds = [job.seed + k for k in range(n_members)]
+    scores = {job.name: first["best_score"]}
+    for seed in seeds[1:]:
+        member = replace(job, name=member_name(seed, job), seed=seed)
+        scores[member.name] = fit(ctx, member)["best_score"]
+    metrics = ensemble_metrics(ctx, job, [ctx.run_dir / checkpoint_name(name) for name in scores])
+    return {"seeds": seeds, "members": list(scores), "score": metrics["score"], "member_scores": scores,
+            "metrics": metrics}
+
+
+def fixed_ensemble(ctx: RunContext, job: FitJob, epochs: int) -> dict:
+    """`train.fold_members` fixed-length fits of a walk-forward fold's `job` for `epochs` (its honest epoch count,
+    chosen by the other folds), scored as their ensemble (`fit_ensemble`; folders <fold>-fixed/ and
+    <fold>-fixed-s<seed>/)."""
+    fixed = replace(job, name=f"{job.name}-fixed", epochs=epochs, selects=False)
+    result = fit_ensemble(ctx, fixed, fit(ctx, fixed), ctx.cfg.train.fold_members)
+    if ctx.runtime.is_main:
+        log.info("%s: honest ensemble score %.4f (%d fits of %d epochs, seeds %s)", job.name, result["score"],
+                 len(result["seeds"]), epochs, result["seeds"])
+    return result
 
 
 def fit_holdout(ctx: RunContext, job: FitJob) -> dict:
     """The holdout: `train.holdout_members` fixed-length fits on its fold (seeds job.seed, job.seed + 1, ...; one
     screen and scaler), scored as their ensemble. The result is the first member's fit, with "epochs" and, for an
-    ensemble, "ensemble": {"seeds", "members" (folders), "score", "member_scores", "metrics"}."""
+    ensemble, "ensemble" (`fit_ensemble`)."""
     result = fit(ctx, job) | {"oracle_score": oracle_score(ctx, job), "epochs": job.epochs}
     seeds = [job.seed + k for k in range(ctx.cfg.train.holdout_members)]
     if len(seeds) > 1:
-        scores = {job.name: result["best_score"]}
-        for seed in seeds[1:]:
-            member = replace(job, name=holdout_name(seed, job), seed=seed)
-            scores[member.name] = fit(ctx, member)["best_score"]
-        metrics = ensemble_metrics(ctx, job, [ctx.run_dir / checkpoint_name(name) for name in scores])
-        result["ensemble"] = {"seeds": seeds, "members": list(scores), "score": metrics["score"],
-                              "member_scores": scores, "metrics": metrics}
+        result["ensemble"] = fit_ensemble(ctx, job, result, len(seeds))
     if ctx.runtime.is_main:
         score = result["ensemble"]["score"] if "ensemble" in result else result["best_score"]
         log.info("holdout score %.4f%s: the true out-of-sample estimate of the public leaderboard (%d epochs from the "
@@ -417,6 +441,9 @@ def build_summary(
     walk_forward = [r for name, r in results.items() if name != HOLDOUT]
     for key in ("best_epoch_score", "honest_score"):
         summary["mean"][key], summary["std"][key] = mean_std([r.get(key) for r in walk_forward])
+    if any("honest_ensemble" in r for r in walk_forward):
+        summary["mean"]["honest_ensemble_score"], summary["std"]["honest_ensemble_score"] = mean_std(
+            [(r.get("honest_ensemble") or {}).get("score") for r in walk_forward])
     summary["honest_score_note"] = (
         "honest_score: a walk-forward fold's validation score at the epoch count chosen from the other walk-forward "
         "folds (train.final_fit_epochs or the median of their best epochs); best_epoch_score is chosen on the "

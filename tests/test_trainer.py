@@ -290,6 +290,30 @@ def test_holdout_ensemble_is_scored_as_the_gateway_replays_it(small: Path, tmp_p
     assert replay["score"] == pytest.approx(estimate["score"], abs=1e-6)
 
 
+def test_fold_members_score_each_walk_forward_fold_as_a_fixed_length_seed_ensemble(small: Path, tmp_path: Path,
+                                                                                   single_thread) -> None:
+    """train.fold_members = 2: every walk-forward fold is refitted twice at its honest epoch count (no selection),
+    the first fit retraces the fold's own (its score is the honest score), and the pair's ensemble score is the
+    fold's cell in the lab; none of them is served."""
+    from spread.lab.stats import honest_fold_score
+
+    overrides = [*TINY_RUN, "split.n_folds=2", "train.fold_members=2"]
+    summary = train(load_config(None, overrides), small, tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("fold0", "fold1"):
+        fold = summary["folds"][name]
+        ensemble = fold["honest_ensemble"]
+        assert ensemble["members"] == [f"{name}-fixed", f"{name}-fixed-s1"] and ensemble["seeds"] == [0, 1]
+        first = load_checkpoint(run / f"{name}-fixed/best.pt")
+        assert first["epoch"] == fold["honest_epochs"] and first["seed"] == 0
+        assert ensemble["member_scores"][f"{name}-fixed"] == pytest.approx(fold["honest_score"], abs=1e-9)
+        assert ensemble["score"] not in set(ensemble["member_scores"].values())
+        assert honest_fold_score(name, fold, trained=True)[0] == ensemble["score"]
+    scores = [summary["folds"][name]["honest_ensemble"]["score"] for name in ("fold0", "fold1")]
+    assert summary["mean"]["honest_ensemble_score"] == pytest.approx(sum(scores) / 2)
+    assert not any("fixed" in path for path in summary["inference_checkpoints"])
+
+
 def test_run_folder_guards(tiny_run: tuple[Path, dict], small: Path) -> None:
     run, _ = tiny_run
     with pytest.raises(ConfigError, match="not empty"):

@@ -124,6 +124,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "head_rank128": ("model.head_rank=128",),
     "head_rank320": ("model.head_rank=320",),
     "dropout0.2": ("model.dropout=0.2",),
+    "fold_members3": ("train.fold_members=3",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 

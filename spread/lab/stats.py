@@ -48,7 +48,8 @@ def honest_fold_score(fold: str, result: dict, trained: bool) -> tuple[float, fl
     """(honest score, best-epoch score) of one fold entry of a summary.json; `trained`: a trainer's summary.
 
     A trained walk-forward fold counts with its `honest_score`, NaN when null or absent (one walk-forward fold, or
-    a summary older than honest scores): never its best-epoch score. The holdout (a fixed-length fit) and the folds
+    a summary older than honest scores), or with its `honest_ensemble` score when the run refitted its folds as
+    seed ensembles (`train.fold_members`): never its best-epoch score. The holdout (a fixed-length fit) and the folds
     of a baseline (no epoch choice) count with their `metrics.score`; their best-epoch score is NaN. A holdout of
     several members (`train.holdout_members`) counts with its ensemble's score, the run's public-leaderboard
     estimate.
@@ -56,6 +57,8 @@ def honest_fold_score(fold: str, result: dict, trained: bool) -> tuple[float, fl
     metric = _float((result.get("metrics") or {}).get("score"))
     if trained and fold == HOLDOUT and result.get("ensemble"):
         return _float(result["ensemble"]["score"]), float("nan")
+    if trained and fold != HOLDOUT and result.get("honest_ensemble"):
+        return _float(result["honest_ensemble"]["score"]), _float(result.get("best_epoch_score", metric))
     if not trained or fold == HOLDOUT:
         return metric, float("nan")
     return _float(result.get("honest_score")), _float(result.get("best_epoch_score", metric))
