@@ -74,6 +74,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "window256": ("data.window=256",),
     "screen_per_target": ("screen.ic_rank=per_target",),
     "lr1e-3": ("train.lr=0.001",),
+    "lr1e-4": ("train.lr=0.0001",),
     "gate_select": ("model.gate_init=0.0", "loss.gate_lambda=0.0003", "train.gate_lr_scale=100",
                     "train.finetune_pruned=true", "train.finetune_epochs=2"),
     "gate_init0": ("model.gate_init=0.0",),
