@@ -109,31 +109,29 @@ def exponential_momentum(returns: np.ndarray, decay: float) -> np.ndarray:
     return out
 
 
-def observed_designs(panel, universe, pairs: list[str], gauge: np.ndarray,
-                     momentum: np.ndarray) -> dict[str, list[np.ndarray]]:
+def observed_designs(panel, universe, pairs: list[str],
+                     gauge: np.ndarray) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray]]:
     """Per `observed` variant, the (T, k) regressors of each target from train.csv's features alone (see the
-    module docstring); the drivers' terms enter with the gauge's interaction. `momentum` (T, 3), the true M, is
-    only compared with the exact form's momenta (printed), never used."""
+    module docstring): the legs' returns, then the drivers' terms and the gauge times each of them; and the
+    exact form's momenta (one (T,) per driver)."""
     def column(name: str) -> np.ndarray:
         return np.nan_to_num(panel.values[:, panel.column_indices([name])[0]].astype(np.float64))
 
-    returns = {f"FX_{d}": column(f"FX_{d}__ret1") for d in universe.drivers}
+    returns = {d: column(f"FX_{d}__ret1") for d in universe.drivers}
     decays = resolve_preset(PRESET).driver_decays
-    exact = [exponential_momentum(returns[f"FX_{d}"], decay) for d, decay in zip(universe.drivers, decays)]
-    print("correlation of the observed exact momenta with the true M:", " ".join(
-        f"{np.corrcoef(m[LOOKBACK:], true[LOOKBACK:])[0, 1]:.4f}" for m, true in zip(exact, momentum.T)), flush=True)
     drivers = {
-        VARIANTS[4]: exact,
+        VARIANTS[4]: [exponential_momentum(returns[d], decay) for d, decay in zip(universe.drivers, decays)],
         VARIANTS[5]: [exponential_momentum(r, 0.5 ** (1 / h)) for r in returns.values() for h in HALF_LIVES],
         VARIANTS[6]: [column(f"FX_{d}__ret{h}") for d in universe.drivers for h in HORIZONS],
         VARIANTS[7]: [],
     }
+    legs = [np.column_stack([column(f"{leg}__ret{h}") for leg in parse_pair(pair) for h in HORIZONS])
+            for pair in pairs]  # built once, shared by every variant
     designs = {}
     for name, terms in drivers.items():
-        extra = [*terms, *(-gauge * term for term in terms)]
-        designs[name] = [np.column_stack([column(f"{leg}__ret{h}") for leg in parse_pair(pair) for h in HORIZONS]
-                                         + extra) for pair in pairs]
-    return designs
+        extra = np.column_stack([*terms, *(-gauge * term for term in terms)]) if terms else np.empty((len(gauge), 0))
+        designs[name] = [np.hstack([x, extra]) for x in legs]
+    return designs, drivers[VARIANTS[4]]
 
 
 def ridge_forecast(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, penalty: float) -> np.ndarray:
@@ -163,7 +161,12 @@ def cells(seed: int, work: Path, penalty: float = RIDGE) -> list[dict]:
     regimes = {VARIANTS[0]: calm, VARIANTS[1]: calm, VARIANTS[2]: -gauge, VARIANTS[3]: None}
     designs = {name: [design(universe, states, pair, regime, name == VARIANTS[0]) for pair in pairs["pair"].to_list()]
                for name, regime in regimes.items()}
-    designs |= observed_designs(panel, universe, pairs["pair"].to_list(), gauge, states["momentum"][: panel.values.shape[0]])
+    observed, exact = observed_designs(panel, universe, pairs["pair"].to_list(), gauge)
+    designs |= observed
+    correlations = [np.corrcoef(m[LOOKBACK:], true[LOOKBACK : len(m)])[0, 1]
+                    for m, true in zip(exact, states["momentum"].T)]
+    print("correlation of the observed exact momenta with the true M:", " ".join(f"{c:.4f}" for c in correlations),
+          flush=True)
     folds = competition_folds(competition, Config())
     rows = []
     for fold in folds:

@@ -55,7 +55,8 @@ def main() -> None:
             rows.append(f"| {scenario.name} | {outcome.calls} | {outcome.model} | {fallback} | {logged} |")
     table = "\n".join(["| scenario | calls | model answers | fallback | logged |", "|---|---:|---:|---:|---|", *rows])
     print(table)
-    print(f"\n{len(SCENARIOS)} scenarios on the {args.preset} preset, {args.members} members, in {time.perf_counter() - started:.0f} s")
+    seconds = time.perf_counter() - started
+    print(f"\n{len(SCENARIOS)} scenarios on the {args.preset} preset, {args.members} members, in {seconds:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table + "\n")
     print(f"wrote {args.out}")

@@ -12,9 +12,11 @@ The checkpoint, config, scaling, features and forecast modules are imported insi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,10 +120,6 @@ def member_candidates(run_dir: Path, manifest: dict, members: str) -> tuple[list
 
 def inputs_key(cfg: Config, scaler: Scaler, own_scaler: Scaler | None) -> str:
     """A digest of everything `spread.windows.window_for_latest` reads besides the served data."""
-    import hashlib
-    import json
-    from dataclasses import asdict
-
     parts = [scaler.to_dict(), own_scaler.to_dict() if own_scaler is not None else None, asdict(cfg.features),
              asdict(cfg.data)]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

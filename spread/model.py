@@ -152,9 +152,9 @@ class ModelConfig:
     momentum_decays: int = 0
     """Q > 0 (needs head_rank): add to the R head factors R momentum factors, (A m) * (1 + C x_today), where m holds
     the exponentially weighted sums of each gated feature over the window at Q learned decays (half-lives
-    starting from 1 to `momentum_longest` rows; Q = 1: momentum_longest) and x_today the gated last row: an effect of a slow momentum
-    whose size or sign moves with today's state (e.g. a volatility gauge), in a form a linear head cannot make and
-    attention finds hard to learn. 0 = off."""
+    starting from 1 to `momentum_longest` rows; Q = 1: momentum_longest) and x_today the gated last row: an
+    effect of a slow momentum whose size or sign moves with today's state (e.g. a volatility gauge), in a form a
+    linear head cannot make and attention finds hard to learn. 0 = off."""
     momentum_longest: float = 16.0
     """Initial half-life (rows) of the slowest of the momentum_decays; the others are spaced geometrically from 1."""
     target_head_dim: int = 64
@@ -181,7 +181,8 @@ class ModelConfig:
         check_range("model", "momentum_decays", self.momentum_decays, low=0)
         check_range("model", "momentum_longest", self.momentum_longest, low=1.0)
         if self.momentum_decays and not self.head_rank:
-            raise ConfigError("model.momentum_decays: the momentum factors add to the head factors; set model.head_rank")
+            raise ConfigError("model.momentum_decays: the momentum factors add to the head factors; "
+                              "set model.head_rank")
 
 
 @dataclass

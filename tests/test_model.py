@@ -248,7 +248,8 @@ def test_momentum_factors_are_decayed_sums_of_the_valid_rows_scaled_by_today():
 def test_momentum_decays_add_to_the_head_factors_and_leave_the_default_model_unchanged():
     with pytest.raises(ConfigError, match="momentum_decays"):
         replace(TINY, momentum_decays=2)  # needs head_rank
-    base, with_momentum = make_model(replace(TINY, head_rank=3)), make_model(replace(TINY, head_rank=3, momentum_decays=2))
+    base = make_model(replace(TINY, head_rank=3))
+    with_momentum = make_model(replace(TINY, head_rank=3, momentum_decays=2))
     assert base.momentum is None and with_momentum.momentum.decay_logit.shape == (2,)
     shared = {k: v for k, v in with_momentum.state_dict().items() if not k.startswith("momentum.")}
     assert shared.keys() == base.state_dict().keys()

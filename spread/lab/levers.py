@@ -61,10 +61,12 @@ QUICK_TUNED = (*QUICK_SHAPE, *TUNED_BUDGET)
 OWN, MARKET_VOL = "data.own_features=true", "features.market_vol=[5,20]"
 KEEP_RET1 = "screen.always_keep=[^market__,__ret1$]"
 """Keep every one-day return (and the market features) whatever its IC."""
-KEEP_DRIVERS = "screen.always_keep=[^market__,^FX_(EURJPY|AUDNZD|ZARUSD|ZARGBP|EURNZD|NOKCHF|CHFJPY|EURUSD|GBPCAD)__ret(5|20)$]"
+KEEP_DRIVERS = ("screen.always_keep=[^market__,"
+                "^FX_(EURJPY|AUDNZD|ZARUSD|ZARGBP|EURNZD|NOKCHF|CHFJPY|EURUSD|GBPCAD)__ret(5|20)$]")
 """A diagnostic, not a lever: keep the 5- and 20-date returns of the planted FX drivers of data seeds 0, 1 and 2
-(`Universe.drivers`; 3 per seed, 9 names x 2 horizons = 18 features, 12 of them not drivers of that seed). Says whether the
-screen, which keeps 0-3 of them, is what stops the Transformer from learning the regime-dependent lead-lag."""
+(`Universe.drivers`; 3 per seed, 9 names x 2 horizons = 18 features, 12 of them not drivers of that seed). Says
+whether the screen, which keeps 0-3 of them, is what stops the Transformer from learning the regime-dependent
+lead-lag."""
 LEVERS: dict[str, tuple[str, ...]] = {
     "ref": (),
     "patch4": ("model.patch_len=4",),
