@@ -12,14 +12,17 @@ date t, nothing else:
 - market volatility regime (`market_vol`): the mean over all price columns of ln(std of the last w one-day log
   returns / std of the last `market_vol_base`), a scale-free gauge of a market-wide calm or turbulent state. Its
   effect on returns is an interaction (it changes the sign or size of other inputs' effects), so its own IC is
-  ~0 and the screen keeps it regardless (`ScreenConfig.always_keep`). The only features read across columns:
-  their stem is `market`, which needs every price column;
+  ~0 and the screen keeps it regardless (`ScreenConfig.always_keep`);
+- gauge x return interactions (`vol_interaction`): every price column's log return times one market_vol gauge,
+  so that a regime-dependent effect is linear in an input (Daniel & Moskowitz 2016, "Momentum crashes": momentum
+  pays in calm markets and reverses in turbulent ones). The market and interaction features are the only ones
+  read across columns: their stems `market` and `regime` need every price column;
 - revealed labels: the lag-k label of date d appears on the row d + k + 1, the date the evaluation API hands it
   out (`spread.targets.release_date`). `revealed_label_features` is the only place that applies this rule to
   features, so training rows and inference rows see the same values.
 
 Every feature is named `stem__transform`, the stem being the raw column, open/high/low/close prefix or target it is
-computed from, and each is computed from its stem's columns alone (the market features' stem `market` stands for
+computed from, and each is computed from its stem's columns alone (the stems `market` and `regime` stand for
 every price column): so `panel_inputs` can tell which raw columns and
 targets a given feature list needs, and a panel built on those only holds the same values for those features (the
 predictor builds just what its model reads).
@@ -73,6 +76,11 @@ class FeatureConfig:
     none. A calm or turbulent market moves every column's ratio the same way, so the mean reads the regime."""
     market_vol_base: int = 250
     """Rows of the long volatility each market_vol window is measured against."""
+    vol_interaction: int = 0
+    """Window w of the `market__vol{w}` gauge that multiplies every price column's log returns into the features
+    `regime__{column}_ret{h}_xvol{w}` (0: none; w must be one of `market_vol`). An effect whose sign or size the
+    market's calm or turbulent state sets (a lead-lag that reverses in turbulence) becomes a linear input: the
+    screen can rank it by its IC and the model need not learn the product."""
 
     def __post_init__(self) -> None:
         if any(not isinstance(h, int) or h < 1 for h in self.return_horizons):
@@ -84,6 +92,9 @@ class FeatureConfig:
                 raise ConfigError(f"features.{name}: repeated values in {getattr(self, name)}")
         check_range("features", "ffill_limit", self.ffill_limit, low=0)
         check_range("features", "market_vol_base", self.market_vol_base, low=2)
+        if self.vol_interaction and self.vol_interaction not in self.market_vol:
+            raise ConfigError(f"features.vol_interaction: {self.vol_interaction} is not one of features.market_vol "
+                              f"{self.market_vol} (0 for none)")
 
     def lookback(self) -> int:
         """How many raw rows before t any feature of row t may read (revealed labels read no raw row)."""
@@ -267,6 +278,9 @@ def price_blocks(raw: pl.DataFrame, prices: list[str], cfg: FeatureConfig) -> li
 
 MARKET_STEM = "market"
 """Stem of the market volatility features: they read every price column."""
+REGIME_STEM = "regime"
+"""Stem of the gauge x return interactions (`FeatureConfig.vol_interaction`): they read every price column too."""
+CROSS_STEMS = (MARKET_STEM, REGIME_STEM)
 
 
 def window_sums(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -388,7 +402,7 @@ def panel_inputs(
     """
     stems = {feature_stem(name) for name in features}
     needed = set(stems)
-    if MARKET_STEM in stems:
+    if stems.intersection(CROSS_STEMS):
         needed.update(c for c in raw_columns if column_kind(c) == "price")
     for prefix, parts in ohlc_groups(raw_columns).items():
         if prefix in stems:
@@ -404,21 +418,38 @@ def build_panel(raw: pl.DataFrame, labels: pl.DataFrame | None, pairs: pl.DataFr
     """
     date_ids = consecutive_date_ids(raw, "raw panel")
     columns = [c for c in raw.columns if c != "date_id"]
-    if cfg.market_vol and MARKET_STEM in columns:
-        raise DataError(f"raw panel: a column named {MARKET_STEM!r} would be read as the market features' stem "
-                        "(features.market_vol); rename it")
+    for stem in CROSS_STEMS:
+        if cfg.market_vol and stem in columns:
+            raise DataError(f"raw panel: a column named {stem!r} would be read as the stem of the features of "
+                            "features.market_vol / vol_interaction; rename it")
     kinds = {c: column_kind(c) for c in columns}
+    prices = [c for c in columns if kinds[c] == "price"]
     blocks = [
-        *price_blocks(raw, [c for c in columns if kinds[c] == "price"], cfg),
-        *market_block(raw, [c for c in columns if kinds[c] == "price"], cfg),
+        *price_blocks(raw, prices, cfg),
+        *market_block(raw, prices, cfg),
         *volume_block(raw, [c for c in columns if kinds[c] == "volume"], cfg),
         *ohlc_block(raw, ohlc_groups(columns), cfg),
         *revealed_block(labels, date_ids, pairs, cfg),
     ]
     names = [name for block in blocks for name in block.names]
-    values = np.empty((len(date_ids), len(names)), dtype=np.float32)
+    interactions = vol_interactions(names, prices, cfg)
+    values = np.empty((len(date_ids), len(names) + len(interactions)), dtype=np.float32)
     start = 0
     for block in blocks:
         block.write(values[:, start : start + len(block.names)])
         start += len(block.names)
-    return Panel(date_ids=date_ids, values=values, names=names)
+    if interactions:
+        index = {name: i for i, name in enumerate(names)}
+        gauge = values[:, index[f"{MARKET_STEM}__vol{cfg.vol_interaction}"]]  # (T,)
+        returns = [index[source] for source in interactions.values()]
+        np.multiply(values[:, returns], gauge[:, None], out=values[:, start:])  # (T, prices x horizons)
+    return Panel(date_ids=date_ids, values=values, names=names + list(interactions))
+
+
+def vol_interactions(names: list[str], prices: list[str], cfg: FeatureConfig) -> dict[str, str]:
+    """`FeatureConfig.vol_interaction`'s features: name -> the return feature the gauge multiplies, in panel order
+    of the returns ({} when off or without a price column)."""
+    if not cfg.vol_interaction or f"{MARKET_STEM}__vol{cfg.vol_interaction}" not in names:
+        return {}
+    w = cfg.vol_interaction
+    return {f"{REGIME_STEM}__{c}_ret{h}_xvol{w}": f"{c}__ret{h}" for h in cfg.return_horizons for c in prices}

@@ -98,7 +98,8 @@ def test_config_switches_remove_their_features():
 
 
 @pytest.mark.parametrize("bad", [{"return_horizons": [0]}, {"ffill_limit": -1}, {"market_vol": [1]},
-                                 {"market_vol_base": 1}, {"market_vol": [5, 5]}, {"return_horizons": [1, 1]}])
+                                 {"market_vol_base": 1}, {"market_vol": [5, 5]}, {"return_horizons": [1, 1]},
+                                 {"market_vol": [5], "vol_interaction": 20}, {"vol_interaction": 5}])
 def test_feature_config_rejects_bad_values(bad):
     with pytest.raises(ConfigError):
         FeatureConfig(**bad)
@@ -205,7 +206,8 @@ def test_market_vol_reads_a_market_wide_volatility_regime():
 
 
 @pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(return_horizons=[2, 7], ffill_limit=0),
-                                 FeatureConfig(market_vol=[3, 6], market_vol_base=12)])
+                                 FeatureConfig(market_vol=[3, 6], market_vol_base=12),
+                                 FeatureConfig(market_vol=[3, 6], market_vol_base=12, vol_interaction=3)])
 def test_building_on_the_last_rows_reproduces_the_full_build(cfg):
     """The inference path builds the panel on the last L + lookback raw rows only."""
     raw, window = raw_frame(n_dates=80, seed=3), 30
@@ -234,6 +236,29 @@ def test_market_features_of_a_tail_build_equal_the_full_build_after_a_bad_print(
         build_panel(raw.with_columns(pl.col("S0_Close").alias("market")), None, PAIRS, cfg)
 
 
+def test_vol_interaction_multiplies_every_price_return_by_the_gauge():
+    """regime__{column}_ret{h}_xvol{w} = {column}__ret{h} x market__vol{w}, for every price column and horizon, NaN
+    where either is; it needs every price column, and a raw column named 'regime' is refused."""
+    raw = raw_frame(n_dates=80, seed=2)
+    cfg = FeatureConfig(return_horizons=[1, 4], market_vol=[3, 6], market_vol_base=12, vol_interaction=6)
+    panel = build_panel(raw, None, PAIRS, cfg)
+    plain = build_panel(raw, None, PAIRS, FeatureConfig(return_horizons=[1, 4], market_vol=[3, 6], market_vol_base=12))
+    interactions = [name for name in panel.names if name.startswith("regime__")]
+    returns = [name for name in plain.names if "__ret" in name]
+    assert panel.names == plain.names + interactions and len(interactions) == len(returns) > 0
+    gauge = plain.values[:, plain.column_indices(["market__vol6"])[0]]
+    for name in returns:
+        column, horizon = name.split("__ret")
+        got = panel.values[:, panel.column_indices([f"regime__{column}_ret{horizon}_xvol6"])[0]]
+        want = plain.values[:, plain.column_indices([name])[0]] * gauge
+        np.testing.assert_array_equal(got, want)
+        assert np.isnan(got[:11]).all() and np.isfinite(got[12:]).any()  # the gauge needs market_vol_base rows
+    prices = [c for c in raw.columns[1:] if column_kind(c) == "price"]
+    assert panel_inputs(raw.columns[1:], [], interactions[:1]) == (prices, [])
+    with pytest.raises(DataError, match="'regime'"):
+        build_panel(raw.with_columns(pl.col(prices[0]).alias("regime")), None, PAIRS, cfg)
+
+
 def test_a_panel_of_the_needed_inputs_holds_the_same_features():
     """The predictor builds only what its model reads: for any feature subset, the panel of `panel_inputs` holds
     each of them with the full build's values."""
@@ -244,12 +269,14 @@ def test_a_panel_of_the_needed_inputs_holds_the_same_features():
     assert panel_inputs(raw_columns, ["target_0", "target_1"], ["X__range", "target_1__revealed"]) == (
         ["X_Open", "X_High", "X_Low", "X_Close"], ["target_1"])
     rng = np.random.default_rng(0)
-    for cfg in (FeatureConfig(), FeatureConfig(market_vol=[3], market_vol_base=10)):
+    for cfg in (FeatureConfig(), FeatureConfig(market_vol=[3], market_vol_base=10),
+                FeatureConfig(market_vol=[3], market_vol_base=10, vol_interaction=3)):
         full = build_panel(raw, labels, PAIRS, cfg)
         for size in (1, 3, 8):
             keep = list(rng.choice(full.names, size=size, replace=False))
-            if cfg.market_vol and size == 1:
-                keep = ["market__vol3"]  # reads every price column, however few features go with it
+            if cfg.market_vol and size == 1:  # reads every price column, however few features go with it
+                keep = [next(name for name in full.names if name.startswith("regime__"))] if cfg.vol_interaction \
+                    else ["market__vol3"]
             columns, targets = panel_inputs(raw_columns, PAIRS["target"].to_list(), keep)
             part = build_panel(raw[["date_id", *columns]], labels, PAIRS.filter(pl.col("target").is_in(targets)),
                                cfg)

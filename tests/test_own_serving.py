@@ -1,5 +1,6 @@
-"""data.own_features and features.market_vol end to end: trained, checkpointed, rebuilt and served through the
-same code as validation (the market features read every price column over a longer lookback than the rest)."""
+"""data.own_features, features.market_vol and features.vol_interaction end to end: trained, checkpointed, rebuilt
+and served through the same code as validation (the market features and their interactions with the returns read
+every price column over a longer lookback than the rest)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 @pytest.fixture(scope="module")
 def own_run(small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     cfg = load_config(None, [*TINY_RUN, "data.own_features=true", "model.target_head_dim=8",
-                             "features.market_vol=[3,6]", "features.market_vol_base=30"])
+                             "features.market_vol=[3,6]", "features.market_vol_base=30",
+                             "features.vol_interaction=6", "screen.always_keep=[^market__,^regime__]"])
     run = tmp_path_factory.mktemp("own") / "run"
     summary = train(cfg, small, run)
     return {"cfg": cfg, "run": run, "summary": summary, "comp": load_competition(small)}
@@ -42,6 +44,7 @@ def test_the_checkpoint_carries_the_own_scaler_and_rebuilds_the_head(own_run) ->
     model = build_model(ckpt)
     assert model.target_head is not None
     assert {"market__vol3", "market__vol6"} <= set(ckpt["feature_names"])  # kept by screen.always_keep
+    assert any(name.startswith("regime__") and name.endswith("_xvol6") for name in ckpt["feature_names"])
     for name, value in model.state_dict().items():
         assert torch.equal(value, ckpt["model"][name]), name
 
