@@ -61,12 +61,22 @@ QUICK_TUNED = (*QUICK_SHAPE, *TUNED_BUDGET)
 OWN, MARKET_VOL = "data.own_features=true", "features.market_vol=[5,20]"
 KEEP_RET1 = "screen.always_keep=[^market__,__ret1$]"
 """Keep every one-day return (and the market features) whatever its IC."""
-KEEP_DRIVERS = ("screen.always_keep=[^market__,"
-                "^FX_(EURJPY|AUDNZD|ZARUSD|ZARGBP|EURNZD|NOKCHF|CHFJPY|EURUSD|GBPCAD)__ret(5|20)$]")
+DRIVERS = "EURJPY|AUDNZD|ZARUSD|ZARGBP|EURNZD|NOKCHF|CHFJPY|EURUSD|GBPCAD"
+"""The planted FX drivers of data seeds 0, 1 and 2 (`Universe.drivers`, 3 per seed)."""
+KEEP_DRIVERS = f"screen.always_keep=[^market__,^FX_({DRIVERS})__ret(5|20)$]"
 """A diagnostic, not a lever: keep the 5- and 20-date returns of the planted FX drivers of data seeds 0, 1 and 2
 (`Universe.drivers`; 3 per seed, 9 names x 2 horizons = 18 features, 12 of them not drivers of that seed). Says
 whether the screen, which keeps 0-3 of them, is what stops the Transformer from learning the regime-dependent
 lead-lag."""
+VOL_X = "features.vol_interaction=20"
+"""Every price column's returns times the market__vol20 gauge (`FeatureConfig.vol_interaction`)."""
+KEEP_DRIVERS_X = (f"screen.always_keep=[^market__,^FX_({DRIVERS})__ret(5|20)$,"
+                  f"^regime__FX_({DRIVERS})_ret(5|20)_xvol20$]")
+"""KEEP_DRIVERS and the same returns' gauge interactions (with VOL_X): a diagnostic, not a lever."""
+PANEL_OFF = "screen.min_abs_ic=1.0"
+"""A diagnostic, not a lever: the screen drops every panel feature but the always-kept market volatility gauge,
+so the encoder sees no cross-asset input and the model has its per-target own features only. Says how much of the
+Transformer's score comes from the cross-section of the panel."""
 LEVERS: dict[str, tuple[str, ...]] = {
     "ref": (),
     "patch4": ("model.patch_len=4",),
@@ -128,6 +138,9 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "head_rank320": ("model.head_rank=320",),
     "dropout0.2": ("model.dropout=0.2",),
     "fold_members3": ("train.fold_members=3",),
+    "panel_off_diag": (PANEL_OFF,),
+    "vol_x": (VOL_X,),
+    "vol_x_drivers_diag": (VOL_X, KEEP_DRIVERS_X),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
