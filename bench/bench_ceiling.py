@@ -24,10 +24,14 @@ times each of them,
 - `observed, generic momenta`: exponentially weighted returns at half-lives of 1, 2, 4, 8 and 16 dates, the grid a
   model that does not know the decays would try;
 - `observed, box returns`: their returns over 1, 5 and 20 dates, the panel's own features;
-- `observed, legs only`: the legs' returns alone.
+- `observed, legs only`: the legs' returns alone;
+- `observed, exact form + box returns`: the exact momenta and the box returns together (24 driver terms);
+- `observed, one box return per driver`: each driver's box return over the horizon nearest its decay's window
+  1 / (1 - decay) (5, 5, 20 dates), the gauge times each: the exact form's 6 terms, only approximated.
 Told the drivers, the gap between the exact form and the generic momenta is what knowing their decays is worth at
 these training sizes: 5 momenta per driver instead of 1, each doubled by the gauge's interaction, cost more than
-they bring. The exact momenta's correlation with the true M is printed for each seed.
+they bring. The last two variants separate the two halves of that: redundant terms beside the exact ones, and
+approximate terms without the redundant ones. The exact momenta's correlation with the true M is printed for each seed.
 
 Cells are data seed x fold; the report (bench/CEILING.md) gives each variant's score, its share of the oracle's
 score on the same cells, and paired differences.
@@ -62,7 +66,8 @@ PRESET = "realistic"
 RIDGE = 1e-2
 """Ridge penalty per training row, on standardised regressors."""
 VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol regime", "state, no regime",
-            "observed, exact form", "observed, generic momenta", "observed, box returns", "observed, legs only")
+            "observed, exact form", "observed, generic momenta", "observed, box returns", "observed, legs only",
+            "observed, exact form + box returns", "observed, one box return per driver")
 BASELINE = "state, no regime"
 """The variant every other is paired against."""
 HORIZONS = (1, 5, 20)
@@ -109,6 +114,11 @@ def exponential_momentum(returns: np.ndarray, decay: float) -> np.ndarray:
     return out
 
 
+def matched_horizon(decay: float) -> int:
+    """The box-return horizon of HORIZONS nearest (in log) to the window 1 / (1 - decay) of a momentum's decay."""
+    return min(HORIZONS, key=lambda h: abs(np.log(h * (1 - decay))))
+
+
 def observed_designs(panel, universe, pairs: list[str],
                      gauge: np.ndarray) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray]]:
     """Per `observed` variant, the (T, k) regressors of each target from train.csv's features alone (see the
@@ -125,6 +135,9 @@ def observed_designs(panel, universe, pairs: list[str],
         VARIANTS[6]: [column(f"FX_{d}__ret{h}") for d in universe.drivers for h in HORIZONS],
         VARIANTS[7]: [],
     }
+    drivers[VARIANTS[8]] = drivers[VARIANTS[4]] + drivers[VARIANTS[6]]
+    drivers[VARIANTS[9]] = [column(f"FX_{d}__ret{matched_horizon(decay)}")
+                            for d, decay in zip(universe.drivers, decays)]
     legs = [np.column_stack([column(f"{leg}__ret{h}") for leg in parse_pair(pair) for h in HORIZONS])
             for pair in pairs]  # built once, shared by every variant
     designs = {}
