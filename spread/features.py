@@ -92,6 +92,8 @@ class FeatureConfig:
                 raise ConfigError(f"features.{name}: repeated values in {getattr(self, name)}")
         check_range("features", "ffill_limit", self.ffill_limit, low=0)
         check_range("features", "market_vol_base", self.market_vol_base, low=2)
+        if not isinstance(self.vol_interaction, int) or self.vol_interaction < 0:
+            raise ConfigError(f"features.vol_interaction: expected an integer >= 0, got {self.vol_interaction!r}")
         if self.vol_interaction and self.vol_interaction not in self.market_vol:
             raise ConfigError(f"features.vol_interaction: {self.vol_interaction} is not one of features.market_vol "
                               f"{self.market_vol} (0 for none)")
@@ -281,6 +283,7 @@ MARKET_STEM = "market"
 REGIME_STEM = "regime"
 """Stem of the gauge x return interactions (`FeatureConfig.vol_interaction`): they read every price column too."""
 CROSS_STEMS = (MARKET_STEM, REGIME_STEM)
+"""Stems that stand for every price column rather than one raw column (`feature_stem`, `panel_inputs`)."""
 
 
 def window_sums(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -388,8 +391,10 @@ def revealed_block(
 
 
 def feature_stem(name: str) -> str:
-    """The raw column, open/high/low/close prefix or target that the panel feature `name` is computed from."""
-    return name.rpartition("__")[0]
+    """The raw column, open/high/low/close prefix or target that the panel feature `name` is computed from; for the
+    market and interaction features, their stem (`CROSS_STEMS`), whatever the raw column inside the name holds."""
+    head = name.partition("__")[0]
+    return head if head in CROSS_STEMS else name.rpartition("__")[0]
 
 
 def panel_inputs(
@@ -418,10 +423,11 @@ def build_panel(raw: pl.DataFrame, labels: pl.DataFrame | None, pairs: pl.DataFr
     """
     date_ids = consecutive_date_ids(raw, "raw panel")
     columns = [c for c in raw.columns if c != "date_id"]
-    for stem in CROSS_STEMS:
-        if cfg.market_vol and stem in columns:
+    for stem, field_name, used in ((MARKET_STEM, "market_vol", cfg.market_vol),
+                                   (REGIME_STEM, "vol_interaction", cfg.vol_interaction)):
+        if used and stem in columns:
             raise DataError(f"raw panel: a column named {stem!r} would be read as the stem of the features of "
-                            "features.market_vol / vol_interaction; rename it")
+                            f"features.{field_name}; rename it")
     kinds = {c: column_kind(c) for c in columns}
     prices = [c for c in columns if kinds[c] == "price"]
     blocks = [

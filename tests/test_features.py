@@ -98,8 +98,7 @@ def test_config_switches_remove_their_features():
 
 
 @pytest.mark.parametrize("bad", [{"return_horizons": [0]}, {"ffill_limit": -1}, {"market_vol": [1]},
-                                 {"market_vol_base": 1}, {"market_vol": [5, 5]}, {"return_horizons": [1, 1]},
-                                 {"market_vol": [5], "vol_interaction": 20}, {"vol_interaction": 5}])
+                                 {"market_vol_base": 1}, {"market_vol": [5, 5]}, {"return_horizons": [1, 1]}])
 def test_feature_config_rejects_bad_values(bad):
     with pytest.raises(ConfigError):
         FeatureConfig(**bad)
@@ -255,8 +254,18 @@ def test_vol_interaction_multiplies_every_price_return_by_the_gauge():
         assert np.isnan(got[:11]).all() and np.isfinite(got[12:]).any()  # the gauge needs market_vol_base rows
     prices = [c for c in raw.columns[1:] if column_kind(c) == "price"]
     assert panel_inputs(raw.columns[1:], [], interactions[:1]) == (prices, [])
-    with pytest.raises(DataError, match="'regime'"):
+    with pytest.raises(DataError, match="'regime'.*features.vol_interaction"):
         build_panel(raw.with_columns(pl.col(prices[0]).alias("regime")), None, PAIRS, cfg)
+    without = FeatureConfig(return_horizons=[1, 4], market_vol=[3, 6], market_vol_base=12)
+    clash = raw.with_columns(pl.col(prices[0]).alias("regime"))
+    assert "regime__ret1" in build_panel(clash, None, PAIRS, without).names  # refused only where it would clash
+    odd = raw.rename({"FX_AB": "FX__AB"})  # a raw column whose name holds the separator
+    name = "regime__FX__AB_ret4_xvol6"
+    assert name in build_panel(odd, None, PAIRS, cfg).names
+    assert panel_inputs(odd.columns[1:], [], [name]) == (["X_Close", "FX__AB"], [])
+    for bad in ({"market_vol": [3], "vol_interaction": 6}, {"market_vol": [3], "vol_interaction": 3.0}):
+        with pytest.raises(ConfigError, match="features.vol_interaction"):
+            FeatureConfig(**bad)
 
 
 def test_a_panel_of_the_needed_inputs_holds_the_same_features():

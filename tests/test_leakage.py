@@ -26,6 +26,7 @@ from spread.targets import compute_targets
 from spread.windows import DataConfig, FoldData, make_loader, prepare_fold
 
 FEATURES = FeatureConfig()
+CROSS_FEATURES = FeatureConfig(market_vol=[3, 10], market_vol_base=30, vol_interaction=10)
 DATA = DataConfig(window=16, time_scale=100.0)
 SPLIT = SplitConfig(n_folds=2, val_size=40, step=40, min_train=60)
 INPUTS = ("x", "t", "valid", "date_id")
@@ -107,13 +108,15 @@ def test_data_dated_after_t_leaves_every_input_at_t_unchanged(comp, folds, offse
     assert not same_array(panel_before.values[~rows], panel_after.values[~rows])  # the change is visible later
 
 
+@pytest.mark.parametrize("features", [FEATURES, CROSS_FEATURES], ids=["default", "market_vol_interactions"])
 @settings(max_examples=15, deadline=None, derandomize=True)
 @given(t=st.integers(0, 318), seed=st.integers(0, 10_000))
-def test_raw_rows_after_t_never_reach_panel_rows_up_to_t(comp, t, seed):
-    """Every row of the panel, training rows included (no statistic over time, no backward fill)."""
+def test_raw_rows_after_t_never_reach_panel_rows_up_to_t(comp, features, t, seed):
+    """Every row of the panel, training rows included (no statistic over time, no backward fill); the market
+    gauges and their interactions with the returns too (they read every price column)."""
     changed = perturb(comp.train, dates_of(comp.train) > t, seed)
-    before = build_panel(comp.train, comp.labels, comp.pairs, FEATURES)
-    after = build_panel(changed, comp.labels, comp.pairs, FEATURES)
+    before = build_panel(comp.train, comp.labels, comp.pairs, features)
+    after = build_panel(changed, comp.labels, comp.pairs, features)
     assert same_array(before.values[: t + 1], after.values[: t + 1])
     assert not same_array(before.values[t + 1 :], after.values[t + 1 :])
 
