@@ -149,6 +149,10 @@ PRESETS: dict[str, SynthPreset] = {
         dynamics="market", vol_scale=1.2, drift_scale=0.00065, regime_drift_scale=0.02, reversal=0.045,
         signal_linear=0.02, signal_regime=0.11,
     ),
+    "realistic_strong": SynthPreset(
+        dynamics="market", vol_scale=1.2, drift_scale=0.00065, regime_drift_scale=0.02, reversal=0.045,
+        signal_linear=0.04, signal_regime=0.22,
+    ),
     "mitsui": SynthPreset(),
     "small": SynthPreset(
         n_dates=320, n_test=40, n_scored=25, n_lme=2, n_jpx_contracts=2, n_us_tickers=8, n_fx=6,
@@ -156,6 +160,10 @@ PRESETS: dict[str, SynthPreset] = {
     ),
 }
 
+
+"""Named presets. `realistic_strong` is a diagnostic, outside the calibration of `spread.synth`: `realistic` with
+its cross-asset lead-lag twice as strong (signal_linear and signal_regime doubled, the same universe and drivers
+for a seed), to ask whether a model learns that signal once it is strong enough (bench/LEVERS.md)."""
 
 DEFAULT_PRESET = "realistic"
 """What `python -m spread synth` writes unless told otherwise."""

@@ -49,7 +49,7 @@ def test_render_levers_pairs_with_the_reference_seed_by_seed_and_with_the_best_p
 
 
 def test_plan_runs_resolve_each_childs_config_and_fail_fast_on_a_bad_override(tmp_path, monkeypatch):
-    monkeypatch.setattr(levers, "data_folder", lambda work, seed: work / f"data-s{seed}")
+    monkeypatch.setattr(levers, "data_folder", lambda work, seed, preset: work / f"{preset}-s{seed}")
     runs = levers.plan_runs(tmp_path, ["ref", "variate"], [0, 1], [0, 2], ["ridge"], levers.BASE_CONFIG)
     assert len(runs) == 2 * (2 * 2 + 2)  # per data seed: 2 levers x 2 training seeds, ridge and the oracle
     variate = next(r for r in runs if r.model == "variate" and r.data_seed == 1 and r.train_seed == 2)
@@ -58,6 +58,9 @@ def test_plan_runs_resolve_each_childs_config_and_fail_fast_on_a_bad_override(tm
     oracle = next(r for r in runs if r.model == "oracle" and r.data_seed == 0)
     assert oracle.train_seed is None and oracle.out == tmp_path / "runs/oracle/s0" and oracle.argv[3:5] == [
         "baseline", "oracle"]
+    strong = levers.plan_runs(tmp_path, ["ref"], [1], [0], [], levers.BASE_CONFIG, "realistic_strong")
+    assert strong[0].out == tmp_path / "runs-realistic_strong/ref/s1/t0" and strong[0].preset == "realistic_strong"
+    assert strong[0].argv[strong[0].argv.index("--data") + 1] == str(tmp_path / "realistic_strong-s1")
     monkeypatch.setitem(levers.LEVERS, "broken", ("model.tokens=channel",))
     with pytest.raises(ConfigError, match="model.tokens"):
         levers.plan_runs(tmp_path, ["broken"], [0], [0], [], levers.BASE_CONFIG)

@@ -2,12 +2,12 @@
 
     python -m spread.lab.levers --work /tmp/levers [--base configs/default.yaml] [--levers ref patch16 ...]
         [--data-seeds 0 1 2] [--train-seeds 0] [--peers ridge reduced_rank lightgbm regularised_prior mean_rank]
-        [--jobs 2] [--out FILE.md]
+        [--jobs 2] [--out FILE.md] [--preset realistic_strong]
 
 Every run is a child process (`python -m spread train` or `python -m spread baseline`, OMP_NUM_THREADS=1, at most
-`--jobs` at once) on the synthetic `realistic` preset at its default size, data seed by data seed, with the config
-`--base` (default `BASE_CONFIG`) plus `BUDGET` (a short CPU budget and no final fit, identical for every lever) plus
-the lever's overrides. A run folder is reused as the bench reuses its own (`spread.lab.grid.finished_summary`:
+`--jobs` at once) on the synthetic `realistic` preset (or the diagnostic `--preset realistic_strong`) at its
+default size, data seed by data seed, with the config `--base` (default `BASE_CONFIG`) plus `BUDGET` (a short CPU
+budget and no final fit, identical for every lever) plus the lever's overrides. A run folder is reused as the bench reuses its own (`spread.lab.grid.finished_summary`:
 summary.json present and config.yaml equal to the config the child resolves), so an interrupted lab resumes.
 
 The cells, the pairing, the best peer and the oracle fraction are the bench's (`spread.lab.stats`): only honest
@@ -46,6 +46,8 @@ from spread.lab.stats import ORACLE, PEERS, SCORE_SCHEMA, mean_std, paired_diffe
 from spread.splits import HOLDOUT
 
 PRESET = "realistic"
+LAB_PRESETS = (PRESET, "realistic_strong")
+"""Presets the lab runs on: the default, and its diagnostic with the cross-asset signal twice as strong."""
 BASE_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 BUDGET = ("train.final_fit=false", "train.plots=false", "train.progress=false", "train.epochs=8",
           "train.max_steps_per_epoch=16", "train.early_stopping_patience=3")
@@ -146,14 +148,20 @@ LEVERS: dict[str, tuple[str, ...]] = {
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
 
-def data_folder(work: Path, seed: int) -> Path:
-    """The realistic preset at data seed `seed`, generated once."""
+def data_folder(work: Path, seed: int, preset: str = PRESET) -> Path:
+    """The synthetic preset at data seed `seed`, generated once."""
     from spread.synth import generate
 
-    folder = work / "data" / f"{PRESET}-s{seed}"
+    folder = work / "data" / f"{preset}-s{seed}"
     if not (folder / "train.csv").is_file():
-        generate(folder, seed=seed, preset=PRESET, overwrite=True)
+        generate(folder, seed=seed, preset=preset, overwrite=True)
     return folder
+
+
+def runs_folder(work: Path, preset: str) -> Path:
+    """Where the run folders of one preset go: `runs` for the default preset, `runs-{preset}` for another (a run
+    is reused by its config alone, so runs on different data must not share a folder)."""
+    return work / ("runs" if preset == PRESET else f"runs-{preset}")
 
 
 def command(kind: str, name: str, data: Path, out: Path, seed: int, overrides: tuple[str, ...],
@@ -176,22 +184,24 @@ class LabRun:
     argv: list[str]
     cfg: Config
     """The config the child resolves (`--config` plus the overrides): a finished folder with it is reused."""
+    preset: str = PRESET
+    """The synthetic preset of its data."""
 
 
 def plan_runs(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[int], peers: list[str],
-              base: Path) -> list[LabRun]:
+              base: Path, preset: str = PRESET) -> list[LabRun]:
     """Every run of the lab, data seed by data seed: the levers per training seed, then the peers and the oracle."""
     runs = []
     for data_seed in data_seeds:
-        data = data_folder(work, data_seed)
+        data = data_folder(work, data_seed, preset)
         models = [(name, "lever", LEVERS[name], seed) for name in levers for seed in train_seeds]
         models += [(name, "peer", (), None) for name in [*peers, ORACLE]]
         for name, kind, overrides, seed in models:
-            out = work / "runs" / name / f"s{data_seed}"
+            out = runs_folder(work, preset) / name / f"s{data_seed}"
             out = out if seed is None else out / f"t{seed}"
             argv = command(kind, name, data, out, seed or 0, overrides, base)
             cfg = load_config(base, [*BUDGET, *overrides, f"seed={seed or 0}"])  # fails fast on a bad override
-            runs.append(LabRun(name, data_seed, seed, out, argv, cfg))
+            runs.append(LabRun(name, data_seed, seed, out, argv, cfg, preset))
     return runs
 
 
@@ -228,11 +238,11 @@ def step_ms(run: Path) -> float:
     return 1e3 * statistics.median(per_step) if per_step else float("nan")
 
 
-def driver_features(names: list[str], seed: int) -> np.ndarray:
+def driver_features(names: list[str], seed: int, preset: str = PRESET) -> np.ndarray:
     """(features,) bool: the feature is computed from one of the generator's driver FX pairs (data seed `seed`)."""
     from spread.synth import build_universe, resolve_preset
 
-    drivers = build_universe(resolve_preset(PRESET), np.random.default_rng(seed)).drivers
+    drivers = build_universe(resolve_preset(preset), np.random.default_rng(seed)).drivers
     return np.array([any(f"FX_{pair}" in name for pair in drivers) for name in names])
 
 
@@ -245,11 +255,11 @@ def auc(positive: np.ndarray, scores: np.ndarray) -> float:
     return float(greater + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
-def gate_stats(run: Path, seed: int, threshold: float) -> dict[str, float]:
+def gate_stats(run: Path, seed: int, threshold: float, preset: str = PRESET) -> dict[str, float]:
     """Share of gates below `threshold`, their spread, and the drivers' AUC, over every fit's gates."""
     table = pl.read_csv(run / "gate_weights.csv")
     folds = [c for c in table.columns if c not in ("feature", "mean")]
-    drivers = driver_features(table["feature"].to_list(), seed)
+    drivers = driver_features(table["feature"].to_list(), seed, preset)
     closed, spread, aucs = [], [], []
     for fold in folds:
         values = table[fold].to_numpy().astype(np.float64)
@@ -266,7 +276,7 @@ def lever_extras(runs: list[LabRun], threshold: float) -> dict[str, dict[str, fl
     extras = {}
     for name in dict.fromkeys(run.model for run in runs if run.train_seed is not None):
         mine = [run for run in runs if run.model == name]
-        gates = [gate_stats(run.out, run.data_seed, threshold) for run in mine]
+        gates = [gate_stats(run.out, run.data_seed, threshold, run.preset) for run in mine]
         extras[name] = {"ms": statistics.median(step_ms(run.out) for run in mine)}
         extras[name] |= {key: float(np.nanmean([g[key] for g in gates]))
                          for key in ("closed", "gate_std", "driver_auc")}
@@ -314,9 +324,9 @@ def render_levers(scores: pl.DataFrame, levers: list[str], extras: dict[str, dic
 
 
 def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[int], peers: list[str],
-        parallel: int, base: Path = BASE_CONFIG) -> str:
+        parallel: int, base: Path = BASE_CONFIG, preset: str = PRESET) -> str:
     """Run (or reuse) every run and return the markdown report."""
-    runs = plan_runs(work, levers, data_seeds, train_seeds, peers, base)
+    runs = plan_runs(work, levers, data_seeds, train_seeds, peers, base, preset)
     reused = [finished_summary(run.out, run.cfg) is not None for run in runs]
     todo = [run for run, done in zip(runs, reused) if not done]
     for run in todo:  # a partial or stale folder is started afresh
@@ -331,11 +341,11 @@ def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[
         if summary is None:
             raise SystemExit(f"{run.out}: the run did not finish with its config")
         tally.add(done, float((summary.get("run") or {}).get("seconds") or 0.0))
-        cells += summary_cells(summary, PRESET, run.model, run.data_seed, run.train_seed)
+        cells += summary_cells(summary, preset, run.model, run.data_seed, run.train_seed)
         summaries[(run.model, run.data_seed, run.train_seed)] = summary
     scores = pl.DataFrame(cells, schema=SCORE_SCHEMA, orient="row")
     extras = lever_extras(runs, load_config(base).train.prune_threshold)
-    lines = [f"Cells: {len(data_seeds)} data seeds x {len(train_seeds)} training seeds x (walk-forward folds + the "
+    lines = [f"Preset `{preset}`. Cells: {len(data_seeds)} data seeds x {len(train_seeds)} training seeds x (walk-forward folds + the "
              f"holdout); budget `{' '.join(BUDGET)}` on `{base}`; {tally.runs} runs ({tally.reused} reused), "
              f"{tally.seconds / 60:.0f} min of run time.", "", *render_levers(scores, levers, extras)]
     return "\n".join(lines + pruned_lines(levers, summaries, data_seeds, train_seeds)) + "\n"
@@ -372,9 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--jobs", type=int, default=2, help="child processes at once (one thread each)")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    parser.add_argument("--preset", default=PRESET, choices=LAB_PRESETS,
+                        help="synthetic preset of the data (its runs go to WORK/runs-PRESET unless the default)")
     args = parser.parse_args(argv)
     levers = args.levers if REFERENCE in args.levers else [REFERENCE, *args.levers]
-    report = lab(args.work, levers, args.data_seeds, args.train_seeds, args.peers, args.jobs, args.base)
+    report = lab(args.work, levers, args.data_seeds, args.train_seeds, args.peers, args.jobs, args.base, args.preset)
     print(report)
     if args.out:
         args.out.write_text(report)
