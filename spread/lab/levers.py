@@ -7,8 +7,9 @@
 Every run is a child process (`python -m spread train` or `python -m spread baseline`, OMP_NUM_THREADS=1, at most
 `--jobs` at once) on the synthetic `realistic` preset (or the diagnostic `--preset realistic_strong`) at its
 default size, data seed by data seed, with the config `--base` (default `BASE_CONFIG`) plus `BUDGET` (a short CPU
-budget and no final fit, identical for every lever) plus the lever's overrides. A run folder is reused as the bench reuses its own (`spread.lab.grid.finished_summary`:
-summary.json present and config.yaml equal to the config the child resolves), so an interrupted lab resumes.
+budget and no final fit, identical for every lever) plus the lever's overrides. A run folder is reused as the bench
+reuses its own (`spread.lab.grid.finished_summary`: summary.json present and config.yaml equal to the config the
+child resolves), so an interrupted lab resumes.
 
 The cells, the pairing, the best peer and the oracle fraction are the bench's (`spread.lab.stats`): only honest
 scores count (per walk-forward fold its `honest_score`, the validation score at the epoch count the other folds
@@ -345,8 +346,8 @@ def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[
         summaries[(run.model, run.data_seed, run.train_seed)] = summary
     scores = pl.DataFrame(cells, schema=SCORE_SCHEMA, orient="row")
     extras = lever_extras(runs, load_config(base).train.prune_threshold)
-    lines = [f"Preset `{preset}`. Cells: {len(data_seeds)} data seeds x {len(train_seeds)} training seeds x (walk-forward folds + the "
-             f"holdout); budget `{' '.join(BUDGET)}` on `{base}`; {tally.runs} runs ({tally.reused} reused), "
+    lines = [f"Preset `{preset}`. Cells: {len(data_seeds)} data seeds x {len(train_seeds)} training seeds x "
+             f"(walk-forward folds + the holdout); budget `{' '.join(BUDGET)}` on `{base}`; {tally.runs} runs ({tally.reused} reused), "
              f"{tally.seconds / 60:.0f} min of run time.", "", *render_levers(scores, levers, extras)]
     return "\n".join(lines + pruned_lines(levers, summaries, data_seeds, train_seeds)) + "\n"
 
