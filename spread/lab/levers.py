@@ -347,8 +347,9 @@ def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[
     scores = pl.DataFrame(cells, schema=SCORE_SCHEMA, orient="row")
     extras = lever_extras(runs, load_config(base).train.prune_threshold)
     lines = [f"Preset `{preset}`. Cells: {len(data_seeds)} data seeds x {len(train_seeds)} training seeds x "
-             f"(walk-forward folds + the holdout); budget `{' '.join(BUDGET)}` on `{base}`; {tally.runs} runs ({tally.reused} reused), "
-             f"{tally.seconds / 60:.0f} min of run time.", "", *render_levers(scores, levers, extras)]
+             f"(walk-forward folds + the holdout); budget `{' '.join(BUDGET)}` on `{base}`; {tally.runs} runs "
+             f"({tally.reused} reused), {tally.seconds / 60:.0f} min of run time.", "",
+             *render_levers(scores, levers, extras)]
     return "\n".join(lines + pruned_lines(levers, summaries, data_seeds, train_seeds)) + "\n"
 
 
