@@ -78,9 +78,9 @@ LOOKBACK = 250
 """Rows left out of the printed correlation (the momenta's start-up)."""
 
 
-def simulated_states(seed: int) -> tuple[object, dict[str, np.ndarray]]:
-    """The universe and the latent states of `generate(seed=seed)` (the same random stream, replayed)."""
-    preset = resolve_preset(PRESET)
+def simulated_states(seed: int, name: str = PRESET) -> tuple[object, dict[str, np.ndarray]]:
+    """The universe and the latent states of `generate(seed=seed, preset=name)` (the same random stream, replayed)."""
+    preset = resolve_preset(name)
     rng = np.random.default_rng(seed)
     universe = build_universe(preset, rng)
     return universe, simulate_market(universe, preset, rng).states
@@ -119,8 +119,8 @@ def matched_horizon(decay: float) -> int:
     return min(HORIZONS, key=lambda h: abs(np.log(h * (1 - decay))))
 
 
-def observed_designs(panel, universe, pairs: list[str],
-                     gauge: np.ndarray) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray]]:
+def observed_designs(panel, universe, pairs: list[str], gauge: np.ndarray,
+                     preset: str = PRESET) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray]]:
     """Per `observed` variant, the (T, k) regressors of each target from train.csv's features alone (see the
     module docstring): the legs' returns, then the drivers' terms and the gauge times each of them; and the
     exact form's momenta (one (T,) per driver)."""
@@ -128,7 +128,7 @@ def observed_designs(panel, universe, pairs: list[str],
         return np.nan_to_num(panel.values[:, panel.column_indices([name])[0]].astype(np.float64))
 
     returns = {d: column(f"FX_{d}__ret1") for d in universe.drivers}
-    decays = resolve_preset(PRESET).driver_decays
+    decays = resolve_preset(preset).driver_decays
     drivers = {
         VARIANTS[4]: [exponential_momentum(returns[d], decay) for d, decay in zip(universe.drivers, decays)],
         VARIANTS[5]: [exponential_momentum(r, 0.5 ** (1 / h)) for r in returns.values() for h in HALF_LIVES],
@@ -156,15 +156,15 @@ def ridge_forecast(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndar
     return np.nan_to_num((x[val] - mean) / std) @ weights + y[rows].mean()
 
 
-def cells(seed: int, work: Path, penalty: float = RIDGE) -> list[dict]:
+def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET) -> list[dict]:
     """One row per fold of data seed `seed`: the oracle's and every variant's score on its validation dates."""
-    folder = work / f"{PRESET}-s{seed}"
+    folder = work / f"{preset}-s{seed}"
     if not (folder / "train.csv").is_file():
-        generate(folder, seed=seed, preset=PRESET, overwrite=True)
+        generate(folder, seed=seed, preset=preset, overwrite=True)
     competition = load_competition(folder)
     pairs, labels = competition.pairs, competition.labels
     targets = pairs["target"].to_list()
-    universe, states = simulated_states(seed)
+    universe, states = simulated_states(seed, preset)
     panel = build_panel(competition.train, None, pairs, FeatureConfig(return_horizons=list(HORIZONS), market_vol=[10]))
     gauge = panel.values[:, panel.column_indices(["market__vol10"])[0]].astype(np.float64)
     gauge = np.nan_to_num(gauge - np.nanmedian(gauge))
@@ -174,7 +174,7 @@ def cells(seed: int, work: Path, penalty: float = RIDGE) -> list[dict]:
     regimes = {VARIANTS[0]: calm, VARIANTS[1]: calm, VARIANTS[2]: -gauge, VARIANTS[3]: None}
     designs = {name: [design(universe, states, pair, regime, name == VARIANTS[0]) for pair in pairs["pair"].to_list()]
                for name, regime in regimes.items()}
-    observed, exact = observed_designs(panel, universe, pairs["pair"].to_list(), gauge)
+    observed, exact = observed_designs(panel, universe, pairs["pair"].to_list(), gauge, preset)
     designs |= observed
     correlations = [np.corrcoef(m[LOOKBACK:], true[LOOKBACK : len(m)])[0, 1]
                     for m, true in zip(exact, states["momentum"].T)]
@@ -195,12 +195,12 @@ def cells(seed: int, work: Path, penalty: float = RIDGE) -> list[dict]:
     return rows
 
 
-def report(rows: list[dict], penalty: float = RIDGE) -> str:
+def report(rows: list[dict], penalty: float = RIDGE, preset: str = PRESET) -> str:
     frame = pl.DataFrame(rows)
     oracle = frame["oracle"].to_numpy()
     seeds = ", ".join(str(seed) for seed in sorted(set(frame["seed"].to_list())))
     lines = [
-        "### What a model can learn on the realistic preset: the state and observable ceilings "
+        f"### What a model can learn on the {preset} preset: the state and observable ceilings "
         "(bench/bench_ceiling.py)",
         "",
         f"Per-target ridge (penalty {penalty:g} per row) on the generator's own state variables (`state` rows) or "
@@ -208,7 +208,8 @@ def report(rows: list[dict], penalty: float = RIDGE) -> str:
         "drivers' terms with the market__vol10 gauge's interaction; see the script's docstring), fitted on each "
         f"fold's training dates of the default split and scored on its validation dates; {len(rows)} cells (data "
         f"seeds {seeds} x {frame['fold'].n_unique()} folds, the holdout included: the lever lab's cells). "
-        f"`python bench/bench_ceiling.py --seeds {seeds.replace(',', '')}`.",
+        f"`python bench/bench_ceiling.py --seeds {seeds.replace(',', '')}"
+        f"{'' if preset == PRESET else ' --preset ' + preset}`.",
         "",
         f"| model | score mean ± std | of oracle | paired Δ vs {BASELINE} |",
         "|---|---|---|---|",
@@ -235,9 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/spread_ceiling"), help="generated competitions")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "CEILING.md")
     parser.add_argument("--ridge", type=float, default=RIDGE, help="ridge penalty per training row")
+    parser.add_argument("--preset", default=PRESET, choices=[PRESET, "realistic_strong"],
+                        help="synthetic preset (realistic_strong: the diagnostic with a twice stronger lead-lag)")
     args = parser.parse_args(argv)
-    rows = [row for seed in args.seeds for row in cells(seed, args.work, args.ridge)]
-    text = report(rows, args.ridge)
+    rows = [row for seed in args.seeds for row in cells(seed, args.work, args.ridge, args.preset)]
+    text = report(rows, args.ridge, args.preset)
     print(text)
     args.out.write_text(text)
     return 0
