@@ -274,6 +274,22 @@ def test_realistic_is_the_default_and_its_labels_check(realistic: Competition) -
     assert result.cells > 700_000 and result.match_share == 1.0 and result.nan_agreement == 1.0
 
 
+def test_realistic_strong_is_realistic_with_the_lead_lag_doubled() -> None:
+    """The diagnostic preset differs from `realistic` in the signal's strength only: same universe and drivers for a
+    seed (the lab's driver diagnostics hold on it), and `spread synth --preset` offers every preset."""
+    from spread.cli import build_parser
+
+    base, strong = PRESETS["realistic"], PRESETS["realistic_strong"]
+    assert dataclasses.replace(strong, signal_linear=base.signal_linear, signal_regime=base.signal_regime) == base
+    assert (strong.signal_linear, strong.signal_regime) == (2 * base.signal_linear, 2 * base.signal_regime)
+    for seed in (0, 1):
+        assert (build_universe(strong, np.random.default_rng(seed)).drivers
+                == build_universe(base, np.random.default_rng(seed)).drivers)
+    synth = build_parser()._subparsers._group_actions[0].choices["synth"]
+    preset = next(action for action in synth._actions if action.dest == "preset")
+    assert set(preset.choices) == set(PRESETS) and preset.default == DEFAULT_PRESET
+
+
 def test_realistic_scale_reversal_and_asynchronous_closes(realistic: Competition) -> None:
     labels, lags = realistic.labels.drop("date_id").to_numpy(), realistic.target_lags
     assert 0.012 < np.nanstd(labels[:, lags == 1]) < 0.025 and 0.035 < np.nanstd(labels[:, lags == 4]) < 0.055
