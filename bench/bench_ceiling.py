@@ -36,7 +36,8 @@ approximate terms without the redundant ones. The exact momenta's correlation wi
 Cells are data seed x fold; the report (bench/CEILING.md) gives each variant's score, its share of the oracle's
 score on the same cells, and paired differences.
 
-    python bench/bench_ceiling.py [--seeds 0 1 2] [--work DIR] [--out bench/CEILING.md]
+    python bench/bench_ceiling.py [--seeds 0 1 2] [--work DIR] [--out bench/CEILING.md] [--ridge 0.01]
+        [--preset realistic_strong]   (its report goes to bench/CEILING-realistic_strong.md)
 """
 
 from __future__ import annotations
@@ -78,12 +79,13 @@ LOOKBACK = 250
 """Rows left out of the printed correlation (the momenta's start-up)."""
 
 
-def simulated_states(seed: int, name: str = PRESET) -> tuple[object, dict[str, np.ndarray]]:
-    """The universe and the latent states of `generate(seed=seed, preset=name)` (the same random stream, replayed)."""
-    preset = resolve_preset(name)
+def simulated_states(seed: int, preset: str = PRESET) -> tuple[object, dict[str, np.ndarray]]:
+    """The universe and the latent states of `generate(seed=seed, preset=preset)` (the same random stream,
+    replayed)."""
+    params = resolve_preset(preset)
     rng = np.random.default_rng(seed)
-    universe = build_universe(preset, rng)
-    return universe, simulate_market(universe, preset, rng).states
+    universe = build_universe(params, rng)
+    return universe, simulate_market(universe, params, rng).states
 
 
 def leg_sum(universe, column: str, values: np.ndarray) -> np.ndarray:
@@ -234,15 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path("/tmp/spread_ceiling"), help="generated competitions")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "CEILING.md")
+    parser.add_argument("--out", type=Path, help="report file (default bench/CEILING.md; bench/CEILING-PRESET.md "
+                        "for another preset)")
     parser.add_argument("--ridge", type=float, default=RIDGE, help="ridge penalty per training row")
     parser.add_argument("--preset", default=PRESET, choices=[PRESET, "realistic_strong"],
                         help="synthetic preset (realistic_strong: the diagnostic with a twice stronger lead-lag)")
     args = parser.parse_args(argv)
+    out = args.out or ROOT / "bench" / ("CEILING.md" if args.preset == PRESET else f"CEILING-{args.preset}.md")
     rows = [row for seed in args.seeds for row in cells(seed, args.work, args.ridge, args.preset)]
     text = report(rows, args.ridge, args.preset)
     print(text)
-    args.out.write_text(text)
+    out.write_text(text)
     return 0
 
 

@@ -283,7 +283,7 @@ MARKET_STEM = "market"
 REGIME_STEM = "regime"
 """Stem of the gauge x return interactions (`FeatureConfig.vol_interaction`): they read every price column too."""
 CROSS_STEMS = (MARKET_STEM, REGIME_STEM)
-"""Stems that stand for every price column rather than one raw column (`feature_stem`, `panel_inputs`)."""
+"""Stems that stand for every price column rather than one raw column (`reads_every_price`, `panel_inputs`)."""
 
 
 def window_sums(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -391,10 +391,14 @@ def revealed_block(
 
 
 def feature_stem(name: str) -> str:
-    """The raw column, open/high/low/close prefix or target that the panel feature `name` is computed from; for the
-    market and interaction features, their stem (`CROSS_STEMS`), whatever the raw column inside the name holds."""
-    head = name.partition("__")[0]
-    return head if head in CROSS_STEMS else name.rpartition("__")[0]
+    """The raw column, open/high/low/close prefix or target that the panel feature `name` is computed from."""
+    return name.rpartition("__")[0]
+
+
+def reads_every_price(name: str) -> bool:
+    """Whether the panel feature `name` is a market or interaction feature (`CROSS_STEMS`): it reads every price
+    column, whatever the raw column named inside it (which may itself hold "__")."""
+    return name.partition("__")[0] in CROSS_STEMS
 
 
 def panel_inputs(
@@ -407,7 +411,7 @@ def panel_inputs(
     """
     stems = {feature_stem(name) for name in features}
     needed = set(stems)
-    if stems.intersection(CROSS_STEMS):
+    if any(reads_every_price(name) for name in features):
         needed.update(c for c in raw_columns if column_kind(c) == "price")
     for prefix, parts in ohlc_groups(raw_columns).items():
         if prefix in stems:

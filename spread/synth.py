@@ -5,7 +5,8 @@ same column groups and naming patterns (LME closes, JPX futures OHLC/volume/open
 adjusted OHLCV, FX cross rates), the same target definition (labels come from `spread.targets.compute_targets`),
 test.csv and the lagged label files of the evaluation API, and the same kinds of gaps (exchange holidays blank a
 whole group for a day, FX is never missing, one US ticker is empty in the test period, one delists mid-test).
-Presets: `realistic` (the default, "market" dynamics calibrated on the real competition), `mitsui` (the same
+Presets: `realistic` (the default, "market" dynamics calibrated on the real competition), `realistic_strong` (a
+diagnostic outside the calibration: `realistic` with its cross-asset lead-lag twice as strong), `mitsui` (the same
 shapes with the earlier "momentum" dynamics, whose signal is linear) and `small` (a few assets, for tests).
 The presets and the shared universe are in `spread.synth_presets`, the dynamics in `spread.synth_momentum` and
 `spread.synth_market`; this module writes the folder and the oracle.

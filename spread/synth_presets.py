@@ -159,11 +159,10 @@ PRESETS: dict[str, SynthPreset] = {
         n_targets_per_lag=12, n_target_assets=18, signal_strength=0.3,
     ),
 }
-
-
 """Named presets. `realistic_strong` is a diagnostic, outside the calibration of `spread.synth`: `realistic` with
 its cross-asset lead-lag twice as strong (signal_linear and signal_regime doubled, the same universe and drivers
 for a seed), to ask whether a model learns that signal once it is strong enough (bench/LEVERS.md)."""
+
 
 DEFAULT_PRESET = "realistic"
 """What `python -m spread synth` writes unless told otherwise."""

@@ -263,6 +263,8 @@ def test_vol_interaction_multiplies_every_price_return_by_the_gauge():
     name = "regime__FX__AB_ret4_xvol6"
     assert name in build_panel(odd, None, PAIRS, cfg).names
     assert panel_inputs(odd.columns[1:], [], [name]) == (["X_Close", "FX__AB"], [])
+    volume = raw.rename({"X_Volume": "regime__X_Volume"})  # a raw column named like the stem: still needed
+    assert "regime__X_Volume" in panel_inputs(volume.columns[1:], [], ["regime__X_Volume__dlogvol"])[0]
     for bad in ({"market_vol": [3], "vol_interaction": 6}, {"market_vol": [3], "vol_interaction": 3.0}):
         with pytest.raises(ConfigError, match="features.vol_interaction"):
             FeatureConfig(**bad)

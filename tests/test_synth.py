@@ -285,9 +285,11 @@ def test_realistic_strong_is_realistic_with_the_lead_lag_doubled() -> None:
     for seed in (0, 1):
         assert (build_universe(strong, np.random.default_rng(seed)).drivers
                 == build_universe(base, np.random.default_rng(seed)).drivers)
-    synth = build_parser()._subparsers._group_actions[0].choices["synth"]
-    preset = next(action for action in synth._actions if action.dest == "preset")
-    assert set(preset.choices) == set(PRESETS) and preset.default == DEFAULT_PRESET
+    for name in PRESETS:
+        assert build_parser().parse_args(["synth", "--out", "x", "--preset", name]).preset == name
+    assert build_parser().parse_args(["synth", "--out", "x"]).preset == DEFAULT_PRESET
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["synth", "--out", "x", "--preset", "unknown"])
 
 
 def test_realistic_scale_reversal_and_asynchronous_closes(realistic: Competition) -> None:

@@ -79,8 +79,7 @@ KEEP_DRIVERS_X = (f"screen.always_keep=[^market__,^FX_({DRIVERS})__ret(5|20)$,"
 PANEL_OFF = "screen.min_abs_ic=1.0"
 """A diagnostic, not a lever: the screen drops every panel feature but the always-kept market volatility gauges
 (means over every price column), so the encoder sees no per-column input and the model has, besides them, its
-per-target own features only. Says how much of the
-Transformer's score comes from the cross-section of the panel."""
+per-target own features only. Says how much of the Transformer's score comes from the cross-section of the panel."""
 LEVERS: dict[str, tuple[str, ...]] = {
     "ref": (),
     "patch4": ("model.patch_len=4",),
