@@ -145,7 +145,6 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "vol_x": (VOL_X,),
     "vol_x_drivers_diag": (VOL_X, KEEP_DRIVERS_X),
     "vol_x_screen128": (VOL_X, "screen.ic_max_features=128"),
-    "experts2": ("model.head_experts=2",),
     "epochs16": ("train.epochs=16",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
