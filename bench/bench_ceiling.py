@@ -56,6 +56,7 @@ import polars as pl  # noqa: E402
 from spread.competition import load_competition  # noqa: E402
 from spread.config import Config  # noqa: E402
 from spread.features import FeatureConfig, build_panel  # noqa: E402
+from spread.lab.levers import LAB_PRESETS  # noqa: E402
 from spread.metrics import rank_correlation_sharpe  # noqa: E402
 from spread.synth import generate  # noqa: E402
 from spread.synth_market import simulate_market  # noqa: E402
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="report file (default bench/CEILING.md; bench/CEILING-PRESET.md "
                         "for another preset)")
     parser.add_argument("--ridge", type=float, default=RIDGE, help="ridge penalty per training row")
-    parser.add_argument("--preset", default=PRESET, choices=[PRESET, "realistic_strong"],
+    parser.add_argument("--preset", default=PRESET, choices=LAB_PRESETS,
                         help="synthetic preset (realistic_strong: the diagnostic with a twice stronger lead-lag)")
     args = parser.parse_args(argv)
     out = args.out or ROOT / "bench" / ("CEILING.md" if args.preset == PRESET else f"CEILING-{args.preset}.md")

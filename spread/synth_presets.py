@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -144,15 +144,14 @@ class SynthPreset:
     """Signal per unit of driver momentum with the regime's sign: + when calm, - when turbulent."""
 
 
+REALISTIC = SynthPreset(
+    dynamics="market", vol_scale=1.2, drift_scale=0.00065, regime_drift_scale=0.02, reversal=0.045,
+    signal_linear=0.02, signal_regime=0.11,
+)
 PRESETS: dict[str, SynthPreset] = {
-    "realistic": SynthPreset(
-        dynamics="market", vol_scale=1.2, drift_scale=0.00065, regime_drift_scale=0.02, reversal=0.045,
-        signal_linear=0.02, signal_regime=0.11,
-    ),
-    "realistic_strong": SynthPreset(
-        dynamics="market", vol_scale=1.2, drift_scale=0.00065, regime_drift_scale=0.02, reversal=0.045,
-        signal_linear=0.04, signal_regime=0.22,
-    ),
+    "realistic": REALISTIC,
+    "realistic_strong": replace(REALISTIC, signal_linear=2 * REALISTIC.signal_linear,
+                                signal_regime=2 * REALISTIC.signal_regime),
     "mitsui": SynthPreset(),
     "small": SynthPreset(
         n_dates=320, n_test=40, n_scored=25, n_lme=2, n_jpx_contracts=2, n_us_tickers=8, n_fx=6,
