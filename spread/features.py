@@ -442,7 +442,7 @@ def build_panel(raw: pl.DataFrame, labels: pl.DataFrame | None, pairs: pl.DataFr
         *revealed_block(labels, date_ids, pairs, cfg),
     ]
     names = [name for block in blocks for name in block.names]
-    interactions = vol_interactions(names, prices, cfg)
+    interactions = vol_interactions(prices, cfg)
     values = np.empty((len(date_ids), len(names) + len(interactions)), dtype=np.float32)
     start = 0
     for block in blocks:
@@ -456,10 +456,11 @@ def build_panel(raw: pl.DataFrame, labels: pl.DataFrame | None, pairs: pl.DataFr
     return Panel(date_ids=date_ids, values=values, names=names + list(interactions))
 
 
-def vol_interactions(names: list[str], prices: list[str], cfg: FeatureConfig) -> dict[str, str]:
+def vol_interactions(prices: list[str], cfg: FeatureConfig) -> dict[str, str]:
     """`FeatureConfig.vol_interaction`'s features: name -> the return feature the gauge multiplies, in panel order
-    of the returns ({} when off or without a price column)."""
-    if not cfg.vol_interaction or f"{MARKET_STEM}__vol{cfg.vol_interaction}" not in names:
+    of the returns ({} when off or without a price column; with one, `market_block` built the gauge, whose window
+    the config checks is one of `market_vol`)."""
+    if not cfg.vol_interaction:
         return {}
     w = cfg.vol_interaction
     return {f"{REGIME_STEM}__{c}_ret{h}_xvol{w}": f"{c}__ret{h}" for h in cfg.return_horizons for c in prices}
