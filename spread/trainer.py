@@ -323,14 +323,13 @@ def fit_holdout(ctx: RunContext, job: FitJob) -> dict:
     screen and scaler), scored as their ensemble. The result is the first member's fit, with "epochs" and, for an
     ensemble, "ensemble" (`fit_ensemble`)."""
     result = fit(ctx, job) | {"oracle_score": oracle_score(ctx, job), "epochs": job.epochs}
-    seeds = [job.seed + k for k in range(ctx.cfg.train.holdout_members)]
-    if len(seeds) > 1:
-        result["ensemble"] = fit_ensemble(ctx, job, result, len(seeds))
+    if ctx.cfg.train.holdout_members > 1:
+        result["ensemble"] = fit_ensemble(ctx, job, result, ctx.cfg.train.holdout_members)
     if ctx.runtime.is_main:
-        score = result["ensemble"]["score"] if "ensemble" in result else result["best_score"]
+        ensemble = result.get("ensemble")
         log.info("holdout score %.4f%s: the true out-of-sample estimate of the public leaderboard (%d epochs from the "
-                 "walk-forward folds, labels released by %d)", score,
-                 f" (ensemble of seeds {seeds})" if len(seeds) > 1 else "", job.epochs, job.fold.train_cutoff)
+                 "walk-forward folds, labels released by %d)", ensemble["score"] if ensemble else result["best_score"],
+                 f" (ensemble of seeds {ensemble['seeds']})" if ensemble else "", job.epochs, job.fold.train_cutoff)
     return result
 
 
