@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 
 from spread.checkpoint import load_checkpoint, save_checkpoint, serving_state
 from spread.competition import Competition
@@ -43,7 +44,7 @@ from spread.forecast import forward, predict_dataset
 from spread.losses import total_loss
 from spread.metrics import validation_metrics
 from spread.model import GatedTransformer, ModelOutput
-from spread.optim import build_optimizer, learning_rate, warmup_steps
+from spread.optim import build_optimizer, learning_rate, warmup_steps, weight_average
 from spread.runfolder import BEST, LAST
 from spread.runlog import ProgressLines, RunLog, is_terminal, progress
 from spread.runtime import (
@@ -58,6 +59,9 @@ if TYPE_CHECKING:
     from spread.features import Panel
 
 log = logging.getLogger(__name__)
+
+TRAINED_WEIGHTS = "trained_model"
+"""Checkpoint key of the trained weights when `model` holds their average (train.ema_decay > 0): resume reads it."""
 
 
 @dataclass
@@ -154,6 +158,13 @@ class Learner:
     """(N,) on the device."""
     pair_generator: torch.Generator
     """Draws the sampled pairs of the rank loss (on the CPU, so its state is portable)."""
+    average: AveragedModel | None = None
+    """The weight average (train.ema_decay > 0), updated after every optimiser step, else None."""
+
+    @property
+    def served(self) -> GatedTransformer:
+        """The model the fit validates, checkpoints for serving and predicts with: the average when kept."""
+        return self.raw_model if self.average is None else self.average.module
 
 
 def train_step(
@@ -176,6 +187,8 @@ def train_step(
     learner.grad_scaler.step(learner.optimizer)  # skipped by the scaler when fp16 gradients overflowed
     learner.grad_scaler.update()
     learner.optimizer.zero_grad(set_to_none=True)
+    if learner.average is not None:
+        learner.average.update_parameters(learner.raw_model)
     return parts
 
 
@@ -237,6 +250,7 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
     if job.keep is not None:
         raw_model.gate.freeze_mask(torch.as_tensor(job.keep))
     raw_model.to(runtime.device)
+    average = weight_average(raw_model, cfg.train.ema_decay)
     optimizer = build_optimizer(raw_model, cfg.train)
     grad_scaler = make_grad_scaler(runtime)
     pair_generator = torch.Generator()
@@ -246,10 +260,13 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
     last_path = ctx.run_dir / job.name / LAST
     if resume and last_path.is_file():
         ckpt = load_checkpoint(last_path)
-        raw_model.load_state_dict(ckpt["model"])
+        raw_model.load_state_dict(ckpt.get(TRAINED_WEIGHTS, ckpt["model"]))
         optimizer.load_state_dict(ckpt["optimizer"])
         grad_scaler.load_state_dict(ckpt["grad_scaler"])
         state = FitState(**ckpt["state"])
+        if average is not None:  # "model" holds the average; it has averaged one update per optimiser step
+            average.module.load_state_dict(ckpt["model"])
+            average.n_averaged.fill_(state.step)
         restore_rng_state(ckpt["rng_state"], pair_generator)
         ctx.runlog.restore(job.name, state.rows)
         if not continued:
@@ -264,17 +281,21 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
         model = DistributedDataParallel(raw_model, device_ids=device_ids)
     scale = target_scale(job.data, ctx.target_lags).to(runtime.device)
     lags = torch.as_tensor(ctx.target_lags, device=runtime.device)
-    return Learner(model, raw_model, optimizer, grad_scaler, runtime, cfg, scale, lags, pair_generator), state
+    learner = Learner(model, raw_model, optimizer, grad_scaler, runtime, cfg, scale, lags, pair_generator, average)
+    return learner, state
 
 
 def checkpoint_state(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPlan, state: FitState) -> dict:
-    """Everything a checkpoint holds (see `spread.checkpoint`): what serving reads, then the training state."""
-    model = learner.raw_model
+    """Everything a checkpoint holds (see `spread.checkpoint`): what serving reads (the weight average when kept),
+    then the training state (with an average, the trained weights too: `TRAINED_WEIGHTS`)."""
+    model = learner.served
+    trained = {} if learner.average is None else {TRAINED_WEIGHTS: learner.raw_model.state_dict()}
     schedule = {"name": ctx.cfg.train.schedule, "step": state.step, "total_steps": plan.total_steps,
                 "warmup_steps": warmup_steps(ctx.cfg.train, plan.total_steps)}
     return {
         **serving_state(model, ctx.cfg, job.data.feature_names, job.data.scaler, ctx.comp.target_names,
                         ctx.target_lags, learner.target_scale, own_scaler=job.data.own_scaler),
+        **trained,
         "optimizer": learner.optimizer.state_dict(),
         "scheduler": schedule,
         "grad_scaler": learner.grad_scaler.state_dict(),
@@ -311,7 +332,7 @@ def judge_epoch(ctx: RunContext, job: FitJob, learner: Learner, state: FitState,
     last = state.epoch == job.epochs
     verdict = EpochVerdict(stop=last)
     due = job.validate and (last or state.epoch % cfg.eval_every == 0)
-    metrics = validate(ctx, job, learner.raw_model, learner.target_scale) if due else {}
+    metrics = validate(ctx, job, learner.served, learner.target_scale) if due else {}
     row |= {f"val_{key}": value for key, value in metrics.items()}
     score = metrics["score"] if metrics and math.isfinite(metrics["score"]) else -math.inf
     if not job.selects:  # a fixed-length fit: its last epoch is its model, whatever the validation says
@@ -368,7 +389,7 @@ def extend_fit(ctx: RunContext, job: FitJob, to_epoch: int) -> dict:
                  state.epoch, to_epoch)
 
     def score_only(ctx: RunContext, job: FitJob, learner: Learner, state: FitState, row: dict) -> EpochVerdict:
-        row |= {"after_stop": 1} | {f"val_{k}": v for k, v in validate(ctx, job, learner.raw_model,
+        row |= {"after_stop": 1} | {f"val_{k}": v for k, v in validate(ctx, job, learner.served,
                                                                         learner.target_scale).items()}
         return EpochVerdict(stop=True)
 
@@ -424,7 +445,7 @@ def save_epoch(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPlan, st
     if not ctx.runtime.is_main:
         return
     if verdict.improved:
-        state.best_gate = learner.raw_model.gate.values().detach().tolist()
+        state.best_gate = learner.served.gate.values().detach().tolist()
     ckpt = checkpoint_state(ctx, job, learner, plan, state)
     if verdict.improved:
         save_checkpoint(ctx.run_dir / job.name / BEST, ckpt)

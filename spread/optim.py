@@ -1,10 +1,12 @@
-"""The optimiser and the learning-rate schedule of a fit.
+"""The optimiser, the learning-rate schedule and the weight average of a fit.
 
 AdamW with decoupled weight decay on matrices only (nanoGPT) and the gate logits in their own group; the LR of
-every step comes from `learning_rate` (linear warm-up, then cosine decay; or a one-cycle shape).
+every step comes from `learning_rate` (linear warm-up, then cosine decay; or a one-cycle shape). With
+`train.ema_decay` > 0, `weight_average` keeps an exponential moving average of the weights, updated after every
+optimiser step; it is the model a fit validates, checkpoints for serving and predicts with.
 
 References: Loshchilov & Hutter 2019 (AdamW); Loshchilov & Hutter 2017 (SGDR, cosine schedule); Smith & Topin
-2019 (one-cycle schedule).
+2019 (one-cycle schedule); Polyak & Juditsky 1992 (averaging the iterates); torch.optim.swa_utils.AveragedModel.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from spread.train_config import TrainConfig
 
@@ -55,3 +58,17 @@ def learning_rate(step: int, total_steps: int, cfg: TrainConfig) -> float:
         return start + (cfg.lr - start) * (step + 1) / warmup
     progress_share = (step - warmup) / max(total_steps - warmup - 1, 1)
     return end + (cfg.lr - end) * 0.5 * (1.0 + math.cos(math.pi * min(progress_share, 1.0)))
+
+
+def weight_average(model: "GatedTransformer", decay: float) -> AveragedModel | None:
+    """An exponential moving average of `model`'s parameters (a copy; None when `decay` is 0): each
+    `update_parameters(model)` after an optimiser step sets avg = decay * avg + (1 - decay) * weights, the first
+    one copies the weights. Buffers (the gate mask) are the copy's own: set them before, as the pruned fine-tune
+    freezes its mask before the fit starts."""
+    if decay == 0:
+        return None
+
+    def ema(averaged: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor | int) -> torch.Tensor:
+        return averaged + (1.0 - decay) * (current - averaged)
+
+    return AveragedModel(model, avg_fn=ema)  # avg_fn: the one averaging hook every torch 2.x has

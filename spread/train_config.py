@@ -57,6 +57,11 @@ class TrainConfig:
     """Cosine schedule: the final LR as a share of lr."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0 disables clipping)."""
+    ema_decay: float = 0.0
+    """Weight averaging: > 0 keeps an exponential moving average of the weights, avg = ema_decay * avg + (1 -
+    ema_decay) * weights after every optimiser step (`spread.optim.weight_average`), and the average is the model
+    that is validated, selected, saved as the served weights of best.pt / last.pt (the trained weights ride along
+    to resume) and predicts; 0 = off. Its horizon is about 1 / (1 - ema_decay) steps: mind the short budgets."""
     early_stopping_patience: int = 5
     """Stop a walk-forward fold after this many validations without a better score (0 disables early stopping)."""
     eval_every: int = 1
@@ -130,5 +135,6 @@ class TrainConfig:
                               "fixed-length fits follow the walk-forward folds' schedule)")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"train.seeds: expected distinct seeds, got {self.seeds}")
+        check_range("train", "ema_decay", self.ema_decay, low=0.0, high=1.0, high_open=True)
         for name in ("warmup_frac", "min_lr_frac", "blend_weight"):
             check_range("train", name, getattr(self, name), low=0.0, high=1.0)

@@ -146,6 +146,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "vol_x_drivers_diag": (VOL_X, KEEP_DRIVERS_X),
     "vol_x_screen128": (VOL_X, "screen.ic_max_features=128"),
     "epochs16": ("train.epochs=16",),
+    "ema0.9": ("train.ema_decay=0.9",),
+    "ema0.97": ("train.ema_decay=0.97",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
