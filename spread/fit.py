@@ -3,7 +3,7 @@
     fit(ctx, job): for each epoch
       shuffle (seeded by seed and epoch), for each batch:
         lr = schedule(step); autocast forward; loss = total_loss(out, y / target_scale, ...); scaled backward;
-        clip; step
+        clip; step; with train.ema_decay, update the weight average (the model validated, saved and served)
       validate on rank 0: predictions -> spread.metrics.validation_metrics (competition score, IC, ICIR per lag,
       top-k, Q1-Q5, gate sparsity); a selecting fit (a walk-forward fold) keeps best.pt on the score (not the
       loss) and stops early on it; a fixed-length fit (the holdout, the final fit) keeps its last epoch

@@ -267,6 +267,81 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
     assert run_facts["seconds"] == pytest.approx(run_facts["session_seconds"] + first_epoch, abs=0.02)
 
 
+def test_weight_average_follows_its_recursion() -> None:
+    from spread.optim import weight_average
+
+    assert weight_average(torch.nn.Linear(2, 1), 0.0) is None
+    model = torch.nn.Linear(2, 1, bias=False)
+    average = weight_average(model, 0.75)
+    history = []
+    for value in (1.0, 3.0, -2.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        average.update_parameters(model)
+        history.append(value)
+    expected = 1.0  # the first update copies, then avg = 0.75 avg + 0.25 w
+    for value in history[1:]:
+        expected = 0.75 * expected + 0.25 * value
+    assert torch.allclose(average.module.weight, torch.full((1, 2), expected))
+    assert model.weight[0, 0].item() == -2.0  # the trained weights are untouched
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1"])
+def test_ema_decay_out_of_range_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="train.ema_decay"):
+        load_config(None, [f"train.ema_decay={value}"])
+
+
+def test_weight_average_is_validated_served_and_resumed_exactly(
+    tiny_run: tuple[Path, dict], small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, single_thread
+) -> None:
+    """train.ema_decay > 0: best.pt's served weights are the average (its validation score is theirs), the trained
+    weights ride along under TRAINED_WEIGHTS, and a crash after epoch 1 resumes bit-identical to the uninterrupted
+    run, average included."""
+    overrides = [*TINY_RUN, "train.ema_decay=0.8"]
+    run = tmp_path / "run"
+    summary = train(load_config(None, overrides), small, run)
+    ckpt = load_checkpoint(run / "holdout" / "best.pt")
+    served, trained = ckpt["model"], ckpt[fit.TRAINED_WEIGHTS]
+    assert served.keys() == trained.keys()
+    assert not torch.equal(served["input_proj.weight"], trained["input_proj.weight"])
+    plain = load_checkpoint(tiny_run[0] / "holdout" / "best.pt")  # the same run without the average
+    assert fit.TRAINED_WEIGHTS not in plain and not torch.equal(plain["model"]["input_proj.weight"],
+                                                                served["input_proj.weight"])
+
+    from spread.competition import load_competition
+    from spread.splits import Fold
+
+    cfg = load_config(None, overrides)
+    record = ckpt["fold"]
+    fold = Fold("holdout", tuple(record["train_dates"]), tuple(record["val_dates"]), record["embargo"], record["cutoff"])
+    data = prepare_fold(load_competition(small), fold, cfg.features, cfg.screen, cfg.scaling, cfg.data)
+    _, pred = predict_dataset(build_model(ckpt), data.val, torch.tensor(ckpt["target_scale"]), cfg.train, 7, "cpu")
+    truth = data.val.targets[torch.as_tensor(data.val.rows)].double().numpy()
+    assert rank_correlation_sharpe(truth, pred) == pytest.approx(summary["folds"]["holdout"]["best_score"], abs=1e-6)
+
+    real_save = fit.save_checkpoint
+    saved_last = []
+
+    def crash_after_first_epoch(path: Path, state: dict) -> None:
+        real_save(path, state)
+        if Path(path).name == "last.pt":
+            saved_last.append(path)
+            if len(saved_last) == 1:
+                raise KeyboardInterrupt("simulated crash after epoch 1 of fold0")
+
+    monkeypatch.setattr(fit, "save_checkpoint", crash_after_first_epoch)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(None, overrides), small, resumed)
+    monkeypatch.setattr(fit, "save_checkpoint", real_save)
+    train(load_config(resumed / "config.yaml"), small, resumed, resume=True)
+    for name in ["fold0/last.pt", "fold0/best.pt", "holdout/last.pt", "holdout/best.pt"]:
+        a, b = load_checkpoint(run / name), load_checkpoint(resumed / name)
+        for key in ("model", fit.TRAINED_WEIGHTS):
+            assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), f"{name}: {key} differs"
+
+
 def test_holdout_ensemble_is_scored_as_the_gateway_replays_it(small: Path, tmp_path: Path, single_thread) -> None:
     """train.holdout_members = 2: a second holdout fit (seed + 1) on the same fold, and the public-leaderboard
     estimate is their ensemble's score, the one `gateway --members holdout` gets by serving both."""
