@@ -148,6 +148,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "epochs16": ("train.epochs=16",),
     "ema0.9": ("train.ema_decay=0.9",),
     "ema0.97": ("train.ema_decay=0.97",),
+    "gate_l0.03": ("loss.gate_lambda=0.03", "train.finetune_pruned=true", "train.finetune_epochs=2"),
+    "gate_l0.1": ("loss.gate_lambda=0.1", "train.finetune_pruned=true", "train.finetune_epochs=2"),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
