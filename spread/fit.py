@@ -41,7 +41,7 @@ from spread.checkpoint import load_checkpoint, save_checkpoint, serving_state
 from spread.competition import Competition
 from spread.errors import ConfigError
 from spread.forecast import forward, predict_dataset
-from spread.losses import total_loss
+from spread.losses import gate_weight, total_loss
 from spread.metrics import validation_metrics
 from spread.model import GatedTransformer, ModelOutput
 from spread.optim import build_optimizer, learning_rate, warmup_steps, weight_average
@@ -187,6 +187,9 @@ def train_step(
     learner.grad_scaler.step(learner.optimizer)  # skipped by the scaler when fp16 gradients overflowed
     learner.grad_scaler.update()
     learner.optimizer.zero_grad(set_to_none=True)
+    loss_cfg = learner.cfg.loss
+    if loss_cfg.gate_penalty == "decoupled":  # outside AdamW's normalisation, like decoupled weight decay
+        learner.raw_model.gate.shrink(lr * learner.cfg.train.gate_lr_scale * gate_weight(epoch_position, loss_cfg))
     if learner.average is not None:
         learner.average.update_parameters(learner.raw_model)
     return parts

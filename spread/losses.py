@@ -34,6 +34,7 @@ from spread.model import ModelOutput
 REGRESSION_CHOICES = ("huber", "mse", "hybrid")
 RANK_SCOPES = ("all", "lag", "both")
 RANK_LOSSES = ("pairwise", "listwise")
+GATE_PENALTIES = ("loss", "decoupled")
 
 
 @dataclass
@@ -60,6 +61,14 @@ class LossConfig:
     loss concentrates on the top of the ranking)."""
     gate_lambda: float = 1e-4
     """Weight lambda of the feature-gate L1 penalty once the warm start is over."""
+    gate_penalty: str = "loss"
+    """How the gate penalty acts. loss: lambda ||g||_1 is added to the loss; its gradient then goes through AdamW,
+    which normalises every parameter's step, so once the penalty dominates a gate's gradient every gate falls at
+    the same rate whatever lambda (bench/LEVERS.md "Weight averaging; a gate that selects"). decoupled: outside
+    the optimiser, as AdamW decouples weight decay (Loshchilov & Hutter 2019): after each optimiser step every
+    gate logit falls by lambda times the gate's LR (`FeatureGate.shrink`), while AdamW moves it by at most about
+    its LR along the data gradient; so a gate stays open only where its gradient's mean is consistently larger
+    than lambda times its scale (lambda in (0, 1) is that threshold), and noise features close."""
     gate_warmup_epochs: int = 1
     """Epochs during which lambda is 0."""
     gate_ramp_epochs: int = 2
@@ -71,6 +80,7 @@ class LossConfig:
         check_range("loss", "listwise_temperature", self.listwise_temperature, low=0, low_open=True)
         check_choice("loss", "rank_scope", self.rank_scope, RANK_SCOPES)
         check_range("loss", "huber_delta", self.huber_delta, low=0, low_open=True)
+        check_choice("loss", "gate_penalty", self.gate_penalty, GATE_PENALTIES)
         for name in ("regression_weight", "rank_weight", "gate_lambda", "max_pairs", "gate_warmup_epochs",
                      "gate_ramp_epochs"):
             check_range("loss", name, getattr(self, name), low=0)
@@ -257,7 +267,7 @@ def total_loss(
     zero = out.reg.new_zeros((), dtype=torch.float32)
     regression = cfg.regression_weight * regression_loss(out.reg, y, mask, cfg) if cfg.regression_weight else zero
     rank = cfg.rank_weight * rank_loss(out.score, y, mask, target_lags, cfg, generator) if cfg.rank_weight else zero
-    gate = gate_weight(epoch, cfg) * gate_l1.float()
+    gate = gate_weight(epoch, cfg) * gate_l1.float() if cfg.gate_penalty == "loss" else zero
     total = regression + rank + gate
     values = torch.stack([regression, rank, gate, total]).detach().tolist()  # one device sync
     return total, dict(zip(("regression", "rank", "gate", "total"), values, strict=True))

@@ -329,7 +329,8 @@ class Block(nn.Module):
 class FeatureGate(nn.Module):
     """One learnable gate g = sigmoid(logit) in [0, 1] per input feature, multiplied into the inputs.
 
-    The loss adds lambda * ||g||_1 (`l1`), which drives useless features towards 0. After training,
+    The loss adds lambda * ||g||_1 (`l1`), or `shrink` lowers the logits after each optimiser step (the decoupled
+    penalty), which drives useless features towards 0. After training,
     `freeze_mask(keep)` hard-prunes features: their gate becomes exactly 0, they leave the L1 norm, and in eval
     mode the model skips their columns altogether (the input projection only multiplies the kept ones).
     """
@@ -346,6 +347,11 @@ class FeatureGate(nn.Module):
     def l1(self) -> Tensor:
         """Scalar ||g||_1 over the active features (the gates are non-negative, so this is their sum)."""
         return self.values().sum()
+
+    @torch.no_grad()
+    def shrink(self, amount: float) -> None:
+        """The decoupled gate penalty (loss.gate_penalty = decoupled): lower every logit by `amount`."""
+        self.logit.sub_(amount)
 
     def freeze_mask(self, keep: Tensor) -> None:
         """Replace the hard mask by `keep` ((F,) bool): features where it is False are pruned."""

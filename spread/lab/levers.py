@@ -54,6 +54,10 @@ BUDGET = ("train.final_fit=false", "train.plots=false", "train.progress=false", 
           "train.max_steps_per_epoch=16", "train.early_stopping_patience=3")
 """The same short budget for every lever: 8 epochs of at most 16 steps, patience 3, no final fit."""
 REFERENCE = "ref"
+DECOUPLED_GATE = ("loss.gate_penalty=decoupled", "train.gate_lr_scale=1000", "train.finetune_pruned=true",
+                  "train.finetune_epochs=2")
+"""The decoupled gate penalty (its lambda is the lever's), the gate's LR x1000 so that a noise gate can close
+within the budget's ~100 steps, and the pruned fine-tune."""
 QUICK_SHAPE = ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
                "screen.ic_max_features=256")
 TUNED_BUDGET = ("model.gate_init=3.0", "loss.gate_lambda=0.00015", "train.gate_lr_scale=1", "loss.rank_weight=0.78",
@@ -150,6 +154,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "ema0.97": ("train.ema_decay=0.97",),
     "gate_l0.03": ("loss.gate_lambda=0.03", "train.finetune_pruned=true", "train.finetune_epochs=2"),
     "gate_l0.1": ("loss.gate_lambda=0.1", "train.finetune_pruned=true", "train.finetune_epochs=2"),
+    "gate_dec0.1": (*DECOUPLED_GATE, "loss.gate_lambda=0.1"),
+    "gate_dec0.3": (*DECOUPLED_GATE, "loss.gate_lambda=0.3"),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
