@@ -150,6 +150,29 @@ def test_bf16_autocast_training_step_on_the_cpu() -> None:
     assert not torch.equal(model.input_proj.weight, before)
 
 
+def test_decoupled_gate_penalty_acts_outside_the_optimizer() -> None:
+    """loss.gate_penalty = decoupled: no gate term in the loss; after the AdamW step every gate logit falls by
+    lambda times the gate's LR (the step a gate_lambda = 0 fit takes, minus exactly that)."""
+    lags = [1, 1, 2, 2]
+    batch = {"x": torch.randn(3, 8, 5), "t": torch.rand(3, 8), "valid": torch.ones(3, 8, dtype=torch.bool),
+             "y": 0.01 * torch.randn(3, 4), "y_mask": torch.ones(3, 4, dtype=torch.bool)}
+    logits, gate_parts = {}, {}
+    for penalty, lam in (("loss", 0.0), ("decoupled", 0.4)):
+        cfg = load_config(None, [*TINY_RUN, "model.dropout=0.0", "train.gate_lr_scale=50", "loss.gate_warmup_epochs=0",
+                                 "loss.gate_ramp_epochs=0", f"loss.gate_penalty={penalty}", f"loss.gate_lambda={lam}"])
+        torch.manual_seed(0)
+        model = GatedTransformer(cfg.model, n_features=5, target_lags=lags)
+        runtime = Runtime(torch.device("cpu"), amp_dtype=None)
+        learner = Learner(model, model, build_optimizer(model, cfg.train), make_grad_scaler(runtime), runtime, cfg,
+                          torch.full((4,), 0.01), torch.tensor(lags), torch.Generator().manual_seed(1))
+        gate_parts[penalty] = train_step(learner, batch, lr=1e-3, epoch_position=0.5)["gate"]
+        logits[penalty] = model.gate.logit.detach().clone()
+    assert gate_parts == {"loss": 0.0, "decoupled": 0.0}
+    assert torch.allclose(logits["decoupled"], logits["loss"] - 1e-3 * 50 * 0.4, atol=1e-6)
+    with pytest.raises(ConfigError, match="loss.gate_penalty"):
+        load_config(None, ["loss.gate_penalty=prox"])
+
+
 def test_gate_selection_and_table() -> None:
     gates = np.array([0.9, 0.01, np.nan, 0.3, 0.06])
     assert select_features(gates, threshold=0.05).tolist() == [True, False, False, True, True]
