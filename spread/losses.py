@@ -15,7 +15,9 @@
   The competition metric ranks all 424 targets of a date together, hence the default scope "all"; "lag" ranks
   within one lag, "both" averages the two.
 - Gate: lambda * ||g||_1 with a warm start: 0 for the first epochs (let the model learn before pruning), then a
-  linear ramp to lambda.
+  linear ramp to lambda. With `gate_penalty` = "decoupled" the term leaves the loss (its part logs 0) and the same
+  lambda(epoch) lowers the gate logits after each optimiser step instead (`spread.fit.train_step`), outside AdamW's
+  per-parameter normalisation.
 
 Shapes: B dates, N targets (target_pairs.csv order), P sampled pairs per date, G groups.
 """
