@@ -3,7 +3,8 @@
     fit(ctx, job): for each epoch
       shuffle (seeded by seed and epoch), for each batch:
         lr = schedule(step); autocast forward; loss = total_loss(out, y / target_scale, ...); scaled backward;
-        clip; step; with train.ema_decay, update the weight average (the model validated, saved and served)
+        clip; step; with loss.gate_penalty = decoupled, lower the gate logits; with train.ema_decay, update the
+        weight average (then the model validated, saved as the served weights and predicting)
       validate on rank 0: predictions -> spread.metrics.validation_metrics (competition score, IC, ICIR per lag,
       top-k, Q1-Q5, gate sparsity); a selecting fit (a walk-forward fold) keeps best.pt on the score (not the
       loss) and stops early on it; a fixed-length fit (the holdout, the final fit) keeps its last epoch
@@ -61,7 +62,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRAINED_WEIGHTS = "trained_model"
-"""Checkpoint key of the trained weights when `model` holds their average (train.ema_decay > 0): resume reads it."""
+"""Key of last.pt's trained weights when `model` holds their average (train.ema_decay > 0): resume reads it (best.pt,
+which nothing resumes from, leaves it out)."""
 
 
 @dataclass
@@ -170,7 +172,9 @@ class Learner:
 def train_step(
     learner: Learner, batch: dict[str, torch.Tensor], lr: float, epoch_position: float
 ) -> dict[str, float]:
-    """One optimiser step on a batch: autocast forward, fp32 loss, (scaled) backward, clipping, AdamW step."""
+    """One optimiser step on a batch: autocast forward, fp32 loss, (scaled) backward, clipping, AdamW step; then
+    the decoupled gate penalty (loss.gate_penalty) and the weight average's update (train.ema_decay), unless the
+    fp16 GradScaler skipped the step."""
     for group in learner.optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
     batch = to_device(batch, learner.runtime.device)
@@ -184,12 +188,15 @@ def train_step(
     if learner.cfg.train.grad_clip > 0:
         learner.grad_scaler.unscale_(learner.optimizer)  # clip the true gradients, not the fp16-scaled ones
         torch.nn.utils.clip_grad_norm_(learner.model.parameters(), learner.cfg.train.grad_clip)
+    scale = learner.grad_scaler.get_scale()  # 1.0 when disabled
     learner.grad_scaler.step(learner.optimizer)  # skipped by the scaler when fp16 gradients overflowed
-    learner.grad_scaler.update()
+    learner.grad_scaler.update()  # ... and then it lowers its scale
     learner.optimizer.zero_grad(set_to_none=True)
-    loss_cfg = learner.cfg.loss
-    if loss_cfg.gate_penalty == "decoupled":  # outside AdamW's normalisation, like decoupled weight decay
-        learner.raw_model.gate.shrink(lr * learner.cfg.train.gate_lr_scale * gate_weight(epoch_position, loss_cfg))
+    if learner.grad_scaler.get_scale() < scale:
+        return parts  # no optimiser step: no decoupled penalty, no weight average update either
+    loss_cfg, gate = learner.cfg.loss, learner.raw_model.gate
+    if loss_cfg.gate_penalty == "decoupled" and gate.logit.requires_grad:  # outside AdamW, like its weight decay
+        gate.shrink(lr * learner.cfg.train.gate_lr_scale * gate_weight(epoch_position, loss_cfg))
     if learner.average is not None:
         learner.average.update_parameters(learner.raw_model)
     return parts
@@ -253,7 +260,7 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
     if job.keep is not None:
         raw_model.gate.freeze_mask(torch.as_tensor(job.keep))
     raw_model.to(runtime.device)
-    average = weight_average(raw_model, cfg.train.ema_decay)
+    average = weight_average(raw_model, cfg.train.ema_decay, runtime.device)
     optimizer = build_optimizer(raw_model, cfg.train)
     grad_scaler = make_grad_scaler(runtime)
     pair_generator = torch.Generator()
@@ -450,8 +457,8 @@ def save_epoch(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPlan, st
     if verdict.improved:
         state.best_gate = learner.served.gate.values().detach().tolist()
     ckpt = checkpoint_state(ctx, job, learner, plan, state)
-    if verdict.improved:
-        save_checkpoint(ctx.run_dir / job.name / BEST, ckpt)
+    if verdict.improved:  # the trained weights only matter to a resume, which reads last.pt
+        save_checkpoint(ctx.run_dir / job.name / BEST, {k: v for k, v in ckpt.items() if k != TRAINED_WEIGHTS})
     ctx.runlog.log_epoch(job.name, state.rows[-1])
     save_checkpoint(ctx.run_dir / job.name / LAST, ckpt)
     log_epoch_line(job, state.rows[-1], state)

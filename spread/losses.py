@@ -62,7 +62,8 @@ class LossConfig:
     """Listwise: tau of the target distribution softmax(r / tau), r the unit-variance daily ranks (lower = the
     loss concentrates on the top of the ranking)."""
     gate_lambda: float = 1e-4
-    """Weight lambda of the feature-gate L1 penalty once the warm start is over."""
+    """Weight lambda of the feature-gate L1 penalty once the warm start is over (with gate_penalty = decoupled:
+    the logits' fall per optimiser step, in units of the gate's LR)."""
     gate_penalty: str = "loss"
     """How the gate penalty acts. loss: lambda ||g||_1 is added to the loss; its gradient then goes through AdamW,
     which normalises every parameter's step, so once the penalty dominates a gate's gradient every gate falls at

@@ -60,15 +60,17 @@ def learning_rate(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return end + (cfg.lr - end) * 0.5 * (1.0 + math.cos(math.pi * min(progress_share, 1.0)))
 
 
-def weight_average(model: "GatedTransformer", decay: float) -> AveragedModel | None:
-    """An exponential moving average of `model`'s parameters (a copy; None when `decay` is 0): each
+def weight_average(model: "GatedTransformer", decay: float, device: torch.device | None = None
+                   ) -> AveragedModel | None:
+    """An exponential moving average of `model`'s parameters (a copy on `device`; None when `decay` is 0): each
     `update_parameters(model)` after an optimiser step sets avg = decay * avg + (1 - decay) * weights, the first
-    one copies the weights. Buffers (the gate mask) are the copy's own: set them before, as the pruned fine-tune
-    freezes its mask before the fit starts."""
+    one copies the weights. Buffers (the gate mask) are not averaged: depending on the torch version the copy keeps
+    its own or takes the model's at each update, the same here, since the mask is set before the fit starts (the
+    pruned fine-tune freezes it first) and never changes during it."""
     if decay == 0:
         return None
 
     def ema(averaged: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor | int) -> torch.Tensor:
         return averaged + (1.0 - decay) * (current - averaged)
 
-    return AveragedModel(model, avg_fn=ema)  # avg_fn: the one averaging hook every torch 2.x has
+    return AveragedModel(model, device=device, avg_fn=ema)  # avg_fn: the one averaging hook every torch 2.x has

@@ -41,7 +41,8 @@ class TrainConfig:
     gate_lr_scale: float = 1.0
     """LR multiplier of the feature-gate logits. Adam moves a parameter by about lr per step whatever its
     gradient, so at lr 1e-4 a gate starting at sigmoid(3) cannot close within a few thousand steps; a larger
-    multiplier lets the L1 penalty actually prune."""
+    multiplier lets the L1 penalty actually prune. It also scales the decoupled penalty's step
+    (loss.gate_penalty)."""
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW (beta1, beta2)."""
     epochs: int = 20

@@ -74,8 +74,9 @@ RESUME_MAY_CHANGE = ("train.device", "train.amp", "train.tensorboard", "train.pr
 
 
 def check_run_folder(run_dir: Path, cfg: "Config", resume: bool) -> None:
-    """A new run needs an empty folder; a resumed one needs its config.yaml to match (RESUME_MAY_CHANGE aside)."""
-    from spread.config import config_to_dict, read_config_file
+    """A new run needs an empty folder; a resumed one needs its config.yaml, resolved by today's code, to match
+    (RESUME_MAY_CHANGE aside)."""
+    from spread.config import config_to_dict, load_config
 
     saved = run_dir / CONFIG_FILE
     if not resume:
@@ -84,7 +85,8 @@ def check_run_folder(run_dir: Path, cfg: "Config", resume: bool) -> None:
         return
     if not saved.is_file():
         raise ArtifactError(f"{saved}: not found, {run_dir} is not a run folder to resume")
-    before, now = _flatten(read_config_file(saved)), _flatten(config_to_dict(cfg))
+    # the saved config as today's code resolves it: a field added since, at its default, is no change
+    before, now = _flatten(config_to_dict(load_config(saved))), _flatten(config_to_dict(cfg))
     keys = (before.keys() | now.keys()) - set(RESUME_MAY_CHANGE)
     changed = sorted(key for key in keys if before.get(key) != now.get(key))
     if changed:

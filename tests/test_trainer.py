@@ -169,6 +169,40 @@ def test_decoupled_gate_penalty_acts_outside_the_optimizer() -> None:
         logits[penalty] = model.gate.logit.detach().clone()
     assert gate_parts == {"loss": 0.0, "decoupled": 0.0}
     assert torch.allclose(logits["decoupled"], logits["loss"] - 1e-3 * 50 * 0.4, atol=1e-6)
+
+    class SkippingScaler:  # what a GradScaler does when fp16 gradients overflow: no step, a lower scale
+        def __init__(self) -> None:
+            self.value = 2.0**16
+
+        def scale(self, loss: torch.Tensor) -> torch.Tensor:
+            return loss
+
+        def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+            pass
+
+        def step(self, optimizer: torch.optim.Optimizer) -> None:
+            pass
+
+        def update(self) -> None:
+            self.value /= 2
+
+        def get_scale(self) -> float:
+            return self.value
+
+    from spread.optim import weight_average
+
+    cfg = load_config(None, [*TINY_RUN, "loss.gate_warmup_epochs=0", "loss.gate_ramp_epochs=0",
+                             "loss.gate_penalty=decoupled", "loss.gate_lambda=0.4", "train.ema_decay=0.5"])
+    model = GatedTransformer(cfg.model, n_features=5, target_lags=lags)
+    average = weight_average(model, 0.5)
+    for frozen, scaler in ((False, SkippingScaler()), (True, make_grad_scaler(runtime))):
+        model.gate.logit.requires_grad_(not frozen)  # frozen: as bench_online freezes the gate of a served member
+        before = model.gate.logit.detach().clone()
+        learner = Learner(model, model, build_optimizer(model, cfg.train), scaler, runtime, cfg,
+                          torch.full((4,), 0.01), torch.tensor(lags), torch.Generator(), average)
+        train_step(learner, batch, lr=1e-3, epoch_position=0.5)
+        assert torch.equal(model.gate.logit, before), f"frozen={frozen}"
+    assert int(average.n_averaged) == 1  # the skipped step did not update the average, the real one did
     with pytest.raises(ConfigError, match="loss.gate_penalty"):
         load_config(None, ["loss.gate_penalty=prox"])
 
@@ -318,16 +352,20 @@ def test_ema_decay_out_of_range_is_refused(value: str) -> None:
 def test_weight_average_is_validated_served_and_resumed_exactly(
     tiny_run: tuple[Path, dict], small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, single_thread
 ) -> None:
-    """train.ema_decay > 0: best.pt's served weights are the average (its validation score is theirs), the trained
-    weights ride along under TRAINED_WEIGHTS, and a crash after epoch 1 resumes bit-identical to the uninterrupted
-    run, average included."""
-    overrides = [*TINY_RUN, "train.ema_decay=0.8"]
+    """train.ema_decay > 0: best.pt's served weights and gates are the average's (its validation score is theirs),
+    last.pt also holds the trained weights (TRAINED_WEIGHTS), and a crash after epoch 1 resumes bit-identical to
+    the uninterrupted run, average, pruned fine-tunes and decoupled gate penalty included."""
+    overrides = [*TINY_RUN, "train.ema_decay=0.8", "loss.gate_penalty=decoupled", "loss.gate_lambda=0.5",
+                 "train.finetune_pruned=true", "train.finetune_epochs=2"]
     run = tmp_path / "run"
     summary = train(load_config(None, overrides), small, run)
-    ckpt = load_checkpoint(run / "holdout" / "best.pt")
-    served, trained = ckpt["model"], ckpt[fit.TRAINED_WEIGHTS]
-    assert served.keys() == trained.keys()
+    ckpt, last = load_checkpoint(run / "holdout" / "best.pt"), load_checkpoint(run / "holdout" / "last.pt")
+    served, trained = ckpt["model"], last[fit.TRAINED_WEIGHTS]
+    assert fit.TRAINED_WEIGHTS not in ckpt and served.keys() == trained.keys()
+    assert all(torch.equal(served[k], last["model"][k]) for k in served)  # the holdout keeps its last epoch
     assert not torch.equal(served["input_proj.weight"], trained["input_proj.weight"])
+    gate = torch.sigmoid(served["gate.logit"]) * served["gate.mask"]
+    assert torch.allclose(torch.as_tensor(ckpt["gate"]), gate)
     plain = load_checkpoint(tiny_run[0] / "holdout" / "best.pt")  # the same run without the average
     assert fit.TRAINED_WEIGHTS not in plain and not torch.equal(plain["model"]["input_proj.weight"],
                                                                 served["input_proj.weight"])
@@ -359,10 +397,13 @@ def test_weight_average_is_validated_served_and_resumed_exactly(
         train(load_config(None, overrides), small, resumed)
     monkeypatch.setattr(fit, "save_checkpoint", real_save)
     train(load_config(resumed / "config.yaml"), small, resumed, resume=True)
-    for name in ["fold0/last.pt", "fold0/best.pt", "holdout/last.pt", "holdout/best.pt"]:
+    names = [f"{fit_name}/{file}" for fit_name in ("fold0", "fold0-pruned", "holdout", "holdout-pruned")
+             for file in ("last.pt", "best.pt")]
+    for name in names:
         a, b = load_checkpoint(run / name), load_checkpoint(resumed / name)
-        for key in ("model", fit.TRAINED_WEIGHTS):
+        for key in ("model", fit.TRAINED_WEIGHTS) if name.endswith("last.pt") else ("model",):
             assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), f"{name}: {key} differs"
+        assert a["gate"] == b["gate"], name
 
 
 def test_holdout_ensemble_is_scored_as_the_gateway_replays_it(small: Path, tmp_path: Path, single_thread) -> None:
@@ -418,6 +459,22 @@ def test_run_folder_guards(tiny_run: tuple[Path, dict], small: Path) -> None:
         train(load_config(None, TINY_RUN), small, run)
     with pytest.raises(ConfigError, match="changed: model.d_model"):
         train(load_config(None, [*TINY_RUN, "model.d_model=16"]), small, run, resume=True)
+
+
+def test_resume_accepts_a_run_saved_before_a_field_was_added(tmp_path: Path) -> None:
+    """A config.yaml without a field added since (here train.ema_decay) resolves it to its default: no change."""
+    import yaml
+
+    from spread.config import config_to_dict
+    from spread.trainer import check_run_folder
+
+    cfg = load_config(None, TINY_RUN)
+    saved = config_to_dict(cfg)
+    del saved["train"]["ema_decay"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_run_folder(tmp_path, cfg, resume=True)
+    with pytest.raises(ConfigError, match="changed: train.ema_decay"):
+        check_run_folder(tmp_path, load_config(None, [*TINY_RUN, "train.ema_decay=0.5"]), resume=True)
 
 
 def noisy_copy(source: Path, target: Path, after: int) -> Path:
