@@ -3,9 +3,10 @@
 A checkpoint is one `torch.save`d dict holding everything needed to rebuild and continue a model without the
 code's defaults: weights, optimiser/scheduler/GradScaler states, the resolved config as a plain dict, the model's
 input features, the fold's scaling statistics, the gate mask, target names/lags/scales, RNG states, the torch
-version and a fingerprint of the data it was trained on. Every tensor is moved to the CPU before saving, so a
-checkpoint written on a GPU loads anywhere, and files are written atomically (temporary file + `os.replace`), so an
-interrupted save never leaves a truncated `last.pt` behind.
+version and a fingerprint of the data it was trained on. With `train.ema_decay` the weights (`model`) are the
+weight average, the served model, and last.pt also holds the trained ones (`spread.fit.TRAINED_WEIGHTS`). Every
+tensor is moved to the CPU before saving, so a checkpoint written on a GPU loads anywhere, and files are written
+atomically (temporary file + `os.replace`), so an interrupted save never leaves a truncated `last.pt` behind.
 
 Loading uses `torch.load(weights_only=True)`: the saved dicts hold only tensors and plain Python values (numpy
 arrays are converted to lists on save), which the restricted unpickler accepts. Only a torch too old to know the
