@@ -61,6 +61,9 @@ def test_plan_runs_resolve_each_childs_config_and_fail_fast_on_a_bad_override(tm
     strong = levers.plan_runs(tmp_path, ["ref"], [1], [0], [], levers.BASE_CONFIG, "realistic_strong")
     assert strong[0].out == tmp_path / "runs-realistic_strong/ref/s1/t0" and strong[0].preset == "realistic_strong"
     assert strong[0].argv[strong[0].argv.index("--data") + 1] == str(tmp_path / "realistic_strong-s1")
+    six = levers.plan_runs(tmp_path, ["ref"], [0], [0], ["ridge"], levers.BASE_CONFIG, folds=6)
+    assert [r.out for r in six] == [tmp_path / f"runs-folds6/{m}" for m in ("ref/s0/t0", "ridge/s0", "oracle/s0")]
+    assert all(r.cfg.split.n_folds == 6 and "split.n_folds=6" in r.argv for r in six)  # the peers' too
     monkeypatch.setitem(levers.LEVERS, "broken", ("model.tokens=channel",))
     with pytest.raises(ConfigError, match="model.tokens"):
         levers.plan_runs(tmp_path, ["broken"], [0], [0], [], levers.BASE_CONFIG)

@@ -2,7 +2,7 @@
 
     python -m spread.lab.levers --work /tmp/levers [--base configs/default.yaml] [--levers ref patch16 ...]
         [--data-seeds 0 1 2] [--train-seeds 0] [--peers ridge reduced_rank lightgbm regularised_prior mean_rank]
-        [--jobs 2] [--out FILE.md] [--preset realistic_strong]
+        [--jobs 2] [--out FILE.md] [--preset realistic_strong] [--folds 6]
 
 Every run is a child process (`python -m spread train` or `python -m spread baseline`, OMP_NUM_THREADS=1, at most
 `--jobs` at once) on the synthetic `realistic` preset (or the diagnostic `--preset realistic_strong`) at its
@@ -170,10 +170,13 @@ def data_folder(work: Path, seed: int, preset: str = PRESET) -> Path:
     return folder
 
 
-def runs_folder(work: Path, preset: str) -> Path:
+def runs_folder(work: Path, preset: str, folds: int | None = None) -> Path:
     """Where the run folders of one preset go: `runs` for the default preset, `runs-{preset}` for another (a run
-    is reused by its config alone, so runs on different data must not share a folder)."""
-    return work / ("runs" if preset == PRESET else f"runs-{preset}")
+    is reused by its config alone, so runs on different data must not share a folder), with `-folds{N}` when every
+    run has N walk-forward folds (`--folds`: a stale folder is started afresh, so another split must not share one
+    either)."""
+    name = "runs" if preset == PRESET else f"runs-{preset}"
+    return work / (name if folds is None else f"{name}-folds{folds}")
 
 
 def command(kind: str, name: str, data: Path, out: Path, seed: int, overrides: tuple[str, ...],
@@ -201,18 +204,20 @@ class LabRun:
 
 
 def plan_runs(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[int], peers: list[str],
-              base: Path, preset: str = PRESET) -> list[LabRun]:
-    """Every run of the lab, data seed by data seed: the levers per training seed, then the peers and the oracle."""
+              base: Path, preset: str = PRESET, folds: int | None = None) -> list[LabRun]:
+    """Every run of the lab, data seed by data seed: the levers per training seed, then the peers and the oracle
+    (with `folds`, every one of them on that many walk-forward folds)."""
+    split = () if folds is None else (f"split.n_folds={folds}",)
     runs = []
     for data_seed in data_seeds:
         data = data_folder(work, data_seed, preset)
         models = [(name, "lever", LEVERS[name], seed) for name in levers for seed in train_seeds]
         models += [(name, "peer", (), None) for name in [*peers, ORACLE]]
         for name, kind, overrides, seed in models:
-            out = runs_folder(work, preset) / name / f"s{data_seed}"
+            out = runs_folder(work, preset, folds) / name / f"s{data_seed}"
             out = out if seed is None else out / f"t{seed}"
-            argv = command(kind, name, data, out, seed or 0, overrides, base)
-            cfg = load_config(base, [*BUDGET, *overrides, f"seed={seed or 0}"])  # fails fast on a bad override
+            argv = command(kind, name, data, out, seed or 0, (*split, *overrides), base)
+            cfg = load_config(base, [*BUDGET, *split, *overrides, f"seed={seed or 0}"])  # fails fast on a bad one
             runs.append(LabRun(name, data_seed, seed, out, argv, cfg, preset))
     return runs
 
@@ -336,9 +341,9 @@ def render_levers(scores: pl.DataFrame, levers: list[str], extras: dict[str, dic
 
 
 def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[int], peers: list[str],
-        parallel: int, base: Path = BASE_CONFIG, preset: str = PRESET) -> str:
+        parallel: int, base: Path = BASE_CONFIG, preset: str = PRESET, folds: int | None = None) -> str:
     """Run (or reuse) every run and return the markdown report."""
-    runs = plan_runs(work, levers, data_seeds, train_seeds, peers, base, preset)
+    runs = plan_runs(work, levers, data_seeds, train_seeds, peers, base, preset, folds)
     reused = [finished_summary(run.out, run.cfg) is not None for run in runs]
     todo = [run for run, done in zip(runs, reused) if not done]
     for run in todo:  # a partial or stale folder is started afresh
@@ -357,9 +362,10 @@ def lab(work: Path, levers: list[str], data_seeds: list[int], train_seeds: list[
         summaries[(run.model, run.data_seed, run.train_seed)] = summary
     scores = pl.DataFrame(cells, schema=SCORE_SCHEMA, orient="row")
     extras = lever_extras(runs, load_config(base).train.prune_threshold)
+    n_folds, split = ("", "") if folds is None else (f"{folds} ", f" with `split.n_folds={folds}`")
     lines = [f"Preset `{preset}`. Cells: {len(data_seeds)} data seeds x {len(train_seeds)} training seeds x "
-             f"(walk-forward folds + the holdout); budget `{' '.join(BUDGET)}` on `{base}`; {tally.runs} runs "
-             f"({tally.reused} reused), {tally.seconds / 60:.0f} min of run time.", "",
+             f"({n_folds}walk-forward folds + the holdout); budget `{' '.join(BUDGET)}` on `{base}`{split}; "
+             f"{tally.runs} runs ({tally.reused} reused), {tally.seconds / 60:.0f} min of run time.", "",
              *render_levers(scores, levers, extras)]
     return "\n".join(lines + pruned_lines(levers, summaries, data_seeds, train_seeds)) + "\n"
 
@@ -397,9 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
     parser.add_argument("--preset", default=PRESET, choices=LAB_PRESETS,
                         help="synthetic preset of the data (its runs go to WORK/runs-PRESET unless the default)")
+    parser.add_argument("--folds", type=int, help="walk-forward folds of every run, peers included (split.n_folds; "
+                        "the runs go to WORK/runs[-PRESET]-foldsN); default: the base config's")
     args = parser.parse_args(argv)
+    if args.folds is not None and args.folds < 1:
+        parser.error(f"--folds: expected >= 1, got {args.folds}")
     levers = args.levers if REFERENCE in args.levers else [REFERENCE, *args.levers]
-    report = lab(args.work, levers, args.data_seeds, args.train_seeds, args.peers, args.jobs, args.base, args.preset)
+    report = lab(args.work, levers, args.data_seeds, args.train_seeds, args.peers, args.jobs, args.base, args.preset,
+                 args.folds)
     print(report)
     if args.out:
         args.out.write_text(report)
