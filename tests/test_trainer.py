@@ -51,6 +51,38 @@ def assert_same_weights(run_a: Path, run_b: Path, names: list[str]) -> None:
             assert torch.equal(a[key], b[key]), f"{name}: {key} differs"
 
 
+def holdout_replay(ckpt: dict, small: Path, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(dates, predictions, truth, feature names) of a holdout checkpoint on its fold's validation dates, the model
+    rebuilt from the checkpoint alone and the fold from its record."""
+    from spread.competition import load_competition
+    from spread.splits import Fold
+
+    record = ckpt["fold"]
+    fold = Fold("holdout", tuple(record["train_dates"]), tuple(record["val_dates"]), record["embargo"], record["cutoff"])
+    data = prepare_fold(load_competition(small), fold, cfg.features, cfg.screen, cfg.scaling, cfg.data)
+    dates, pred = predict_dataset(build_model(ckpt), data.val, torch.tensor(ckpt["target_scale"]), cfg.train, 7, "cpu")
+    truth = data.val.targets[torch.as_tensor(data.val.rows)].double().numpy()
+    return dates, pred, truth, data.feature_names
+
+
+def crash_after_first_epoch(monkeypatch: pytest.MonkeyPatch, cfg, small: Path, run: Path) -> None:
+    """Train `cfg` into `run`, crashing right after fold0's first last.pt (the save itself completes)."""
+    real_save = fit.save_checkpoint
+    saved_last = []
+
+    def save_then_crash(path: Path, state: dict) -> None:
+        real_save(path, state)
+        if Path(path).name == "last.pt":
+            saved_last.append(path)
+            if len(saved_last) == 1:
+                raise KeyboardInterrupt("simulated crash after epoch 1 of fold0")
+
+    monkeypatch.setattr(fit, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, small, run)
+    monkeypatch.setattr(fit, "save_checkpoint", real_save)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # pieces
 
@@ -265,17 +297,9 @@ def test_best_checkpoint_is_self_describing_and_reproduces_its_score(tiny_run: t
     assert ckpt["epoch"] == summary["folds"]["holdout"]["best_epoch"] and ckpt["fold"]["name"] == "holdout"
     assert len(ckpt["feature_names"]) == len(ckpt["scaler"]["names"]) == ckpt["gate_mask"].numel()
 
-    from spread.competition import load_competition
-    from spread.splits import Fold
-
-    cfg = load_config(None, TINY_RUN)
-    record = ckpt["fold"]
-    fold = Fold("holdout", tuple(record["train_dates"]), tuple(record["val_dates"]), record["embargo"], record["cutoff"])
-    data = prepare_fold(load_competition(small), fold, cfg.features, cfg.screen, cfg.scaling, cfg.data)
-    assert data.feature_names == ckpt["feature_names"]
-    dates, pred = predict_dataset(build_model(ckpt), data.val, torch.tensor(ckpt["target_scale"]), cfg.train, 7, "cpu")
-    assert np.all(np.diff(dates) > 0) and pred.shape == (len(data.val), 48)
-    truth = data.val.targets[torch.as_tensor(data.val.rows)].double().numpy()
+    dates, pred, truth, feature_names = holdout_replay(ckpt, small, load_config(None, TINY_RUN))
+    assert feature_names == ckpt["feature_names"]
+    assert np.all(np.diff(dates) > 0) and pred.shape == (len(dates), 48)
     assert rank_correlation_sharpe(truth, pred) == pytest.approx(summary["folds"]["holdout"]["best_score"], abs=1e-6)
 
 
@@ -295,20 +319,8 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
     tiny_run: tuple[Path, dict], small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run, summary = tiny_run
-    real_save = fit.save_checkpoint
-    saved_last = []
-
-    def crash_after_first_epoch(path: Path, state: dict) -> None:
-        real_save(path, state)
-        if Path(path).name == "last.pt":
-            saved_last.append(path)
-            if len(saved_last) == 1:
-                raise KeyboardInterrupt("simulated crash after epoch 1 of fold0")
-
-    monkeypatch.setattr(fit, "save_checkpoint", crash_after_first_epoch)
     resumed = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(None, TINY_RUN), small, resumed)
+    crash_after_first_epoch(monkeypatch, load_config(None, TINY_RUN), small, resumed)
     assert load_checkpoint(resumed / "fold0" / "last.pt")["epoch"] == 1
     assert not (resumed / "holdout").exists()
 
@@ -369,33 +381,11 @@ def test_weight_average_is_validated_served_and_resumed_exactly(
     plain = load_checkpoint(tiny_run[0] / "holdout" / "best.pt")  # the same run without the average
     assert fit.TRAINED_WEIGHTS not in plain and not torch.equal(plain["model"]["input_proj.weight"],
                                                                 served["input_proj.weight"])
-
-    from spread.competition import load_competition
-    from spread.splits import Fold
-
-    cfg = load_config(None, overrides)
-    record = ckpt["fold"]
-    fold = Fold("holdout", tuple(record["train_dates"]), tuple(record["val_dates"]), record["embargo"], record["cutoff"])
-    data = prepare_fold(load_competition(small), fold, cfg.features, cfg.screen, cfg.scaling, cfg.data)
-    _, pred = predict_dataset(build_model(ckpt), data.val, torch.tensor(ckpt["target_scale"]), cfg.train, 7, "cpu")
-    truth = data.val.targets[torch.as_tensor(data.val.rows)].double().numpy()
+    _, pred, truth, _ = holdout_replay(ckpt, small, load_config(None, overrides))
     assert rank_correlation_sharpe(truth, pred) == pytest.approx(summary["folds"]["holdout"]["best_score"], abs=1e-6)
 
-    real_save = fit.save_checkpoint
-    saved_last = []
-
-    def crash_after_first_epoch(path: Path, state: dict) -> None:
-        real_save(path, state)
-        if Path(path).name == "last.pt":
-            saved_last.append(path)
-            if len(saved_last) == 1:
-                raise KeyboardInterrupt("simulated crash after epoch 1 of fold0")
-
-    monkeypatch.setattr(fit, "save_checkpoint", crash_after_first_epoch)
     resumed = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        train(load_config(None, overrides), small, resumed)
-    monkeypatch.setattr(fit, "save_checkpoint", real_save)
+    crash_after_first_epoch(monkeypatch, load_config(None, overrides), small, resumed)
     train(load_config(resumed / "config.yaml"), small, resumed, resume=True)
     names = [f"{fit_name}/{file}" for fit_name in ("fold0", "fold0-pruned", "holdout", "holdout-pruned")
              for file in ("last.pt", "best.pt")]
