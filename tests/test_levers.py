@@ -122,3 +122,10 @@ def test_a_run_is_reused_only_when_finished_with_the_same_config(tmp_path):
 def test_every_lever_is_a_valid_config(name):
     cfg = load_config(levers.BASE_CONFIG, [*levers.BUDGET, *levers.LEVERS[name]])
     assert cfg.train.final_fit is False and cfg.train.max_steps_per_epoch > 0
+
+
+def test_folds_below_two_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        levers.main(["--work", str(tmp_path), "--folds", "1"])
+    assert exit_info.value.code == 2 and "--folds: expected >= 2" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything is written

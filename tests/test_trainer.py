@@ -62,6 +62,7 @@ def holdout_replay(ckpt: dict, small: Path, cfg) -> tuple[np.ndarray, np.ndarray
     data = prepare_fold(load_competition(small), fold, cfg.features, cfg.screen, cfg.scaling, cfg.data)
     dates, pred = predict_dataset(build_model(ckpt), data.val, torch.tensor(ckpt["target_scale"]), cfg.train, 7, "cpu")
     truth = data.val.targets[torch.as_tensor(data.val.rows)].double().numpy()
+    assert len(dates) == len(data.val) == len(truth)
     return dates, pred, truth, data.feature_names
 
 

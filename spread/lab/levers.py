@@ -406,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, help="walk-forward folds of every run, peers included (split.n_folds; "
                         "the runs go to WORK/runs[-PRESET]-foldsN); default: the base config's")
     args = parser.parse_args(argv)
-    if args.folds is not None and args.folds < 1:
-        parser.error(f"--folds: expected >= 1, got {args.folds}")
+    if args.folds is not None and args.folds < 2:  # an honest walk-forward score needs the other folds
+        parser.error(f"--folds: expected >= 2, got {args.folds}")
     levers = args.levers if REFERENCE in args.levers else [REFERENCE, *args.levers]
     report = lab(args.work, levers, args.data_seeds, args.train_seeds, args.peers, args.jobs, args.base, args.preset,
                  args.folds)
