@@ -56,7 +56,7 @@ import polars as pl  # noqa: E402
 from spread.competition import load_competition  # noqa: E402
 from spread.config import Config  # noqa: E402
 from spread.features import FeatureConfig, build_panel  # noqa: E402
-from spread.lab.levers import LAB_PRESETS  # noqa: E402
+from spread.lab.levers import LAB_PRESETS, PRESET  # noqa: E402
 from spread.metrics import rank_correlation_sharpe  # noqa: E402
 from spread.synth import generate  # noqa: E402
 from spread.synth_market import simulate_market  # noqa: E402
@@ -64,7 +64,6 @@ from spread.synth_presets import build_universe, resolve_preset  # noqa: E402
 from spread.targets import parse_pair  # noqa: E402
 from spread.trainer import competition_folds, load_oracle  # noqa: E402
 
-PRESET = "realistic"
 RIDGE = 1e-2
 """Ridge penalty per training row, on standardised regressors."""
 VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol regime", "state, no regime",

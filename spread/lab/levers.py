@@ -54,8 +54,9 @@ BUDGET = ("train.final_fit=false", "train.plots=false", "train.progress=false", 
           "train.max_steps_per_epoch=16", "train.early_stopping_patience=3")
 """The same short budget for every lever: 8 epochs of at most 16 steps, patience 3, no final fit."""
 REFERENCE = "ref"
-DECOUPLED_GATE = ("loss.gate_penalty=decoupled", "train.gate_lr_scale=1000", "train.finetune_pruned=true",
-                  "train.finetune_epochs=2")
+PRUNED_FINETUNE = ("train.finetune_pruned=true", "train.finetune_epochs=2")
+"""Fine-tune each fit for 2 epochs on the features its gate keeps (reported beside, never a cell)."""
+DECOUPLED_GATE = ("loss.gate_penalty=decoupled", "train.gate_lr_scale=1000", *PRUNED_FINETUNE)
 """The decoupled gate penalty (its lambda is the lever's), the gate's LR x1000 so that a noise gate can close
 within the budget's ~100 steps, and the pruned fine-tune."""
 QUICK_SHAPE = ("data.window=64", "model.d_model=64", "model.n_layers=2", "model.patch_len=1",
@@ -94,11 +95,10 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "screen_per_target": ("screen.ic_rank=per_target",),
     "lr1e-3": ("train.lr=0.001",),
     "lr1e-4": ("train.lr=0.0001",),
-    "gate_select": ("model.gate_init=0.0", "loss.gate_lambda=0.0003", "train.gate_lr_scale=100",
-                    "train.finetune_pruned=true", "train.finetune_epochs=2"),
+    "gate_select": ("model.gate_init=0.0", "loss.gate_lambda=0.0003", "train.gate_lr_scale=100", *PRUNED_FINETUNE),
     "gate_init0": ("model.gate_init=0.0",),
-    "gate_strong": ("model.gate_init=0.0", "loss.gate_lambda=0.003", "train.gate_lr_scale=100",
-                    "train.finetune_pruned=true", "train.finetune_epochs=2", "train.prune_top_k=32"),
+    "gate_strong": ("model.gate_init=0.0", "loss.gate_lambda=0.003", "train.gate_lr_scale=100", *PRUNED_FINETUNE,
+                    "train.prune_top_k=32"),
     "listwise_gate": ("loss.rank_loss=listwise", "model.gate_init=0.0", "loss.gate_lambda=0.003",
                       "train.gate_lr_scale=100"),
     "variate": ("model.tokens=variate",),
@@ -152,8 +152,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "epochs16": ("train.epochs=16",),
     "ema0.9": ("train.ema_decay=0.9",),
     "ema0.97": ("train.ema_decay=0.97",),
-    "gate_l0.03": ("loss.gate_lambda=0.03", "train.finetune_pruned=true", "train.finetune_epochs=2"),
-    "gate_l0.1": ("loss.gate_lambda=0.1", "train.finetune_pruned=true", "train.finetune_epochs=2"),
+    "gate_l0.03": ("loss.gate_lambda=0.03", *PRUNED_FINETUNE),
+    "gate_l0.1": ("loss.gate_lambda=0.1", *PRUNED_FINETUNE),
     "gate_dec0.1": (*DECOUPLED_GATE, "loss.gate_lambda=0.1"),
     "gate_dec0.3": (*DECOUPLED_GATE, "loss.gate_lambda=0.3"),
 }
