@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 TRAINED_WEIGHTS = "trained_model"
 """Key of last.pt's trained weights when `model` holds their average (train.ema_decay > 0): resume reads it (best.pt,
 which nothing resumes from, leaves it out)."""
+AVERAGE_UPDATES = "average_updates"
+"""Key of last.pt's count of the average's updates (optimiser steps the fp16 scaler skipped do not update it)."""
+RESUME_ONLY = (TRAINED_WEIGHTS, AVERAGE_UPDATES)
+"""The keys of last.pt that best.pt leaves out."""
 
 
 @dataclass
@@ -274,9 +278,9 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
         optimizer.load_state_dict(ckpt["optimizer"])
         grad_scaler.load_state_dict(ckpt["grad_scaler"])
         state = FitState(**ckpt["state"])
-        if average is not None:  # "model" holds the average; it has averaged one update per optimiser step
+        if average is not None:  # "model" holds the average
             average.module.load_state_dict(ckpt["model"])
-            average.n_averaged.fill_(state.step)
+            average.n_averaged.fill_(ckpt[AVERAGE_UPDATES])
         restore_rng_state(ckpt["rng_state"], pair_generator)
         ctx.runlog.restore(job.name, state.rows)
         if not continued:
@@ -297,9 +301,12 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
 
 def checkpoint_state(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPlan, state: FitState) -> dict:
     """Everything a checkpoint holds (see `spread.checkpoint`): what serving reads (the weight average when kept),
-    then the training state (with an average, the trained weights too: `TRAINED_WEIGHTS`)."""
+    then the training state (with an average, the trained weights and the average's update count too:
+    `RESUME_ONLY`)."""
     model = learner.served
-    trained = {} if learner.average is None else {TRAINED_WEIGHTS: learner.raw_model.state_dict()}
+    average = learner.average
+    trained = {} if average is None else {TRAINED_WEIGHTS: learner.raw_model.state_dict(),
+                                          AVERAGE_UPDATES: int(average.n_averaged)}
     schedule = {"name": ctx.cfg.train.schedule, "step": state.step, "total_steps": plan.total_steps,
                 "warmup_steps": warmup_steps(ctx.cfg.train, plan.total_steps)}
     return {
@@ -458,7 +465,7 @@ def save_epoch(ctx: RunContext, job: FitJob, learner: Learner, plan: FitPlan, st
         state.best_gate = learner.served.gate.values().detach().tolist()
     ckpt = checkpoint_state(ctx, job, learner, plan, state)
     if verdict.improved:  # the trained weights only matter to a resume, which reads last.pt
-        save_checkpoint(ctx.run_dir / job.name / BEST, {k: v for k, v in ckpt.items() if k != TRAINED_WEIGHTS})
+        save_checkpoint(ctx.run_dir / job.name / BEST, {k: v for k, v in ckpt.items() if k not in RESUME_ONLY})
     ctx.runlog.log_epoch(job.name, state.rows[-1])
     save_checkpoint(ctx.run_dir / job.name / LAST, ckpt)
     log_epoch_line(job, state.rows[-1], state)

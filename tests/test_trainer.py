@@ -374,7 +374,8 @@ def test_weight_average_is_validated_served_and_resumed_exactly(
     summary = train(load_config(None, overrides), small, run)
     ckpt, last = load_checkpoint(run / "holdout" / "best.pt"), load_checkpoint(run / "holdout" / "last.pt")
     served, trained = ckpt["model"], last[fit.TRAINED_WEIGHTS]
-    assert fit.TRAINED_WEIGHTS not in ckpt and served.keys() == trained.keys()
+    assert not set(fit.RESUME_ONLY) & ckpt.keys() and served.keys() == trained.keys()
+    assert last[fit.AVERAGE_UPDATES] == last["step"]  # no step skipped on the CPU: one update per optimiser step
     assert all(torch.equal(served[k], last["model"][k]) for k in served)  # the holdout keeps its last epoch
     assert not torch.equal(served["input_proj.weight"], trained["input_proj.weight"])
     gate = torch.sigmoid(served["gate.logit"]) * served["gate.mask"]
@@ -394,6 +395,7 @@ def test_weight_average_is_validated_served_and_resumed_exactly(
         a, b = load_checkpoint(run / name), load_checkpoint(resumed / name)
         for key in ("model", fit.TRAINED_WEIGHTS) if name.endswith("last.pt") else ("model",):
             assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), f"{name}: {key} differs"
+        assert a.get(fit.AVERAGE_UPDATES) == b.get(fit.AVERAGE_UPDATES), name
         assert a["gate"] == b["gate"], name
 
 
