@@ -46,6 +46,7 @@ from spread.losses import gate_weight, total_loss
 from spread.metrics import validation_metrics
 from spread.model import GatedTransformer, ModelOutput
 from spread.optim import build_optimizer, learning_rate, warmup_steps, weight_average
+from spread.prior import prior_input
 from spread.runfolder import BEST, LAST
 from spread.runlog import ProgressLines, RunLog, is_terminal, progress
 from spread.runtime import (
@@ -259,6 +260,8 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
     seed_everything(job.seed)
     raw_model = GatedTransformer(cfg.model, n_features=len(job.data.feature_names), target_lags=ctx.target_lags,
                                  window=cfg.data.window, own_channels=cfg.data.own_channels())
+    if cfg.model.prior_weight:  # fixed for the fit: from its training labels as released at its cutoff
+        raw_model.set_prior(torch.from_numpy(prior_input(dataset_labels(job.data.train))))
     if job.init_checkpoint is not None:
         raw_model.load_state_dict(load_checkpoint(job.init_checkpoint)["model"])
     if job.keep is not None:

@@ -36,15 +36,20 @@ def predictions(out: ModelOutput, target_scale: torch.Tensor, cfg: TrainConfig) 
 
     The regression head is unscaled back to label units, so the four lags compare on their own scales (the metric
     ranks all targets of a date together); the blend mixes the per-date z-scores of both heads, since the score
-    logits have no units.
+    logits have no units. With model.prior_weight (`out.prior`), the per-date z-score of that prediction plus the
+    weighted prior (a non-finite output then makes its whole date non-finite).
     """
     reg = out.reg.float() * target_scale.to(out.reg.device, torch.float32)
     score = out.score.float()
     if cfg.predict_with == "reg":
-        return reg
-    if cfg.predict_with == "score":
-        return score
-    return cfg.blend_weight * _zscore_rows(reg) + (1.0 - cfg.blend_weight) * _zscore_rows(score)
+        pred = reg
+    elif cfg.predict_with == "score":
+        pred = score
+    else:
+        pred = cfg.blend_weight * _zscore_rows(reg) + (1.0 - cfg.blend_weight) * _zscore_rows(score)
+    if out.prior is None:
+        return pred
+    return _zscore_rows(pred) + out.prior.to(pred.device, torch.float32)  # (B, N) + (N,)
 
 
 def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> ModelOutput:

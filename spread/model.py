@@ -160,6 +160,13 @@ class ModelConfig:
     target_head_dim: int = 64
     """Hidden width of the per-target head (`spread.target_head`) that reads each target's own features; used
     only with data.own_features, which carries them."""
+    prior_weight: float = 0.0
+    """w > 0: the model carries each target's constant prior, its mean daily rank over the fit's training labels
+    as released at the fit's cutoff, z-scored across targets (`spread.prior.prior_input`; a buffer set by the
+    trainer, so every checkpoint serves the values its fit had), and every prediction is the per-date z-score of
+    the heads' prediction plus w x that prior (`spread.forecast.predictions`; validation, early stopping and
+    serving score that sum, the losses train the heads as without it): a fixed-weight ensemble with the constant
+    that a short budget of optimiser steps does not learn. 0 = off."""
 
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:
@@ -180,6 +187,7 @@ class ModelConfig:
         check_range("model", "head_rank", self.head_rank, low=0)
         check_range("model", "momentum_decays", self.momentum_decays, low=0)
         check_range("model", "momentum_longest", self.momentum_longest, low=1.0)
+        check_range("model", "prior_weight", self.prior_weight, low=0.0)
         if self.momentum_decays and not self.head_rank:
             raise ConfigError("model.momentum_decays: the momentum factors add to the head factors; "
                               "set model.head_rank")
@@ -193,6 +201,8 @@ class ModelOutput:
     """(B, N) regression forecast per target, in the (per-lag scaled) units of the training targets."""
     score: Tensor
     """(B, N) pairwise-ranking score logit per target: higher means ranked higher on that date."""
+    prior: Tensor | None = None
+    """(N,) model.prior_weight x each target's z-scored prior, added to every prediction; None when off."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -497,6 +507,8 @@ class GatedTransformer(nn.Module):
         self.register_buffer("target_index", torch.argsort(torch.tensor(head_order)), persistent=False)  # (N,)
         self.target_head = (TargetHead(cfg.d_model, cfg.target_head_dim, own_channels, len(lags), cfg.dropout)
                             if own_channels else None)
+        if cfg.prior_weight:
+            self.register_buffer("target_prior", torch.zeros(len(lags)))  # (N,) set by set_prior; in the state dict
 
         self.apply(self._init_weights)
         residual_std = 0.02 / math.sqrt(2 * cfg.n_layers)  # nanoGPT: scale the projections into the residual
@@ -516,6 +528,14 @@ class GatedTransformer(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+    def set_prior(self, values: Tensor) -> None:
+        """Fill the (N,) prior the predictions add (`spread.prior.prior_input` of the fit's training labels)."""
+        if not self.cfg.prior_weight:
+            raise ConfigError("the model carries no prior (model.prior_weight is 0)")
+        if values.shape != self.target_prior.shape or not bool(torch.isfinite(values).all()):
+            raise DataError(f"prior: expected {len(self.target_prior)} finite values, got shape {tuple(values.shape)}")
+        self.target_prior.copy_(values)
 
     def num_parameters(self) -> int:
         """Number of trainable and frozen parameters (buffers excluded)."""
@@ -619,4 +639,5 @@ class GatedTransformer(nn.Module):
             out = torch.einsum("be,becn->bcn", self.router(pooled).softmax(dim=-1), out)  # (B, 2, N)
         if self.target_head is not None:
             out = out + self.target_head(pooled, own)  # (B, 2, N)
-        return ModelOutput(reg=out[:, 0], score=out[:, 1])
+        prior = self.cfg.prior_weight * self.target_prior if self.cfg.prior_weight else None  # (N,)
+        return ModelOutput(reg=out[:, 0], score=out[:, 1], prior=prior)

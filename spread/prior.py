@@ -50,6 +50,14 @@ def mean_rank_prior(labels: np.ndarray) -> np.ndarray:
     return prior
 
 
+def prior_input(labels: np.ndarray) -> np.ndarray:
+    """(N,) float32 `mean_rank_prior` of a (D, N) label matrix, z-scored across targets (all 0 when every target's
+    prior is the same): the prior a model with `model.prior_weight` carries."""
+    prior = mean_rank_prior(labels)
+    spread = prior.std()
+    return ((prior - prior.mean()) / spread if spread > 0 else np.zeros_like(prior)).astype(np.float32)
+
+
 def write_prior(path: str | Path, target_names: list[str], prior: np.ndarray) -> Path:
     """Write `{"target_names": [...], "prior": [...]}` as JSON."""
     path = Path(path)

@@ -16,7 +16,7 @@ from spread.competition import load_competition
 from spread.config import config_to_dict, load_config
 from spread.errors import ArtifactError
 from spread.model import GatedTransformer
-from spread.prior import mean_rank_prior, read_prior, write_prior
+from spread.prior import mean_rank_prior, prior_input, read_prior, write_prior
 
 from conftest import TINY_RUN
 
@@ -139,6 +139,15 @@ def test_mean_rank_prior_by_hand() -> None:
     expected = [(0.0 + 1.0 + 0.25) / 3, (1.0 + 0.25) / 2, (0.5 + 0.0 + 1.0) / 3, 0.5]
     np.testing.assert_allclose(prior, expected)
     assert mean_rank_prior(np.array([[np.nan, 2.0]])).tolist() == [0.5, 0.5]  # one label that day: middle
+
+
+def test_the_prior_input_is_the_prior_z_scored_across_targets() -> None:
+    labels = np.array([[0.1, 0.3, 0.2], [0.5, 0.2, 0.4], [0.0, 0.1, 1.0]])
+    prior = mean_rank_prior(labels)
+    values = prior_input(labels)
+    assert values.dtype == np.float32
+    np.testing.assert_allclose(values, (prior - prior.mean()) / prior.std(), rtol=1e-6)
+    assert prior_input(np.array([[1.0, 1.0], [2.0, 2.0]])).tolist() == [0.0, 0.0]  # every prior alike: no signal
 
 
 def test_prior_file_round_trip(tmp_path: Path) -> None:

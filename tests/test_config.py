@@ -46,6 +46,7 @@ def test_integer_and_dotless_exponent_are_accepted_where_a_float_is_expected(tmp
         (["train.amp=true"], "train.amp"),
         (["seed"], "seed"),
         (["nosuchsection.x=1"], "nosuchsection"),
+        (["model.prior_weight=-1"], "model.prior_weight"),
     ],
 )
 def test_bad_keys_and_values_name_the_dotted_path(overrides: list[str], named: str) -> None:

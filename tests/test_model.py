@@ -559,3 +559,23 @@ def test_without_own_channels_the_model_is_todays():
         headed(*make_batch())
     with pytest.raises(DataError, match=f"expected \\({len(LAGS)}, {OWN}\\)"):
         headed(*make_batch(), make_own()[:, :, :4])
+
+
+
+def test_the_prior_rides_in_the_state_dict_and_in_the_output():
+    """model.prior_weight: a buffer (N,), the model's output carries it times the weight; off, no buffer."""
+    assert "target_prior" not in make_model().state_dict() and make_model()(*make_batch()).prior is None
+    model = GatedTransformer(replace(TINY, prior_weight=0.5), 5, LAGS).eval()
+    prior = torch.linspace(-1.0, 1.0, len(LAGS))
+    model.set_prior(prior)
+    rebuilt = GatedTransformer(replace(TINY, prior_weight=0.5), 5, LAGS).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        out = rebuilt(*make_batch())
+    assert torch.equal(out.prior, 0.5 * prior)
+    with pytest.raises(DataError, match=f"expected {len(LAGS)} finite values"):
+        model.set_prior(torch.zeros(len(LAGS) + 1))
+    with pytest.raises(DataError, match="finite"):
+        model.set_prior(torch.full((len(LAGS),), float("nan")))
+    with pytest.raises(ConfigError, match="model.prior_weight"):
+        make_model().set_prior(prior)

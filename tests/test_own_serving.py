@@ -1,6 +1,6 @@
-"""data.own_features, features.market_vol and features.vol_interaction end to end: trained, checkpointed, rebuilt
-and served through the same code as validation (the market features and their interactions with the returns read
-every price column over a longer lookback than the rest)."""
+"""data.own_features, model.prior_weight, features.market_vol and features.vol_interaction end to end: trained,
+checkpointed, rebuilt and served through the same code as validation (the market features and their interactions
+with the returns read every price column over a longer lookback than the rest)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from spread.forecast import predict_dataset
 from spread.gateway import generate_batches, read_served_files
 from spread.infer import Predictor
 from spread.members import build_member
+from spread.prior import prior_input
 from spread.splits import HOLDOUT
 from spread.trainer import competition_folds, train
-from spread.windows import prepare_fold
+from spread.windows import dataset_labels, prepare_fold
 
 from conftest import TINY_RUN
 
@@ -29,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
 @pytest.fixture(scope="module")
 def own_run(small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    cfg = load_config(None, [*TINY_RUN, "data.own_features=true", "model.target_head_dim=8",
+    cfg = load_config(None, [*TINY_RUN, "data.own_features=true", "model.target_head_dim=8", "model.prior_weight=1.0",
                              "features.market_vol=[3,6]", "features.market_vol_base=30",
                              "features.vol_interaction=6", "screen.always_keep=[^market__,^regime__]"])
     run = tmp_path_factory.mktemp("own") / "run"
@@ -64,6 +65,20 @@ def test_served_answers_equal_the_trainers_validation_predictions(own_run, small
     assert predictor.fallback_calls == 0 and set(dates) <= set(served)
     np.testing.assert_allclose(np.stack([served[d] for d in dates]), expected, atol=1e-5, rtol=0)
     assert set(predictor.label_targets) == set(comp.target_names)  # every target's labels feed its own features
+
+
+def test_each_fit_reads_the_prior_of_its_own_training_labels(own_run) -> None:
+    """The prior input a checkpoint carries is that of its fold's training labels as released at its cutoff: the
+    validation dates' labels never reach it, and two folds with other training dates carry other values."""
+    cfg, comp, run = own_run["cfg"], own_run["comp"], own_run["run"]
+    carried = {}
+    for fold in competition_folds(comp, cfg):
+        data = prepare_fold(comp, fold, cfg.features, cfg.screen, cfg.scaling, cfg.data)
+        carried[fold.name] = load_checkpoint(run / fold.name / "best.pt")["model"]["target_prior"].numpy()
+        np.testing.assert_array_equal(carried[fold.name], prior_input(dataset_labels(data.train)))
+        assert np.isfinite(carried[fold.name]).all() and carried[fold.name].std() > 0.5
+    first, *others = carried.values()
+    assert any(not np.array_equal(first, other) for other in others)
 
 
 def test_a_checkpoint_without_the_own_scaler_is_refused(own_run) -> None:

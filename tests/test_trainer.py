@@ -144,6 +144,17 @@ def test_predictions_from_the_heads() -> None:
     assert torch.isfinite(blend).all() and blend[0, 0] > blend[0, 2] > blend[0, 1]
 
 
+
+def test_predictions_add_the_weighted_prior_to_the_per_date_z_score() -> None:
+    score = torch.tensor([[0.0, 3.0, 1.0], [2.0, 2.5, 3.0]])
+    out = ModelOutput(reg=torch.zeros_like(score), score=score, prior=torch.tensor([1.0, -1.0, 0.0]))
+    pred = predictions(out, torch.ones(3), TrainConfig(predict_with="score"))
+    centred = score - score.mean(dim=1, keepdim=True)
+    expected = centred / centred.square().mean(dim=1, keepdim=True).sqrt() + out.prior
+    torch.testing.assert_close(pred, expected)
+    assert score[1].argsort().tolist() == [0, 1, 2] and pred[1].argsort().tolist() == [1, 0, 2]  # the prior reorders
+
+
 def test_predict_dataset_scores_a_non_finite_output_as_zero() -> None:
     class NaNHead(torch.nn.Module):
         def forward(self, x: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> ModelOutput:

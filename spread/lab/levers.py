@@ -156,6 +156,10 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "gate_l0.1": ("loss.gate_lambda=0.1", *PRUNED_FINETUNE),
     "gate_dec0.1": (*DECOUPLED_GATE, "loss.gate_lambda=0.1"),
     "gate_dec0.3": (*DECOUPLED_GATE, "loss.gate_lambda=0.3"),
+    "prior0.5": ("model.prior_weight=0.5",),
+    "prior1": ("model.prior_weight=1.0",),
+    "prior2": ("model.prior_weight=2.0",),
+    "prior4": ("model.prior_weight=4.0",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
