@@ -166,7 +166,8 @@ class ModelConfig:
     trainer, so every checkpoint serves the values its fit had), and every prediction is the per-date z-score of
     the heads' prediction plus w x that prior (`spread.forecast.predictions`; validation, early stopping and
     serving score that sum, the losses train the heads as without it): a fixed-weight ensemble with the constant
-    that a short budget of optimiser steps does not learn. 0 = off."""
+    that a short budget of optimiser steps does not learn. serve.update: prior_blend adds its own recency-weighted
+    prior on top of this answer. 0 = off."""
 
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.n_heads < 1 or self.d_model % self.n_heads:

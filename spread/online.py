@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spread.errors import ConfigError, check_choice, check_range
+from spread.prior import zscore
 from spread.targets import release_date
 
 if TYPE_CHECKING:
@@ -88,13 +89,6 @@ class ServeConfig:
 
 class Overrun(Exception):
     """A refit passed its wall-clock budget."""
-
-
-def zscore(values: np.ndarray) -> np.ndarray:
-    """(N,) values centred and scaled across targets; all zeros when they are constant."""
-    centred = values - values.mean()
-    std = centred.std()
-    return centred / std if std > 0 else np.zeros_like(centred)
 
 
 def centred_ranks(labels: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@ Ranking each day's non-null labels (average method), scaling the ranks to [0, 1]
 one number per target. Submitted as a constant every day it scored 0.387 on the competition's final private
 leaderboard (shared COMPETITION.md, "Reference points"), so the predictor uses it as its never-fail answer: when a
 model cannot run, the day still gets finite, sensible values. The trainer writes it to `prior.json` in every run.
+z-scored across targets (`prior_input`), a fit's own prior is also what a model with `model.prior_weight` adds to
+every prediction (`spread.forecast.predictions`), and `zscore` is the scale the online update's priors share.
 """
 
 from __future__ import annotations
@@ -50,12 +52,17 @@ def mean_rank_prior(labels: np.ndarray) -> np.ndarray:
     return prior
 
 
+def zscore(values: np.ndarray) -> np.ndarray:
+    """(N,) values centred and scaled across targets; all zeros when they are constant."""
+    centred = values - values.mean()
+    std = centred.std()
+    return centred / std if std > 0 else np.zeros_like(centred)
+
+
 def prior_input(labels: np.ndarray) -> np.ndarray:
     """(N,) float32 `mean_rank_prior` of a (D, N) label matrix, z-scored across targets (all 0 when every target's
-    prior is the same): the prior a model with `model.prior_weight` carries."""
-    prior = mean_rank_prior(labels)
-    spread = prior.std()
-    return ((prior - prior.mean()) / spread if spread > 0 else np.zeros_like(prior)).astype(np.float32)
+    prior is the same): the prior a model with `model.prior_weight` adds to its predictions."""
+    return zscore(mean_rank_prior(labels)).astype(np.float32)
 
 
 def write_prior(path: str | Path, target_names: list[str], prior: np.ndarray) -> Path:

@@ -561,7 +561,6 @@ def test_without_own_channels_the_model_is_todays():
         headed(*make_batch(), make_own()[:, :, :4])
 
 
-
 def test_the_prior_rides_in_the_state_dict_and_in_the_output():
     """model.prior_weight: a buffer (N,), the model's output carries it times the weight; off, no buffer."""
     assert "target_prior" not in make_model().state_dict() and make_model()(*make_batch()).prior is None

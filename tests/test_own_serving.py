@@ -20,7 +20,7 @@ from spread.infer import Predictor
 from spread.members import build_member
 from spread.prior import prior_input
 from spread.splits import HOLDOUT
-from spread.trainer import competition_folds, train
+from spread.trainer import competition_folds, final_fold, final_name, label_limit, train
 from spread.windows import dataset_labels, prepare_fold
 
 from conftest import TINY_RUN
@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 @pytest.fixture(scope="module")
 def own_run(small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     cfg = load_config(None, [*TINY_RUN, "data.own_features=true", "model.target_head_dim=8", "model.prior_weight=1.0",
+                             "train.ema_decay=0.9", "train.final_fit=true", "train.seeds=[0]",
                              "features.market_vol=[3,6]", "features.market_vol_base=30",
                              "features.vol_interaction=6", "screen.always_keep=[^market__,^regime__]"])
     run = tmp_path_factory.mktemp("own") / "run"
@@ -68,17 +69,21 @@ def test_served_answers_equal_the_trainers_validation_predictions(own_run, small
 
 
 def test_each_fit_reads_the_prior_of_its_own_training_labels(own_run) -> None:
-    """The prior input a checkpoint carries is that of its fold's training labels as released at its cutoff: the
-    validation dates' labels never reach it, and two folds with other training dates carry other values."""
+    """The prior a served checkpoint carries (with train.ema_decay: the weight average's) is that of its fit's
+    training labels as released at its cutoff (`prepare_fold` masks the rest: test_leakage), for the walk-forward
+    fold, the holdout and the final fit alike; fits on other dates carry other values."""
     cfg, comp, run = own_run["cfg"], own_run["comp"], own_run["run"]
+    fits = {fold.name: fold for fold in competition_folds(comp, cfg)}
+    fits[final_name(0)] = final_fold(comp, label_limit(comp, cfg))
     carried = {}
-    for fold in competition_folds(comp, cfg):
+    for name, fold in fits.items():
         data = prepare_fold(comp, fold, cfg.features, cfg.screen, cfg.scaling, cfg.data)
-        carried[fold.name] = load_checkpoint(run / fold.name / "best.pt")["model"]["target_prior"].numpy()
-        np.testing.assert_array_equal(carried[fold.name], prior_input(dataset_labels(data.train)))
-        assert np.isfinite(carried[fold.name]).all() and carried[fold.name].std() > 0.5
+        carried[name] = load_checkpoint(run / name / "best.pt")["model"]["target_prior"].numpy()
+        expected = prior_input(dataset_labels(data.train))
+        assert expected.std() > 0.5  # a signal, not the all-zero prior of constant values
+        np.testing.assert_array_equal(carried[name], expected)
     first, *others = carried.values()
-    assert any(not np.array_equal(first, other) for other in others)
+    assert len(others) == 2 and all(not np.array_equal(first, other) for other in others)
 
 
 def test_a_checkpoint_without_the_own_scaler_is_refused(own_run) -> None:

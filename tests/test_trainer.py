@@ -144,7 +144,6 @@ def test_predictions_from_the_heads() -> None:
     assert torch.isfinite(blend).all() and blend[0, 0] > blend[0, 2] > blend[0, 1]
 
 
-
 def test_predictions_add_the_weighted_prior_to_the_per_date_z_score() -> None:
     score = torch.tensor([[0.0, 3.0, 1.0], [2.0, 2.5, 3.0]])
     out = ModelOutput(reg=torch.zeros_like(score), score=score, prior=torch.tensor([1.0, -1.0, 0.0]))
