@@ -29,17 +29,22 @@ ONECYCLE_FINAL_DIV = 1e4
 
 
 def build_optimizer(model: GatedTransformer, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (nanoGPT); the gate logits in their own group (gate_lr_scale).
+    """AdamW with weight decay on matrices only (nanoGPT); the gate logits in their own group (gate_lr_scale), and
+    with head_bias_lr_scale != 1 the lag heads' biases too (only then: the groups of a last.pt must match on resume).
 
     Every group has an "lr_scale": the schedule sets each group's LR to learning_rate(step) * lr_scale.
     """
     gate = model.gate.logit
-    others = [p for p in model.parameters() if p.requires_grad and p is not gate]
+    biases = [head.bias for head in model.heads.values()] if cfg.head_bias_lr_scale != 1.0 else []
+    own_group = {id(p) for p in (gate, *biases)}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in own_group]
     groups = [
         {"params": [p for p in others if p.dim() >= 2], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
         {"params": [p for p in others if p.dim() < 2], "weight_decay": 0.0, "lr_scale": 1.0},
         {"params": [gate], "weight_decay": 0.0, "lr_scale": cfg.gate_lr_scale},
     ]
+    if biases:
+        groups.append({"params": biases, "weight_decay": 0.0, "lr_scale": cfg.head_bias_lr_scale})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 

@@ -43,6 +43,11 @@ class TrainConfig:
     gradient, so at lr 1e-4 a gate starting at sigmoid(3) cannot close within a few thousand steps; a larger
     multiplier lets the L1 penalty actually prune. It also scales the decoupled penalty's step
     (loss.gate_penalty)."""
+    head_bias_lr_scale: float = 1.0
+    """LR multiplier of the lag heads' biases, each target's own constant in its regression and score outputs.
+    Adam moves each by about lr per step, ~0.04 over the short budget's 128 steps at lr 3e-4, so a target's level
+    (its mean daily rank, which alone outscores the default model on the 6-fold grid: bench/LEVERS.md) is barely
+    learned; a larger multiplier lets it be."""
     betas: tuple[float, float] = (0.9, 0.999)
     """AdamW (beta1, beta2)."""
     epochs: int = 20
@@ -129,7 +134,8 @@ class TrainConfig:
         for name in ("epochs", "eval_every", "eval_batch_size", "finetune_epochs", "holdout_members"):
             check_range("train", name, getattr(self, name), low=1)
         for name in ("weight_decay", "grad_clip", "warmup_steps", "early_stopping_patience", "max_steps_per_epoch",
-                     "final_fit_epochs", "prune_top_k", "gate_lr_scale", "log_every_s", "fold_members"):
+                     "final_fit_epochs", "prune_top_k", "gate_lr_scale", "head_bias_lr_scale", "log_every_s",
+                     "fold_members"):
             check_range("train", name, getattr(self, name), low=0)
         if self.final_fit_epochs > self.epochs:
             raise ConfigError(f"train.final_fit_epochs: {self.final_fit_epochs} > train.epochs = {self.epochs} (the "

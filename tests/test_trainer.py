@@ -193,6 +193,23 @@ def test_bf16_autocast_training_step_on_the_cpu() -> None:
     assert not torch.equal(model.input_proj.weight, before)
 
 
+def test_the_head_biases_learn_at_their_own_rate() -> None:
+    """train.head_bias_lr_scale: the lag heads' biases in a group of their own, every parameter in exactly one group;
+    at the default (1) the groups are those of earlier last.pt files, so they still resume."""
+    lags = [1, 1, 2, 2]
+    model = GatedTransformer(load_config(None, TINY_RUN).model, n_features=5, target_lags=lags)
+    default = build_optimizer(model, TrainConfig())
+    assert [group["lr_scale"] for group in default.param_groups] == [1.0, 1.0, 1.0]
+    scaled = build_optimizer(model, TrainConfig(head_bias_lr_scale=30.0))
+    *_, biases = scaled.param_groups
+    assert biases["lr_scale"] == 30.0 and biases["weight_decay"] == 0.0
+    assert {id(p) for p in biases["params"]} == {id(head.bias) for head in model.heads.values()}
+    grouped = [id(p) for group in scaled.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    with pytest.raises(ConfigError, match="train.head_bias_lr_scale"):
+        load_config(None, ["train.head_bias_lr_scale=-1"])
+
+
 def test_decoupled_gate_penalty_acts_outside_the_optimizer() -> None:
     """loss.gate_penalty = decoupled: no gate term in the loss; after the AdamW step every gate logit falls by
     lambda times the gate's LR (the step a gate_lambda = 0 fit takes, minus exactly that)."""

@@ -160,6 +160,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "prior1": ("model.prior_weight=1.0",),
     "prior2": ("model.prior_weight=2.0",),
     "prior4": ("model.prior_weight=4.0",),
+    "bias_lr30": ("train.head_bias_lr_scale=30",),
+    "bias_lr100": ("train.head_bias_lr_scale=100",),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
