@@ -3,8 +3,9 @@
 `predictions` turns the two heads into the numbers a date is scored on (see `TrainConfig.predict_with`): the
 regression head is unscaled back to label units with the fold's per-target scale, the score head is used as is,
 and the blend mixes the per-date z-scores of both; with `model.prior_weight` the per-date z-score of that gets the
-model's weighted prior added (each target's mean daily rank over the fit's training labels). It keeps non-finite values: the caller decides what a NaN
-means (validation scores it as 0 so that no date drops out of the score; the predictor drops that member).
+model's weighted prior added (each target's mean daily rank over the fit's training labels). It keeps non-finite
+values: the caller decides what a NaN means (validation scores it as 0 so that no date drops out of the score; the
+predictor drops that member).
 `forward` is how a window batch feeds the model, in training and prediction alike; `predict_batch` is the forward
 pass both the trainer (`predict_dataset`) and `spread.members.run_member` call, in eval precision
 (`spread.runtime.inference_dtype`), so training scores and served answers cannot drift apart.
