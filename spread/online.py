@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spread.errors import ConfigError, check_choice, check_range
-from spread.prior import zscore
 from spread.targets import release_date
 
 if TYPE_CHECKING:
@@ -147,6 +146,8 @@ class OnlineUpdate:
         failed or overran (counted). Never raises."""
         if not self.enabled:
             return values
+        from spread.prior import zscore  # function level, like daily_ranks: the config's imports stay light
+
         self.calls += 1
         started = self.clock()
         try:
@@ -173,6 +174,8 @@ class OnlineUpdate:
         """(prior z-score, weight) from what is known on `date_id`; Overrun past the budget. The caches it fills
         hold values of complete dates only, which no later call changes, so an aborted refit leaves nothing
         half-done behind."""
+        from spread.prior import zscore
+
         last = date_id - release_date(0, self.max_lag)  # release_date(last, max_lag) == date_id
         halflife = self.cfg.halflife
         first = last - PRIOR_HALFLIVES * halflife
