@@ -13,8 +13,8 @@ its id (a categorical feature). Each variant here refits the same booster (`LGBM
 - `raw_target`: trained on each label over its lag's training std instead of its centred daily rank.
 
 and three pooled ridge regressions in the same long format (target: the centred daily rank; own features scaled
-per target and feature on the training rows, NaN -> 0, as the Transformer's per-target head reads them; penalty
-1e-3 per row):
+per target and feature on the training rows, NaN -> 0, by the Transformer's own `spread.windows.fit_own_scaler`
+and `own_inputs`, without the missing flags; penalty 1e-3 per row):
 - `ridge prior only`: the mean rank z-scored across targets, a constant ranking every day (the `mean_rank` peer's);
 - `ridge own only`: the own features;
 - `ridge own + prior`: both.
@@ -44,7 +44,7 @@ from spread.lab.levers import data_folder  # noqa: E402
 from spread.metrics import validation_metrics  # noqa: E402
 from spread.prior import daily_ranks  # noqa: E402
 from spread.trainer import competition_folds  # noqa: E402
-from spread.windows import competition_panel, label_matrix  # noqa: E402
+from spread.windows import competition_panel, fit_own_scaler, label_matrix, own_inputs  # noqa: E402
 
 CONSTANT = ("mean_rank", "lag", "target")
 """The features of `long_features` after the own features."""
@@ -100,10 +100,9 @@ def lightgbm_score(ctx, names: list[str], features: np.ndarray, variant: str, ro
 
 def ridge_scores(ctx, features: np.ndarray) -> dict[str, float]:
     """Validation scores of the three pooled ridge variants."""
-    own = features[:, :, : -len(CONSTANT)].astype(np.float64)  # (T, N, K)
-    train = own[ctx.train_rows]
-    centre, spread = np.nanmean(train, axis=0), np.nanstd(train, axis=0) + 1e-12  # (N, K) per target and feature
-    own = np.nan_to_num((own - centre) / spread)
+    values = features[:, :, : -len(CONSTANT)]  # (T, N, K) the own features
+    scaler = fit_own_scaler(values[ctx.train_rows], ctx.comp.target_names, ctx.cfg.scaling)
+    own = own_inputs(values, scaler).numpy()[:, :, : values.shape[2]].astype(np.float64)  # (T, N, K) scaled values
     prior = ctx.prior
     prior = np.broadcast_to((prior - prior.mean()) / prior.std(), own.shape[:2])[..., None]  # (T, N, 1)
     inputs = dict(zip(RIDGE_VARIANTS, (prior, own, np.concatenate([own, prior], axis=2))))
