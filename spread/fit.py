@@ -2,7 +2,8 @@
 
     fit(ctx, job): for each epoch
       shuffle (seeded by seed and epoch), for each batch:
-        lr = schedule(step); autocast forward; loss = total_loss(out, y / target_scale, ...); scaled backward;
+        lr = schedule(step); autocast forward; loss = total_loss(out, y / target_scale (or its daily
+        ranks: loss.target), ...); scaled backward;
         clip; step; with loss.gate_penalty = decoupled, lower the gate logits; with train.ema_decay, update the
         weight average (then the model validated, saved as the served weights and predicting)
       validate on rank 0: predictions -> spread.metrics.validation_metrics (competition score, IC, ICIR per lag,
@@ -42,7 +43,7 @@ from spread.checkpoint import load_checkpoint, save_checkpoint, serving_state
 from spread.competition import Competition
 from spread.errors import ConfigError
 from spread.forecast import forward, predict_dataset
-from spread.losses import gate_weight, total_loss
+from spread.losses import gate_weight, rank_targets, total_loss
 from spread.metrics import validation_metrics
 from spread.model import GatedTransformer, ModelOutput
 from spread.optim import build_optimizer, learning_rate, warmup_steps, weight_average
@@ -184,6 +185,8 @@ def train_step(
         group["lr"] = lr * group["lr_scale"]
     batch = to_device(batch, learner.runtime.device)
     y = batch["y"] / learner.target_scale  # (B, N) per-lag scaled targets; unknown cells are 0 and masked
+    if learner.cfg.loss.target == "rank":
+        y = rank_targets(y, batch["y_mask"])  # (B, N) the raw labels' daily unit ranks (the scale is 1 then)
     with autocast(learner.runtime):
         out = forward(learner.model, batch)
     out = ModelOutput(reg=out.reg.float(), score=out.score.float())
@@ -296,7 +299,8 @@ def start_fit(ctx: RunContext, job: FitJob, resume: bool, continued: bool = Fals
     if runtime.world_size > 1:  # DDP broadcasts rank 0's parameters and buffers here
         device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
         model = DistributedDataParallel(raw_model, device_ids=device_ids)
-    scale = target_scale(job.data, ctx.target_lags).to(runtime.device)
+    scale = (target_scale(job.data, ctx.target_lags) if cfg.loss.target == "scaled"
+             else torch.ones(len(ctx.target_lags))).to(runtime.device)  # rank targets: the heads predict ranks
     lags = torch.as_tensor(ctx.target_lags, device=runtime.device)
     learner = Learner(model, raw_model, optimizer, grad_scaler, runtime, cfg, scale, lags, pair_generator, average)
     return learner, state

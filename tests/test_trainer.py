@@ -22,7 +22,8 @@ from spread.metrics import rank_correlation_sharpe
 from spread.model import GatedTransformer, ModelOutput
 from spread.pruning import gate_table, select_features
 from spread.fit import Learner, train_step
-from spread.forecast import predict_dataset, predictions
+from spread.forecast import forward, predict_dataset, predictions
+from spread.losses import rank_targets, regression_loss, unit_ranks
 from spread.optim import build_optimizer, learning_rate
 from spread.runlog import summarize
 from spread.runtime import Runtime, inference_dtype, make_grad_scaler, resolve_amp
@@ -208,6 +209,38 @@ def test_the_head_biases_learn_at_their_own_rate() -> None:
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())
     with pytest.raises(ConfigError, match="train.head_bias_lr_scale"):
         load_config(None, ["train.head_bias_lr_scale=-1"])
+
+
+def test_rank_targets_are_what_the_losses_fit_and_the_scale_is_one(small: Path, tmp_path: Path,
+                                                                  single_thread) -> None:
+    """loss.target = rank: train_step's regression term is the loss against each date's unit ranks of the raw
+    labels (ranked across lags, whatever their scale), and the fit's target scale (checkpointed, so serving
+    predicts ranks too) is 1."""
+    lags = [1, 1, 2, 2]
+    y = torch.tensor([[0.01, -0.03, 0.2, -0.1], [0.02, 0.0, -0.05, 0.3], [-0.01, 0.04, 0.1, 0.0]])
+    mask = torch.tensor([[True, True, True, True], [True, False, True, True], [True, True, True, True]])
+    batch = {"x": torch.randn(3, 8, 5), "t": torch.rand(3, 8), "valid": torch.ones(3, 8, dtype=torch.bool),
+             "y": torch.where(mask, y, torch.zeros_like(y)), "y_mask": mask}
+    cfg = load_config(None, [*TINY_RUN, "model.dropout=0.0", "loss.target=rank", "loss.rank_weight=0"])
+    torch.manual_seed(0)
+    model = GatedTransformer(cfg.model, n_features=5, target_lags=lags)
+    scale = torch.tensor([0.01, 0.01, 0.1, 0.1])  # a per-lag scale would reorder the lags; the ranks ignore it
+    runtime = Runtime(torch.device("cpu"), amp_dtype=None)
+    learner = Learner(model, model, build_optimizer(model, cfg.train), make_grad_scaler(runtime), runtime, cfg,
+                      torch.ones(4), torch.tensor(lags), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reg = forward(model, batch).reg
+    ranks = rank_targets(batch["y"], mask)
+    assert torch.equal(ranks[0], unit_ranks(y[:1], torch.ones(1, 4, dtype=torch.bool))[0])
+    assert ranks[1, 1] == 0 and not torch.equal(rank_targets(batch["y"] / scale, mask), ranks)
+    part = train_step(learner, batch, lr=1e-3, epoch_position=0.5)["regression"]
+    assert part == pytest.approx(float(regression_loss(reg, ranks, mask, cfg.loss)), rel=1e-5)
+    train(load_config(None, [*TINY_RUN, "loss.target=rank", "split.n_folds=2", "train.final_fit=false"]), small,
+          tmp_path / "run")
+    saved = torch.as_tensor(load_checkpoint(tmp_path / "run/holdout/best.pt")["target_scale"])
+    assert saved.numel() == 48 and bool((saved == 1).all())
+    with pytest.raises(ConfigError, match="loss.target"):
+        load_config(None, ["loss.target=ranks"])
 
 
 def test_decoupled_gate_penalty_acts_outside_the_optimizer() -> None:
