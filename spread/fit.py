@@ -184,9 +184,10 @@ def train_step(
     for group in learner.optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
     batch = to_device(batch, learner.runtime.device)
-    y = batch["y"] / learner.target_scale  # (B, N) per-lag scaled targets; unknown cells are 0 and masked
     if learner.cfg.loss.target == "rank":
-        y = rank_targets(y, batch["y_mask"])  # (B, N) the raw labels' daily unit ranks (the scale is 1 then)
+        y = rank_targets(batch["y"], batch["y_mask"])  # (B, N) the raw labels' daily unit ranks
+    else:
+        y = batch["y"] / learner.target_scale  # (B, N) per-lag scaled targets; unknown cells are 0 and masked
     with autocast(learner.runtime):
         out = forward(learner.model, batch)
     out = ModelOutput(reg=out.reg.float(), score=out.score.float())

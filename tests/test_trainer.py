@@ -224,10 +224,10 @@ def test_rank_targets_are_what_the_losses_fit_and_the_scale_is_one(small: Path, 
     cfg = load_config(None, [*TINY_RUN, "model.dropout=0.0", "loss.target=rank", "loss.rank_weight=0"])
     torch.manual_seed(0)
     model = GatedTransformer(cfg.model, n_features=5, target_lags=lags)
-    scale = torch.tensor([0.01, 0.01, 0.1, 0.1])  # a per-lag scale would reorder the lags; the ranks ignore it
+    scale = torch.tensor([0.01, 0.01, 0.1, 0.1])  # dividing by a per-lag scale would reorder the lags' labels
     runtime = Runtime(torch.device("cpu"), amp_dtype=None)
     learner = Learner(model, model, build_optimizer(model, cfg.train), make_grad_scaler(runtime), runtime, cfg,
-                      torch.ones(4), torch.tensor(lags), torch.Generator().manual_seed(1))
+                      scale, torch.tensor(lags), torch.Generator().manual_seed(1))
     with torch.no_grad():
         reg = forward(model, batch).reg
     ranks = rank_targets(batch["y"], mask)
