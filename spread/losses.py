@@ -52,7 +52,7 @@ class LossConfig:
     regression: str = "huber"
     """Regression loss: huber | mse | hybrid (the mean of huber and mse)."""
     huber_delta: float = 0.2
-    """Huber threshold, in units of the (per-lag scaled) targets."""
+    """Huber threshold, in units of what the losses fit (per-lag scaled labels, or unit ranks: `target`)."""
     regression_weight: float = 1.0
     """Weight of the regression term in the total."""
     rank_weight: float = 1.0
