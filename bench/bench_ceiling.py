@@ -38,6 +38,9 @@ score on the same cells, and paired differences.
 
     python bench/bench_ceiling.py [--seeds 0 1 2] [--work DIR] [--out bench/CEILING.md] [--ridge 0.01]
         [--preset realistic_strong]   (its report goes to bench/CEILING-realistic_strong.md)
+
+With `--work` the lever lab's work folder (`python -m spread.lab.levers --work DIR`) it scores the competitions
+the lab's runs trained on (DIR/data/PRESET-sSEED, generated there once, the same by seed either way).
 """
 
 from __future__ import annotations
@@ -56,9 +59,8 @@ import polars as pl  # noqa: E402
 from spread.competition import load_competition  # noqa: E402
 from spread.config import Config  # noqa: E402
 from spread.features import FeatureConfig, build_panel  # noqa: E402
-from spread.lab.levers import LAB_PRESETS, PRESET  # noqa: E402
+from spread.lab.levers import LAB_PRESETS, PRESET, data_folder  # noqa: E402
 from spread.metrics import rank_correlation_sharpe  # noqa: E402
-from spread.synth import generate  # noqa: E402
 from spread.synth_market import simulate_market  # noqa: E402
 from spread.synth_presets import build_universe, resolve_preset  # noqa: E402
 from spread.targets import parse_pair  # noqa: E402
@@ -160,9 +162,7 @@ def ridge_forecast(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndar
 
 def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET) -> list[dict]:
     """One row per fold of data seed `seed`: the oracle's and every variant's score on its validation dates."""
-    folder = work / f"{preset}-s{seed}"
-    if not (folder / "train.csv").is_file():
-        generate(folder, seed=seed, preset=preset, overwrite=True)
+    folder = data_folder(work, seed, preset)
     competition = load_competition(folder)
     pairs, labels = competition.pairs, competition.labels
     targets = pairs["target"].to_list()
@@ -235,7 +235,9 @@ def report(rows: list[dict], penalty: float = RIDGE, preset: str = PRESET) -> st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/spread_ceiling"), help="generated competitions")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/spread_ceiling"),
+                        help="work folder of the generated competitions, laid out as the lever lab's (WORK/data/): "
+                        "pass the lab's --work to score the very data its runs trained on")
     parser.add_argument("--out", type=Path, help="report file (default bench/CEILING.md; bench/CEILING-PRESET.md "
                         "for another preset)")
     parser.add_argument("--ridge", type=float, default=RIDGE, help="ridge penalty per training row")
