@@ -42,9 +42,9 @@ from spread.config import load_config  # noqa: E402
 from spread.lab.baselines import LGBM_PARAMS, _lightgbm, fold_context, long_features  # noqa: E402
 from spread.lab.levers import data_folder  # noqa: E402
 from spread.metrics import validation_metrics  # noqa: E402
-from spread.prior import daily_ranks  # noqa: E402
+from spread.prior import daily_ranks, zscore  # noqa: E402
 from spread.trainer import competition_folds  # noqa: E402
-from spread.windows import competition_panel, fit_own_scaler, label_matrix, own_inputs  # noqa: E402
+from spread.windows import competition_panel, fit_own_scaler, label_matrix, lag_scale, own_inputs  # noqa: E402
 
 CONSTANT = ("mean_rank", "lag", "target")
 """The features of `long_features` after the own features."""
@@ -80,11 +80,7 @@ def lightgbm_score(ctx, names: list[str], features: np.ndarray, variant: str, ro
     names = [names[i] for i in columns]
     train_labels = ctx.known[ctx.train_rows]  # (dates, N)
     if variant == "raw_target":
-        scale = np.ones(train_labels.shape[1])
-        for lag in np.unique(ctx.comp.target_lags):
-            same = ctx.comp.target_lags == lag
-            scale[same] = np.nanstd(train_labels[:, same])
-        target = (train_labels / scale).ravel()
+        target = (train_labels / lag_scale(train_labels, ctx.comp.target_lags)).ravel()
     else:
         target = (daily_ranks(train_labels) - 0.5).ravel()
     rows = features[ctx.train_rows][:, :, columns].reshape(-1, len(columns))
@@ -103,8 +99,7 @@ def ridge_scores(ctx, features: np.ndarray) -> dict[str, float]:
     values = features[:, :, : -len(CONSTANT)]  # (T, N, K) the own features
     scaler = fit_own_scaler(values[ctx.train_rows], ctx.comp.target_names, ctx.cfg.scaling)
     own = own_inputs(values, scaler).numpy()[:, :, : values.shape[2]].astype(np.float64)  # (T, N, K) scaled values
-    prior = ctx.prior
-    prior = np.broadcast_to((prior - prior.mean()) / prior.std(), own.shape[:2])[..., None]  # (T, N, 1)
+    prior = np.broadcast_to(zscore(ctx.prior), own.shape[:2])[..., None]  # (T, N, 1)
     inputs = dict(zip(RIDGE_VARIANTS, (prior, own, np.concatenate([own, prior], axis=2))))
     target = (daily_ranks(ctx.known[ctx.train_rows]) - 0.5).ravel()
     known = np.isfinite(target)

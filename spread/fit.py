@@ -2,10 +2,10 @@
 
     fit(ctx, job): for each epoch
       shuffle (seeded by seed and epoch), for each batch:
-        lr = schedule(step); autocast forward; loss = total_loss(out, y / target_scale (or its daily
-        ranks: loss.target), ...); scaled backward;
-        clip; step; with loss.gate_penalty = decoupled, lower the gate logits; with train.ema_decay, update the
-        weight average (then the model validated, saved as the served weights and predicting)
+        lr = schedule(step); autocast forward; loss = total_loss(out, y / target_scale, ...) (with
+        loss.target = rank: y's daily ranks); scaled backward; clip; step; with loss.gate_penalty = decoupled,
+        lower the gate logits; with train.ema_decay, update the weight average (then the model validated, saved
+        as the served weights and predicting)
       validate on rank 0: predictions -> spread.metrics.validation_metrics (competition score, IC, ICIR per lag,
       top-k, Q1-Q5, gate sparsity); a selecting fit (a walk-forward fold) keeps best.pt on the score (not the
       loss) and stops early on it; a fixed-length fit (the holdout, the final fit) keeps its last epoch

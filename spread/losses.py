@@ -48,7 +48,8 @@ class LossConfig:
     """What both terms fit. scaled: each label divided by its lag's training-label std. rank: per date, the
     unit-variance ranks of the raw labels across every known target (`rank_targets`), the order the metric scores,
     bounded, so no outlier date or target dominates (LightGBM scored +0.045 +- 0.070 higher on the daily rank than
-    on the scaled return, 14/21 cells: bench/PEER_ABLATION.md); the regression head then predicts ranks and the fit's target scale is 1."""
+    on the scaled return, 14/21 cells: bench/PEER_ABLATION.md); the regression head then predicts ranks and the
+    fit's target scale is 1."""
     regression: str = "huber"
     """Regression loss: huber | mse | hybrid (the mean of huber and mse)."""
     huber_delta: float = 0.2

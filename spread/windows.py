@@ -291,9 +291,9 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
     return dataset.targets[torch.as_tensor(dataset.rows)].double().numpy()
 
 
-def target_scale(fold_data: FoldData, target_lags: np.ndarray) -> torch.Tensor:
-    """(N,) per-target scale: the std of the target's lag's training labels (as released at the fold's cutoff)."""
-    labels = dataset_labels(fold_data.train)  # (S, N), NaN where unknown
+def lag_scale(labels: np.ndarray, target_lags: np.ndarray) -> np.ndarray:
+    """(N,) per-target scale of a (S, N) label matrix (NaN where unknown): the std of every known label of the
+    target's lag; 1 where that std is not a positive number."""
     scale = np.ones(len(target_lags))
     for lag in np.unique(target_lags):
         columns = target_lags == lag
@@ -301,7 +301,12 @@ def target_scale(fold_data: FoldData, target_lags: np.ndarray) -> torch.Tensor:
         values = values[np.isfinite(values)]
         std = float(values.std()) if values.size > 1 else float("nan")
         scale[columns] = std if math.isfinite(std) and std > 0 else 1.0
-    return torch.tensor(scale, dtype=torch.float32)
+    return scale
+
+
+def target_scale(fold_data: FoldData, target_lags: np.ndarray) -> torch.Tensor:
+    """(N,) per-target scale: the std of the target's lag's training labels (as released at the fold's cutoff)."""
+    return torch.tensor(lag_scale(dataset_labels(fold_data.train), target_lags), dtype=torch.float32)
 
 
 
