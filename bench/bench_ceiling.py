@@ -8,11 +8,16 @@ times M (the regime-dependent lead-lag), on the training dates of every fold of 
 walk-forward folds + the holdout, as `spread train` cuts them), and scores it on the fold's validation dates:
 
 - `state, true regimes`: z(t) = +1 calm / -1 turbulent and the slow drift regime's state, read from the
-  simulation (unobservable): the best a model with the right functional form can do with this many training
-  dates, i.e. the cost of estimating the parameters;
+  simulation (unobservable; with the `realistic_fxvol` preset z is the side of its observable FX volatility gauge,
+  and the lead-lag's terms are M and z M of the last signal_delay - 1 dates): the best a model with the right
+  functional form can do with this many training dates, i.e. the cost of estimating the parameters;
 - `state, true regime`: the same without the drift regime;
 - `state, market__vol regime`: z replaced by the observable `market__vol10` (features.market_vol) of train.csv;
-- `state, no regime`: without the z M terms: what any model linear in those states reaches.
+- `state, no regime`: without the z M terms: what any model linear in those states reaches;
+- `state, structured`: told the global parameters too (a, g, the decays and the delay: `MarketModel.lead_factors`),
+  per driver the lead-lag's exact sum over the target's horizon, so that each target estimates one weight per
+  driver (its legs' w_A - w_B) and its legs' reversal: what a model that finds the shared structure of the
+  signal (few drivers, the same form for every target) can reach.
 
 R and M are the true states (computable exactly from the latent prices; train.csv rounds prices and has gaps).
 
@@ -28,7 +33,9 @@ times each of them,
 - `observed, exact form + box returns`: the exact momenta and the box returns together (24 driver terms);
 - `observed, one box return per driver`: each driver's box return over the horizon nearest its decay's window
   1 / (1 - decay) (5, 5, 20 dates), the gauge times each: the exact form's 6 terms, only approximated.
-Told the drivers, the gap between the exact form and the generic momenta is what knowing their decays is worth at
+The observed variants read the drivers' terms of date t, the form of `realistic` (with `realistic_fxvol`, whose
+lead-lag acts 5 dates on, they are only approximate). Told the drivers, the gap between the exact form and the
+generic momenta is what knowing their decays is worth at
 these training sizes: 5 momenta per driver instead of 1, each doubled by the gauge's interaction, cost more than
 they bring. The last two variants separate the two halves of that: redundant terms beside the exact ones, and
 approximate terms without the redundant ones. The exact momenta's correlation with the true M is printed for each seed.
@@ -37,7 +44,7 @@ Cells are data seed x fold; the report (bench/CEILING.md) gives each variant's s
 score on the same cells, and paired differences.
 
     python bench/bench_ceiling.py [--seeds 0 1 2] [--work DIR] [--out bench/CEILING.md] [--ridge 0.01]
-        [--preset realistic_strong]   (its report goes to bench/CEILING-realistic_strong.md)
+        [--preset realistic_strong|realistic_fxvol]   (its report goes to bench/CEILING-PRESET.md)
 
 With `--work` the lever lab's work folder (`python -m spread.lab.levers --work DIR`) it scores the competitions
 the lab's runs trained on (DIR/data/PRESET-sSEED, generated there once, the same by seed either way).
@@ -46,6 +53,7 @@ the lab's runs trained on (DIR/data/PRESET-sSEED, generated there once, the same
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -61,7 +69,7 @@ from spread.config import Config  # noqa: E402
 from spread.features import FeatureConfig, build_panel  # noqa: E402
 from spread.lab.levers import LAB_PRESETS, PRESET, data_folder  # noqa: E402
 from spread.metrics import rank_correlation_sharpe  # noqa: E402
-from spread.synth_market import simulate_market  # noqa: E402
+from spread.synth_market import market_model, simulate_market  # noqa: E402
 from spread.synth_presets import build_universe, resolve_preset  # noqa: E402
 from spread.targets import parse_pair  # noqa: E402
 from spread.trainer import competition_folds, load_oracle  # noqa: E402
@@ -69,7 +77,8 @@ from spread.trainer import competition_folds, load_oracle  # noqa: E402
 RIDGE = 1e-2
 """Ridge penalty per training row, on standardised regressors."""
 VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol regime", "state, no regime",
-            "observed, exact form", "observed, generic momenta", "observed, box returns", "observed, legs only",
+            "state, structured", "observed, exact form", "observed, generic momenta", "observed, box returns",
+            "observed, legs only",
             "observed, exact form + box returns", "observed, one box return per driver")
 BASELINE = "state, no regime"
 """The variant every other is paired against."""
@@ -81,13 +90,28 @@ LOOKBACK = 250
 """Rows left out of the printed correlation (the momenta's start-up)."""
 
 
-def simulated_states(seed: int, preset: str = PRESET) -> tuple[object, dict[str, np.ndarray]]:
-    """The universe and the latent states of `generate(seed=seed, preset=preset)` (the same random stream,
-    replayed)."""
+def simulated_states(seed: int, preset: str = PRESET) -> tuple[object, object, dict[str, np.ndarray]]:
+    """The universe, the market model and the latent states of `generate(seed=seed, preset=preset)` (the same
+    random stream, replayed: `simulate_market` draws the model's parameters first)."""
     params = resolve_preset(preset)
     rng = np.random.default_rng(seed)
     universe = build_universe(params, rng)
-    return universe, simulate_market(universe, params, rng).states
+    model = market_model(universe, params, copy.deepcopy(rng))
+    return universe, model, simulate_market(universe, params, rng).states
+
+
+def shifted(values: np.ndarray, dates: int) -> np.ndarray:
+    """values of `dates` rows before (zeros before the start)."""
+    out = np.zeros_like(values)
+    out[dates:] = values[: len(values) - dates]
+    return out
+
+
+def regime_sign(model, states: dict[str, np.ndarray]) -> np.ndarray:
+    """(T,) the z that signs the lead-lag: +1 calm / -1 turbulent, of the latent regime or of the FX gauge."""
+    if model.preset.regime_gauge == "hidden":
+        return np.where(states["vol_regime"] == 0, 1.0, -1.0)
+    return np.where(states["gauge"] < model.preset.turbulent_vol, 1.0, -1.0)
 
 
 def leg_sum(universe, column: str, values: np.ndarray) -> np.ndarray:
@@ -96,14 +120,16 @@ def leg_sum(universe, column: str, values: np.ndarray) -> np.ndarray:
 
 
 def design(universe, states: dict[str, np.ndarray], pair: str, regime: np.ndarray | None,
-           drift_regime: bool = False) -> np.ndarray:
-    """(T, k) regressors of one target: R of each leg column, M, regime * M when `regime` is given, and one-hot
-    indicators of the drift regime's state (but the first) when `drift_regime`."""
+           drift_regime: bool = False, delay: int = 2) -> np.ndarray:
+    """(T, k) regressors of one target: R of each leg column, M, regime * M when `regime` is given (both of the
+    last delay - 1 dates), and one-hot indicators of the drift regime's state (but the first) when
+    `drift_regime`."""
     momentum = states["momentum"]
     columns = [leg_sum(universe, column, states["own"]) for column in parse_pair(pair)]
-    columns += list(momentum.T)
-    if regime is not None:
-        columns += list((regime[:, None] * momentum).T)
+    for dates in range(delay - 1):
+        columns += list(shifted(momentum, dates).T)
+        if regime is not None:
+            columns += list(shifted(regime[:, None] * momentum, dates).T)
     if drift_regime:
         columns += [(states["drift_regime"] == q).astype(np.float64) for q in np.unique(states["drift_regime"])[1:]]
     return np.column_stack(columns)
@@ -134,21 +160,21 @@ def observed_designs(panel, universe, pairs: list[str], gauge: np.ndarray,
     returns = {d: column(f"FX_{d}__ret1") for d in universe.drivers}
     decays = resolve_preset(preset).driver_decays
     drivers = {
-        VARIANTS[4]: [exponential_momentum(returns[d], decay) for d, decay in zip(universe.drivers, decays)],
-        VARIANTS[5]: [exponential_momentum(r, 0.5 ** (1 / h)) for r in returns.values() for h in HALF_LIVES],
-        VARIANTS[6]: [column(f"FX_{d}__ret{h}") for d in universe.drivers for h in HORIZONS],
-        VARIANTS[7]: [],
+        VARIANTS[5]: [exponential_momentum(returns[d], decay) for d, decay in zip(universe.drivers, decays)],
+        VARIANTS[6]: [exponential_momentum(r, 0.5 ** (1 / h)) for r in returns.values() for h in HALF_LIVES],
+        VARIANTS[7]: [column(f"FX_{d}__ret{h}") for d in universe.drivers for h in HORIZONS],
+        VARIANTS[8]: [],
     }
-    drivers[VARIANTS[8]] = drivers[VARIANTS[4]] + drivers[VARIANTS[6]]
-    drivers[VARIANTS[9]] = [column(f"FX_{d}__ret{matched_horizon(decay)}")
-                            for d, decay in zip(universe.drivers, decays)]
+    drivers[VARIANTS[9]] = drivers[VARIANTS[5]] + drivers[VARIANTS[7]]
+    drivers[VARIANTS[10]] = [column(f"FX_{d}__ret{matched_horizon(decay)}")
+                             for d, decay in zip(universe.drivers, decays)]
     legs = [np.column_stack([column(f"{leg}__ret{h}") for leg in parse_pair(pair) for h in HORIZONS])
             for pair in pairs]  # built once, shared by every variant
     designs = {}
     for name, terms in drivers.items():
         extra = np.column_stack([*terms, *(-gauge * term for term in terms)]) if terms else np.empty((len(gauge), 0))
         designs[name] = [np.hstack([x, extra]) for x in legs]
-    return designs, drivers[VARIANTS[4]]
+    return designs, drivers[VARIANTS[5]]
 
 
 def ridge_forecast(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, penalty: float) -> np.ndarray:
@@ -165,17 +191,25 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET) -
     folder = data_folder(work, seed, preset)
     competition = load_competition(folder)
     pairs, labels = competition.pairs, competition.labels
-    targets = pairs["target"].to_list()
-    universe, states = simulated_states(seed, preset)
+    targets, lags = pairs["target"].to_list(), [int(lag) for lag in competition.target_lags]
+    universe, model, states = simulated_states(seed, preset)
+    delay = model.preset.signal_delay
     panel = build_panel(competition.train, None, pairs, FeatureConfig(return_horizons=list(HORIZONS), market_vol=[10]))
     gauge = panel.values[:, panel.column_indices(["market__vol10"])[0]].astype(np.float64)
     gauge = np.nan_to_num(gauge - np.nanmedian(gauge))
     truth = labels[targets].to_numpy().astype(np.float64)
     oracle = load_oracle(folder, competition)
-    calm = np.where(states["vol_regime"] == 0, 1.0, -1.0)
+    calm = regime_sign(model, states)
     regimes = {VARIANTS[0]: calm, VARIANTS[1]: calm, VARIANTS[2]: -gauge, VARIANTS[3]: None}
-    designs = {name: [design(universe, states, pair, regime, name == VARIANTS[0]) for pair in pairs["pair"].to_list()]
+    designs = {name: [design(universe, states, pair, regime, name == VARIANTS[0], delay)
+                      for pair in pairs["pair"].to_list()]
                for name, regime in regimes.items()}
+    horizon_sums = {lag: sum(model.lead_factors(states, k) for k in range(2, lag + 2)) for lag in set(lags)}
+    designs[VARIANTS[4]] = [
+        np.column_stack([*(leg_sum(universe, column, states["own"]) for column in parse_pair(pair)),
+                         *horizon_sums[lag].T])
+        for pair, lag in zip(pairs["pair"].to_list(), lags)
+    ]
     observed, exact = observed_designs(panel, universe, pairs["pair"].to_list(), gauge, preset)
     designs |= observed
     correlations = [np.corrcoef(m[LOOKBACK:], true[LOOKBACK : len(m)])[0, 1]
@@ -242,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                         "for another preset)")
     parser.add_argument("--ridge", type=float, default=RIDGE, help="ridge penalty per training row")
     parser.add_argument("--preset", default=PRESET, choices=LAB_PRESETS,
-                        help="synthetic preset (realistic_strong: the diagnostic with a twice stronger lead-lag)")
+                        help="synthetic preset (realistic_strong: the diagnostic with a twice stronger lead-lag; "
+                        "realistic_fxvol: the lead-lag signed by an observable FX volatility gauge)")
     args = parser.parse_args(argv)
     out = args.out or ROOT / "bench" / ("CEILING.md" if args.preset == PRESET else f"CEILING-{args.preset}.md")
     rows = [row for seed in args.seeds for row in cells(seed, args.work, args.ridge, args.preset)]

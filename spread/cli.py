@@ -192,9 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("synth", help="write a synthetic competition folder (the embedded default data)")
     p.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--preset", choices=["realistic", "realistic_strong", "mitsui", "small"], default="realistic",
+    p.add_argument("--preset", choices=["realistic", "realistic_strong", "realistic_fxvol", "mitsui", "small"],
+                   default="realistic",
                    help="realistic (default: calibrated on the real competition), realistic_strong (a diagnostic: "
-                   "its cross-asset signal twice as strong), mitsui (linear signal) or small")
+                   "its cross-asset signal twice as strong), realistic_fxvol (its lead-lag signed by an observable FX "
+                   "volatility gauge: an oracle given what the files show), mitsui (linear signal) or small")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
     p.set_defaults(handler=_synth)
 

@@ -6,30 +6,43 @@ adjusted OHLCV, FX cross rates), the same target definition (labels come from `s
 test.csv and the lagged label files of the evaluation API, and the same kinds of gaps (exchange holidays blank a
 whole group for a day, FX is never missing, one US ticker is empty in the test period, one delists mid-test).
 Presets: `realistic` (the default, "market" dynamics calibrated on the real competition), `realistic_strong` (a
-diagnostic outside the calibration: `realistic` with its cross-asset lead-lag twice as strong), `mitsui` (the same
-shapes with the earlier "momentum" dynamics, whose signal is linear) and `small` (a few assets, for tests).
+diagnostic outside the calibration: `realistic` with its cross-asset lead-lag twice as strong), `realistic_fxvol`
+(`realistic` with the lead-lag signed by an observable FX volatility gauge instead of the latent regime, and acting
+5 dates on, so that its oracle is the expectation given what the files show; calibrated too, see below), `mitsui`
+(the same shapes with the earlier "momentum" dynamics, whose signal is linear) and `small` (a few assets, for tests).
 The presets and the shared universe are in `spread.synth_presets`, the dynamics in `spread.synth_momentum` and
 `spread.synth_market`; this module writes the folder and the oracle.
 
-Calibration of `realistic` (measured with `python -m spread baseline NAME --data D --out R split.n_folds=4`: mean
-over the four walk-forward folds and the holdout, five windows of 90 dates, the holdout being the scored window;
-seeds 0..5; tests/test_synth.py checks it on seeds 0 and 2). Real references: mean-rank prior 0.387, winners 0.64.
+Calibration of `realistic` and `realistic_fxvol` (measured with `python -m spread baseline NAME --data D --out R
+split.n_folds=4`: mean over the four walk-forward folds and the holdout, five windows of 90 dates, the holdout
+being the scored window; seeds 0..5; tests/test_synth.py checks both on seeds 0 and 2). Real references: mean-rank
+prior 0.387, winners 0.64.
 
-    seed                 0      1      2      3      4      5     mean    asked
-    oracle             0.854  0.857  0.735  0.766  0.794  0.807  0.802   0.7-1.0
-    mean_rank prior    0.399  0.506  0.355  0.239  0.331  0.293  0.354   0.3-0.45
-    ridge              0.426  0.489  0.250  0.213  0.296  0.329  0.334
-    ridge / oracle     0.499  0.570  0.341  0.279  0.373  0.407  0.41    <= 0.6
-    last_label        -0.238 -0.159 -0.211 -0.143 -0.167 -0.279 -0.200   (real: -0.18)
+    seed                        0      1      2      3      4      5     mean    asked
+    oracle             r      0.854  0.857  0.735  0.766  0.794  0.807  0.802   0.7-1.0
+                       fx     0.900  0.970  0.802  0.840  0.856  0.948  0.886
+    mean_rank prior    r      0.399  0.506  0.355  0.239  0.331  0.293  0.354   0.3-0.45
+                       fx     0.374  0.512  0.368  0.241  0.333  0.283  0.352
+    ridge              r      0.426  0.489  0.250  0.213  0.296  0.329  0.334
+                       fx     0.413  0.489  0.253  0.192  0.300  0.312  0.327
+    ridge / oracle     r      0.499  0.570  0.341  0.279  0.373  0.407  0.41    <= 0.6
+                       fx     0.459  0.504  0.315  0.229  0.350  0.329  0.36
+    last_label         r     -0.238 -0.159 -0.211 -0.143 -0.167 -0.279 -0.200   (real: -0.18)
+                       fx    -0.216 -0.147 -0.215 -0.144 -0.153 -0.269 -0.191
     random: 0 +- 0.11 per 90-date window (the score of random predictions; the same on any data)
 
-One seed's windows spread widely (the prior scores 0.15-0.74 on seed 1's five windows): 90 dates resolve little.
+r: `realistic`; fx: `realistic_fxvol`. One
+seed's windows spread widely (the prior scores 0.15-0.74 on seed 1's five windows of `realistic`): 90 dates
+resolve little.
 
 The oracle. `oracle_predictions.csv` holds, for every target and train date t, the exact conditional expectation of
 the target given the simulated state after date t (closed form for "momentum", an exact recursion on expectations
-for "market", `spread.synth_market.MarketModel.expected`). That state includes latent variables a model never
-observes directly (the volatility and drift regimes), so no model is expected to reach it on average; it is a reference, not a
-submission, and not an upper bound on any one fold's score. It is the conditional mean, not the prediction that maximises the rank-correlation Sharpe: that score
+for "market", `spread.synth_market.MarketModel.expected`). With `realistic` that state includes latent variables a
+model never observes directly (the volatility and drift regimes), so no model is expected to reach it on average;
+with `realistic_fxvol` the lead-lag reads observable quantities only (the drivers' momenta
+and the FX gauge, from FX rates, which never miss a day), and what stays latent is the slow drift regime and the
+factor moves after the JPX and LME closes (seen through the later closes). It is a reference, not a submission,
+and not an upper bound on any one fold's score. It is the conditional mean, not the prediction that maximises the rank-correlation Sharpe: that score
 ranks the predictions and divides by the spread of the daily correlations over a short window, neither of which the
 mean optimises, and 90 dates leave a noise of ~0.1 on it; so a model can beat the oracle on a fold (and by a little
 on average).

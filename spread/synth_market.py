@@ -13,7 +13,10 @@ expectations for the oracle.
   (the last released label, used as the prediction, scores ~-0.2; real -0.18);
 - a lead-lag from the drivers' momenta whose sign depends on the volatility regime (a w_i . M(t-2) with a > 0 when
   calm, < 0 when turbulent): a linear model on the current features sees only its average; a sequence model can
-  read the regime from the recent volatility, and the decay of each driver's effect over several days.
+  read the regime from the recent volatility, and the decay of each driver's effect over several days. With
+  `regime_gauge` "fx_vol" (preset `realistic_fxvol`) the sign reads an observable gauge of the currencies' recent
+  volatility instead of the latent regime, and the lead-lag acts `signal_delay` = 5 dates on (a w_i . M(t-5)), so
+  that every term of the oracle's lead-lag is fixed by what the files show at t.
 - scale as the real data: lag-1 target std ~0.02, lag-4 ~0.04 (real ~0.01-0.02 and ~0.04-0.05).
 """
 
@@ -32,7 +35,9 @@ GROUP_CLOSE = {"JPX": 0, "LME": 1, "US": 2, "FX": 2}
 """Session at whose end each exchange closes (market dynamics): JPX first, then LME, then US and FX, all under one
 date_id, so a date's row mixes vintages."""
 CALM, TURBULENT = 0, 1
-RECORDED = ("vol_regime", "drift_regime", "pending", "momentum", "own", "alpha")
+GAUGE_DECAY = 0.9
+"""Decay rho of the FX volatility gauge G(t) (a half-life of ~6.6 dates, a few days against regimes of ~67 / ~33)."""
+RECORDED = ("vol_regime", "drift_regime", "pending", "momentum", "own", "alpha", "lead", "gauge")
 """MarketState fields the oracle reads after each date."""
 
 
@@ -80,7 +85,13 @@ class MarketState:
     momentum: np.ndarray
     """(B, D) drivers' momenta M(t)."""
     alpha: np.ndarray
-    """(B, 2, A) planted expected returns of the next two dates (fixed by the state two dates before)."""
+    """(B, 2, A) the reversal's expected returns of the next two dates (fixed by the state two dates before)."""
+    lead: np.ndarray
+    """(B, signal_delay, D) the lead-lag's factors (a + g z) M_d of the next signal_delay dates (fixed by the state
+    signal_delay dates before); asset i's expected return from them is lead . w_i."""
+    gauge: np.ndarray
+    """(B,) the FX volatility gauge G(t): an exponentially weighted mean square of the currencies' standardized
+    returns (observable: FX never misses a day)."""
 
 
 @dataclass
@@ -92,9 +103,13 @@ class MarketModel:
                  + x_i(t) - x_i(t-1)
     with factors F moving in three sessions (so F_c(t) sums the sessions since the close c of t-1), GARCH-t shocks,
     v(t) the volatility regime's multiplier, Q(t) the slow drift regime, and the planted expected return
-    alpha_i(t) = -kappa_i R_i(t-2) + (a + g z(t-2)) w_i . M(t-2): a short-horizon reversal of the asset's own
+    alpha_i(t) = -kappa_i R_i(t-2) + (a + g z(t-s)) w_i . M(t-s): a short-horizon reversal of the asset's own
     exponentially weighted past return R_i(t) = psi R_i(t-1) + r_i(t), and a lead-lag from the drivers' momenta
-    M_d(t) = lambda_d M_d(t-1) + r_d(t) whose sign depends on the volatility regime (z = +1 calm, -1 turbulent).
+    M_d(t) = lambda_d M_d(t-1) + r_d(t), s = `signal_delay` dates on, whose sign z depends on the volatility: the
+    latent regime (`regime_gauge` "hidden": z = +1 calm, -1 turbulent) or the observable FX volatility gauge
+    ("fx_vol": z = +1 while G(t) < turbulent_vol, else -1, with G(t) = rho G(t-1) + (1 - rho) mean_c (r_c(t) /
+    sigma_c)^2 over the currencies c, rho = GAUGE_DECAY; turbulent_vol is the geometric mean of the two regimes'
+    variance multipliers 1 and turbulent_vol^2).
     """
 
     preset: SynthPreset
@@ -120,6 +135,8 @@ class MarketModel:
     """(A, D) w_i per driver, in expected log return per unit of momentum."""
     driver_legs: list[list[tuple[int, float]]]
     """Per driver, its (asset, sign) legs."""
+    currencies: np.ndarray
+    """Indices of the currencies (the FX assets), whose returns make the FX volatility gauge."""
 
     @property
     def multipliers(self) -> np.ndarray:
@@ -136,6 +153,8 @@ class MarketModel:
             own=np.zeros((batch, n_assets)),
             momentum=np.zeros((batch, len(self.driver_legs))),
             alpha=np.zeros((batch, 2, n_assets)),
+            lead=np.zeros((batch, self.preset.signal_delay, len(self.driver_legs))),
+            gauge=np.ones(batch),
         )
 
     def _shocks(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -167,15 +186,37 @@ class MarketModel:
         systematic = np.einsum("bak,ak->ba", by_close[:, self.close], self.loadings)
         idio, state.idio_var = self._garch(rng, state.idio_var)
         noise = self.sigma * (np.sqrt(self.share) * systematic + np.sqrt(1 - self.share) * scale * idio)
-        returns = noise + self.drift + self.regime_drift[state.drift_regime] + state.alpha[:, 0]
+        planted = state.alpha[:, 0] + state.lead[:, 0] @ self.signal.T
+        returns = noise + self.drift + self.regime_drift[state.drift_regime] + planted
         state.own = preset.reversal_decay * state.own + returns
         driver_returns = np.stack([sum(s * returns[:, i] for i, s in legs) for legs in self.driver_legs], axis=1)
         state.momentum = np.array(self.preset.driver_decays) * state.momentum + driver_returns
-        sign = np.where(state.vol_regime == CALM, 1.0, -1.0)[:, None]
-        strength = preset.signal_linear + preset.signal_regime * sign
-        planted = strength * (state.momentum @ self.signal.T) - self.reversal * state.own
-        state.alpha = np.stack([state.alpha[:, 1], planted], axis=1)
+        standardized = returns[:, self.currencies] / self.sigma[self.currencies]
+        state.gauge = GAUGE_DECAY * state.gauge + (1 - GAUGE_DECAY) * (standardized**2).mean(axis=1)
+        if preset.regime_gauge == "hidden":
+            calm = state.vol_regime == CALM
+        else:
+            calm = state.gauge < preset.turbulent_vol
+        strength = preset.signal_linear + preset.signal_regime * np.where(calm, 1.0, -1.0)[:, None]
+        state.lead = np.concatenate([state.lead[:, 1:], (strength * state.momentum)[:, None]], axis=1)
+        state.alpha = np.stack([state.alpha[:, 1], -self.reversal * state.own], axis=1)
         return returns, conditional_vol
+
+    def lead_factors(self, states: dict[str, np.ndarray], k: int) -> np.ndarray:
+        """(T, D) E[(a + g z(t+k-s)) M(t+k-s) | state at t], s = signal_delay: the lead-lag's part of E[r(t+k)] is
+        this times w_i.
+
+        Fixed at t for k <= s (recorded in `lead`). Beyond (hidden gauge only; the fx_vol gauge needs s > every
+        lag) it is (a + g E[z(t+j) | Z(t)]) lambda^j M(t), j = k - s, because the momentum shocks have mean 0 given
+        the regime path, so E[z(t+j) M(t+j)] = E[z(t+j) | Z(t)] lambda^j M(t).
+        """
+        preset = self.preset
+        if k <= preset.signal_delay:
+            return states["lead"][:, k - 1]
+        j = k - preset.signal_delay
+        sign = (np.linalg.matrix_power(self.vol_matrix, j) @ np.array([1.0, -1.0]))[states["vol_regime"]]
+        strength = preset.signal_linear + preset.signal_regime * sign
+        return strength[:, None] * states["momentum"] * np.array(preset.driver_decays) ** j
 
     def expected(self, states: dict[str, np.ndarray], lag: int) -> np.ndarray:
         """(T, A) E[ln P_i(t+lag+1) - ln P_i(t+1) | state at t] from the states recorded after each date t.
@@ -183,26 +224,16 @@ class MarketModel:
         Exact recursion on expectations (the dynamics are linear given the regimes). The shocks have mean 0 given
         the state and the regime path, except the factor moves after a JPX or LME close of date t: known at t (US
         and FX close later), part of r(t+1), carried by the reversal into alpha(t+3). The drift regime Q(t) moves
-        k steps by the matrix power. alpha of t+1 and t+2 is fixed at t, and later
-        alpha_i(t+k) = -kappa_i E[R_i(t+k-2)] + (a + g E[z(t+k-2) | Z(t)]) w_i . lambda^(k-2) M(t), because the
-        momentum shocks have mean 0 given the regime path, so E[z(t+j) M(t+j)] = E[z(t+j) | Z(t)] lambda^j M(t).
-        The target sums E[r_i(t+k)] over k = 2..lag+1.
+        k steps by the matrix power. The reversal of t+1 and t+2 is fixed at t, later it is -kappa_i E[R_i(t+k-2)];
+        the lead-lag is `lead_factors` . w_i. The target sums E[r_i(t+k)] over k = 2..lag+1.
         """
         preset = self.preset
-        decays, signs = np.array(preset.driver_decays), np.array([1.0, -1.0])
         own, total = states["own"], np.zeros_like(states["own"])
         past_own = [own]  # E[R(t + k)] for k = 0, 1, ...
         for k in range(1, lag + 2):
-            if k <= 2:
-                alpha = states["alpha"][:, k - 1]
-            else:
-                j = k - 2
-                sign = (np.linalg.matrix_power(self.vol_matrix, j) @ signs)[states["vol_regime"]]
-                strength = preset.signal_linear + preset.signal_regime * sign
-                alpha = strength[:, None] * ((states["momentum"] * decays**j) @ self.signal.T)
-                alpha = alpha - self.reversal * past_own[j]
+            reversal = states["alpha"][:, k - 1] if k <= 2 else -self.reversal * past_own[k - 2]
             drift = (np.linalg.matrix_power(self.drift_matrix, k) @ self.regime_drift)[states["drift_regime"]]
-            expected_return = self.drift + drift + alpha
+            expected_return = self.drift + drift + reversal + self.lead_factors(states, k) @ self.signal.T
             if k == 1:
                 known = np.einsum("bak,ak->ba", states["pending"][:, self.close], self.loadings)
                 expected_return = expected_return + self.sigma * np.sqrt(self.share) * known
@@ -242,7 +273,7 @@ def market_model(universe: Universe, preset: SynthPreset, rng: np.random.Generat
         close=np.array([GROUP_CLOSE[a.group] for a in universe.assets]), vol_matrix=vol_matrix,
         drift_matrix=drift_matrix, drift=drift, regime_drift=regime_drift,
         reversal=np.where(quiet, 0.0, preset.reversal * np.exp(0.3 * rng.normal(size=n_assets))), signal=signal,
-        driver_legs=driver_legs,
+        driver_legs=driver_legs, currencies=np.array([i for i, a in enumerate(universe.assets) if a.group == "FX"]),
     )
 
 

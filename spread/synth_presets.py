@@ -64,6 +64,8 @@ JPX_BASIS_VOL = 0.0005
 
 
 DYNAMICS = ("momentum", "market")
+GAUGES = ("hidden", "fx_vol")
+"""What sets the sign of the market dynamics' lead-lag (`SynthPreset.regime_gauge`)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,12 @@ class SynthPreset:
     """Signal per unit of driver momentum common to both volatility regimes (units as `signal_strength`)."""
     signal_regime: float = 0.0
     """Signal per unit of driver momentum with the regime's sign: + when calm, - when turbulent."""
+    signal_delay: int = 2
+    """Dates s between the drivers' momenta and the returns they move: alpha(t) reads M(t - s) (>= 2)."""
+    regime_gauge: str = "hidden"
+    """What the lead-lag's sign reads: "hidden", the latent volatility regime (the oracle knows it, no model
+    does), or "fx_vol", an observable gauge of the currencies' recent volatility (`synth_market.MarketModel`; needs
+    signal_delay > every lag, so that the oracle is the expectation given what the files show)."""
 
 
 REALISTIC = SynthPreset(
@@ -152,6 +160,7 @@ PRESETS: dict[str, SynthPreset] = {
     "realistic": REALISTIC,
     "realistic_strong": replace(REALISTIC, signal_linear=2 * REALISTIC.signal_linear,
                                 signal_regime=2 * REALISTIC.signal_regime),
+    "realistic_fxvol": replace(REALISTIC, regime_gauge="fx_vol", signal_delay=5),
     "mitsui": SynthPreset(),
     "small": SynthPreset(
         n_dates=320, n_test=40, n_scored=25, n_lme=2, n_jpx_contracts=2, n_us_tickers=8, n_fx=6,
@@ -160,7 +169,10 @@ PRESETS: dict[str, SynthPreset] = {
 }
 """Named presets. `realistic_strong` is a diagnostic, outside the calibration of `spread.synth`: `realistic` with
 its cross-asset lead-lag twice as strong (signal_linear and signal_regime doubled, the same universe and drivers
-for a seed), to ask whether a model learns that signal once it is strong enough (bench/LEVERS.md)."""
+for a seed), to ask whether a model learns that signal once it is strong enough (bench/LEVERS.md).
+`realistic_fxvol` is `realistic` with the lead-lag signed by the observable FX volatility gauge and acting 5 dates
+after the momenta it reads (the same universe, drivers and strengths; calibrated, `spread.synth`): its oracle needs
+no latent regime, so what a model misses of it is what it did not learn (bench/OBSERVABLE.md)."""
 
 
 DEFAULT_PRESET = "realistic"
@@ -205,6 +217,11 @@ def check_preset(preset: SynthPreset) -> None:
         raise ConfigError("synth: calm_stay and turbulent_stay must be in (0, 1), drift_stay in (0, 1]")
     if min(preset.session_shares) < 0 or not math.isclose(sum(preset.session_shares), 1.0):
         raise ConfigError(f"synth: session_shares must be >= 0 and sum to 1, got {preset.session_shares}")
+    if preset.regime_gauge not in GAUGES:
+        raise ConfigError(f"synth: regime_gauge must be one of {GAUGES}, got {preset.regime_gauge!r}")
+    if preset.signal_delay < 2 or (preset.regime_gauge == "fx_vol" and preset.signal_delay <= max(preset.lags)):
+        raise ConfigError(f"synth: signal_delay must be >= 2, and > every lag with regime_gauge fx_vol "
+                          f"(got {preset.signal_delay})")
     if not 0 <= preset.reversal_decay < 1 or preset.turbulent_vol <= 0 or preset.n_drift_regimes < 1:
         raise ConfigError("synth: need 0 <= reversal_decay < 1, turbulent_vol > 0 and n_drift_regimes >= 1")
 

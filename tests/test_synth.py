@@ -23,7 +23,7 @@ from spread.competition_writer import ORACLE_FILE, draw_pairs, write_competition
 from spread.metrics import rank_correlation_sharpe
 from spread.synth import generate
 from spread.synth_market import RECORDED, MarketState, market_model, simulate_market
-from spread.synth_presets import DEFAULT_PRESET, PRESETS, build_universe
+from spread.synth_presets import DEFAULT_PRESET, PRESETS, build_universe, check_preset
 from spread.targets import compute_targets, parse_pair
 
 GROUP_PATTERNS = {
@@ -292,6 +292,19 @@ def test_realistic_strong_is_realistic_with_the_lead_lag_doubled() -> None:
         build_parser().parse_args(["synth", "--out", "x", "--preset", "unknown"])
 
 
+def test_realistic_fxvol_is_realistic_with_an_observable_gauge() -> None:
+    """`realistic_fxvol` differs from `realistic` in what signs the lead-lag and when it acts: the same universe
+    and drivers for a seed; a preset whose oracle would need a future gauge (signal_delay <= a lag) is refused."""
+    base, fx = PRESETS["realistic"], PRESETS["realistic_fxvol"]
+    assert (fx.regime_gauge, fx.signal_delay) == ("fx_vol", max(fx.lags) + 1)
+    assert dataclasses.replace(fx, regime_gauge=base.regime_gauge, signal_delay=base.signal_delay) == base
+    assert build_universe(fx, np.random.default_rng(0)).drivers == build_universe(base, np.random.default_rng(0)).drivers
+    for bad in (dataclasses.replace(fx, signal_delay=4), dataclasses.replace(base, signal_delay=1),
+                dataclasses.replace(base, regime_gauge="vix")):
+        with pytest.raises(ConfigError, match="synth: (signal_delay|regime_gauge)"):
+            check_preset(bad)
+
+
 def test_realistic_scale_reversal_and_asynchronous_closes(realistic: Competition) -> None:
     labels, lags = realistic.labels.drop("date_id").to_numpy(), realistic.target_lags
     assert 0.012 < np.nanstd(labels[:, lags == 1]) < 0.025 and 0.035 < np.nanstd(labels[:, lags == 4]) < 0.055
@@ -310,30 +323,48 @@ TINY = dataclasses.replace(
 )
 
 
+TINY_FX = dataclasses.replace(TINY, regime_gauge="fx_vol", signal_delay=5)
+
+
+def regime_of(state: MarketState, preset) -> int:
+    """The regime that signs the lead-lag on the last date: the latent one, or the FX gauge's side (0 calm)."""
+    if preset.regime_gauge == "hidden":
+        return int(state.vol_regime[0])
+    return int(state.gauge[0] >= preset.turbulent_vol)
+
+
 @pytest.mark.slow
-def test_oracle_is_the_conditional_expectation_by_brute_force() -> None:
+@pytest.mark.parametrize("preset", [TINY, TINY_FX], ids=["hidden", "fx_vol"])
+def test_oracle_is_the_conditional_expectation_by_brute_force(preset) -> None:
     """From the simulated state at several dates, 60 000 continuations of the generator's own dynamics average to
-    the oracle's expected log change of every asset at every lag (within 4.5 standard errors), and do not average
-    to the expectation under the other volatility regime (the check has power)."""
+    the oracle's expected log change of every asset at every lag (within 4.5 standard errors), in both regimes, and
+    the check has power: they do not average to the expectation under the other volatility regime (hidden gauge),
+    or without the lead-lag fixed at t (fx_vol gauge, whose oracle needs no future regime)."""
     rng = np.random.default_rng(0)
-    universe = build_universe(TINY, rng)
-    model = market_model(universe, TINY, rng)
+    universe = build_universe(preset, rng)
+    model = market_model(universe, preset, rng)
     state = model.initial_state(rng, 1)
     n_paths, checked = 60_000, set()
-    for t in range(40):
+    for t in range(60):
         model.step(state, rng)
-        regime = int(state.vol_regime[0])
+        regime = regime_of(state, preset)
         if t < 10 or regime in checked:
             continue
         checked.add(regime)
         snapshot = {name: getattr(state, name).copy() for name in RECORDED}
         paths = MarketState(**{name: np.repeat(value, n_paths, axis=0) for name, value in vars(state).items()})
         changes, total = {}, 0.0
-        for k in range(1, max(TINY.lags) + 2):
+        for k in range(1, max(preset.lags) + 2):
             total = total + model.step(paths, rng)[0] * (k >= 2)  # r(t+2) + ... + r(t+k)
             changes[k - 1] = total
-        other = dict(snapshot, vol_regime=1 - snapshot["vol_regime"])
-        for lag in TINY.lags:
+        if preset.regime_gauge == "hidden":
+            other = dict(snapshot, vol_regime=1 - snapshot["vol_regime"])
+        else:
+            other = dict(snapshot, lead=np.zeros_like(snapshot["lead"]))
+            flipped = dict(snapshot, vol_regime=1 - snapshot["vol_regime"])
+            for lag in preset.lags:  # the latent volatility regime does not reach this oracle
+                np.testing.assert_array_equal(model.expected(flipped, lag), model.expected(snapshot, lag))
+        for lag in preset.lags:
             mean, error = changes[lag].mean(axis=0), changes[lag].std(axis=0) / math.sqrt(n_paths)
             oracle = model.expected(snapshot, lag)[0]
             np.testing.assert_array_less(np.abs(mean - oracle), 4.5 * error)
@@ -364,10 +395,11 @@ def random_scores(labels: np.ndarray, windows: list[tuple[int, int]], draws: int
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("preset", ["realistic", "realistic_fxvol"])
 @pytest.mark.parametrize("seed", [0, 2])
-def test_realistic_calibration(tmp_path: Path, seed: int) -> None:
+def test_realistic_calibration(tmp_path: Path, seed: int, preset: str) -> None:
     """The calibration of the module docstring: mean over the four walk-forward folds and the holdout."""
-    data = generate(tmp_path / "data", seed=seed)
+    data = generate(tmp_path / "data", seed=seed, preset=preset)
     cfg = load_config(None, ["split.n_folds=4"])
     scores = {name: run_baseline(name, cfg, data, tmp_path / name) for name in ("oracle", "mean_rank", "ridge")}
     oracle, prior, ridge = (scores[name]["mean"]["score"] for name in ("oracle", "mean_rank", "ridge"))

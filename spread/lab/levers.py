@@ -2,12 +2,13 @@
 
     python -m spread.lab.levers --work /tmp/levers [--base configs/default.yaml] [--levers ref patch16 ...]
         [--data-seeds 0 1 2] [--train-seeds 0] [--peers ridge reduced_rank lightgbm regularised_prior mean_rank]
-        [--jobs 2] [--out FILE.md] [--preset realistic_strong] [--folds 6]
+        [--jobs 2] [--out FILE.md] [--preset realistic_strong|realistic_fxvol] [--folds 6]
 
 Every run is a child process (`python -m spread train` or `python -m spread baseline`, OMP_NUM_THREADS=1, at most
-`--jobs` at once) on the synthetic `realistic` preset (or the diagnostic `--preset realistic_strong`) at its
-default size, data seed by data seed, with the config `--base` (default `BASE_CONFIG`) plus `BUDGET` (a short CPU
-budget and no final fit, identical for every lever) plus the lever's overrides. A run folder is reused as the bench
+`--jobs` at once) on the synthetic `realistic` preset (or the diagnostic `--preset realistic_strong`, or the
+observable `--preset realistic_fxvol`) at its default size, data seed by data seed, with the config `--base`
+(default `BASE_CONFIG`) plus `BUDGET` (a short CPU budget and no final fit, identical for every lever) plus the
+lever's overrides. A run folder is reused as the bench
 reuses its own (`spread.lab.grid.finished_summary`: summary.json present and config.yaml equal to the config the
 child resolves), so an interrupted lab resumes.
 
@@ -47,7 +48,7 @@ from spread.lab.stats import ORACLE, PEERS, SCORE_SCHEMA, mean_std, paired_diffe
 from spread.splits import HOLDOUT
 
 PRESET = "realistic"
-LAB_PRESETS = (PRESET, "realistic_strong")
+LAB_PRESETS = (PRESET, "realistic_strong", "realistic_fxvol")
 """Presets the lab runs on: the default, and its diagnostic with the cross-asset signal twice as strong."""
 BASE_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 BUDGET = ("train.final_fit=false", "train.plots=false", "train.progress=false", "train.epochs=8",
@@ -172,6 +173,9 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "bias_lr30_rank_prior1": (BIAS_LR30, "loss.target=rank", "model.prior_weight=1.0"),
     "bias_lr30_batch64": (BIAS_LR30, "data.batch_size=64"),
     "bias_lr30_batch128": (BIAS_LR30, "data.batch_size=128"),
+    "ret1": (KEEP_RET1,),
+    "ret1_vol_x": (KEEP_RET1, VOL_X),
+    "ret1_momentum4": (KEEP_RET1, "model.momentum_decays=4"),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
