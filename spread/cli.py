@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default="realistic",
                    help="realistic (default: calibrated on the real competition), realistic_strong (a diagnostic: "
                    "its cross-asset signal twice as strong), realistic_fxvol (its lead-lag signed by an observable FX "
-                   "volatility gauge: an oracle given what the files show), mitsui (linear signal) or small")
+                   "volatility gauge, which the oracle reads from the files), mitsui (linear signal) or small")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
     p.set_defaults(handler=_synth)
 

@@ -8,8 +8,9 @@ whole group for a day, FX is never missing, one US ticker is empty in the test p
 Presets: `realistic` (the default, "market" dynamics calibrated on the real competition), `realistic_strong` (a
 diagnostic outside the calibration: `realistic` with its cross-asset lead-lag twice as strong), `realistic_fxvol`
 (`realistic` with the lead-lag signed by an observable FX volatility gauge instead of the latent regime, and acting
-5 dates on, so that its oracle is the expectation given what the files show; calibrated too, see below), `mitsui`
-(the same shapes with the earlier "momentum" dynamics, whose signal is linear) and `small` (a few assets, for tests).
+5 dates on, so that its oracle's lead-lag is the expectation given what the files show; calibrated too, see below),
+`mitsui` (the same shapes with the earlier "momentum" dynamics, whose signal is linear) and `small` (a few assets,
+for tests).
 The presets and the shared universe are in `spread.synth_presets`, the dynamics in `spread.synth_momentum` and
 `spread.synth_market`; this module writes the folder and the oracle.
 

@@ -29,6 +29,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from spread.errors import ConfigError
 from spread.synth_presets import Simulation, SynthPreset, Universe, asset_scales, signal_free_assets
 
 GROUP_CLOSE = {"JPX": 0, "LME": 1, "US": 2, "FX": 2}
@@ -90,8 +91,8 @@ class MarketState:
     """(B, signal_delay, D) the lead-lag's factors (a + g z) M_d of the next signal_delay dates (fixed by the state
     signal_delay dates before); asset i's expected return from them is lead . w_i."""
     gauge: np.ndarray
-    """(B,) the FX volatility gauge G(t): an exponentially weighted mean square of the currencies' standardized
-    returns (observable: FX never misses a day)."""
+    """(B,) the FX volatility gauge G(t): an exponentially weighted mean square of the currencies' returns over their
+    daily volatilities sigma_c (observable up to those constants of the draw: FX never misses a day)."""
 
 
 @dataclass
@@ -213,6 +214,8 @@ class MarketModel:
         preset = self.preset
         if k <= preset.signal_delay:
             return states["lead"][:, k - 1]
+        if preset.regime_gauge != "hidden":  # z(t+j) would depend on the FX shocks after t
+            raise ConfigError(f"synth: the {preset.regime_gauge} gauge has no expectation beyond signal_delay")
         j = k - preset.signal_delay
         sign = (np.linalg.matrix_power(self.vol_matrix, j) @ np.array([1.0, -1.0]))[states["vol_regime"]]
         strength = preset.signal_linear + preset.signal_regime * sign

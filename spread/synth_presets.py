@@ -145,11 +145,11 @@ class SynthPreset:
     signal_regime: float = 0.0
     """Signal per unit of driver momentum with the regime's sign: + when calm, - when turbulent."""
     signal_delay: int = 2
-    """Dates s between the drivers' momenta and the returns they move: alpha(t) reads M(t - s) (>= 2)."""
+    """Dates s between the drivers' momenta and the returns they move: the lead-lag of date t reads M(t - s) (>= 2)."""
     regime_gauge: str = "hidden"
     """What the lead-lag's sign reads: "hidden", the latent volatility regime (the oracle knows it, no model
     does), or "fx_vol", an observable gauge of the currencies' recent volatility (`synth_market.MarketModel`; needs
-    signal_delay > every lag, so that the oracle is the expectation given what the files show)."""
+    signal_delay > every lag, so that the oracle's lead-lag is the expectation given what the files show)."""
 
 
 REALISTIC = SynthPreset(
@@ -171,8 +171,9 @@ PRESETS: dict[str, SynthPreset] = {
 its cross-asset lead-lag twice as strong (signal_linear and signal_regime doubled, the same universe and drivers
 for a seed), to ask whether a model learns that signal once it is strong enough (bench/LEVERS.md).
 `realistic_fxvol` is `realistic` with the lead-lag signed by the observable FX volatility gauge and acting 5 dates
-after the momenta it reads (the same universe, drivers and strengths; calibrated, `spread.synth`): its oracle needs
-no latent regime, so what a model misses of it is what it did not learn (bench/OBSERVABLE.md)."""
+after the momenta it reads (the same universe, drivers and strengths; calibrated, `spread.synth`): its oracle's
+lead-lag needs no latent regime (the slow drift regime stays latent), so what a model misses of the lead-lag is what
+it did not learn (bench/OBSERVABLE.md)."""
 
 
 DEFAULT_PRESET = "realistic"

@@ -388,6 +388,19 @@ def test_simulation_records_the_states_the_oracle_reads() -> None:
         np.testing.assert_array_equal(model.expected(sim.states, lag), sim.expected[lag])
 
 
+def test_fx_vol_oracle_reads_only_the_lead_lag_fixed_at_t() -> None:
+    """With the fx_vol gauge every lead-lag term of the oracle is recorded at t; asking for one beyond signal_delay
+    (which would need a future gauge) is refused rather than computed from the latent regime."""
+    rng = np.random.default_rng(3)
+    universe = build_universe(TINY_FX, rng)
+    model = market_model(universe, TINY_FX, rng)
+    sim = simulate_market(universe, TINY_FX, np.random.default_rng(4))
+    for k in range(1, TINY_FX.signal_delay + 1):
+        np.testing.assert_array_equal(model.lead_factors(sim.states, k), sim.states["lead"][:, k - 1])
+    with pytest.raises(ConfigError, match="fx_vol gauge has no expectation beyond signal_delay"):
+        model.lead_factors(sim.states, TINY_FX.signal_delay + 1)
+
+
 def random_scores(labels: np.ndarray, windows: list[tuple[int, int]], draws: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.array([rank_correlation_sharpe(labels[a : b + 1], rng.normal(size=(b - a + 1, labels.shape[1])))

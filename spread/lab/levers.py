@@ -49,7 +49,8 @@ from spread.splits import HOLDOUT
 
 PRESET = "realistic"
 LAB_PRESETS = (PRESET, "realistic_strong", "realistic_fxvol")
-"""Presets the lab runs on: the default, and its diagnostic with the cross-asset signal twice as strong."""
+"""Presets the lab runs on: the default, its diagnostic with the cross-asset signal twice as strong, and the
+observable preset (the lead-lag signed by an FX volatility gauge)."""
 BASE_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 BUDGET = ("train.final_fit=false", "train.plots=false", "train.progress=false", "train.epochs=8",
           "train.max_steps_per_epoch=16", "train.early_stopping_patience=3")
