@@ -32,7 +32,13 @@ times each of them,
 - `observed, legs only`: the legs' returns alone;
 - `observed, exact form + box returns`: the exact momenta and the box returns together (24 driver terms);
 - `observed, one box return per driver`: each driver's box return over the horizon nearest its decay's window
-  1 / (1 - decay) (5, 5, 20 dates), the gauge times each: the exact form's 6 terms, only approximated.
+  1 / (1 - decay) (5, 5, 20 dates), the gauge times each: the exact form's 6 terms, only approximated;
+- `observed, pooled, every FX pair`: not per target and not told the drivers: one reduced-rank ridge of every
+  target's daily rank (the `reduced_rank` peer's fit, `spread.lab.baselines.fit_reduced_rank`, penalty and rank
+  chosen on an inner split of the training dates) on every FX pair's exponentially weighted one-day returns at
+  half-lives 1-16 and each times a generic FX volatility gauge (`pooled_designs`): what a generic linear learner
+  that pools the targets finds;
+- `observed, pooled, told the drivers`: the same on the drivers' terms only: what finding the drivers is worth.
 The observed variants read the drivers' terms of date t, the form of `realistic` (with `realistic_fxvol`, whose
 lead-lag acts 5 dates on, they are only approximate). Told the drivers, the gap between the exact form and the
 generic momenta is what knowing their decays is worth at
@@ -67,6 +73,7 @@ import polars as pl  # noqa: E402
 from spread.competition import load_competition  # noqa: E402
 from spread.config import Config  # noqa: E402
 from spread.features import FeatureConfig, build_panel  # noqa: E402
+from spread.lab.baselines import fit_reduced_rank  # noqa: E402
 from spread.lab.levers import LAB_PRESETS, PRESET, data_folder  # noqa: E402
 from spread.metrics import rank_correlation_sharpe  # noqa: E402
 from spread.synth_market import market_model, simulate_market  # noqa: E402
@@ -79,7 +86,8 @@ RIDGE = 1e-2
 VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol regime", "state, no regime",
             "state, structured", "observed, exact form", "observed, generic momenta", "observed, box returns",
             "observed, legs only",
-            "observed, exact form + box returns", "observed, one box return per driver")
+            "observed, exact form + box returns", "observed, one box return per driver",
+            "observed, pooled, every FX pair", "observed, pooled, told the drivers")
 BASELINE = "state, no regime"
 """The variant every other is paired against."""
 HORIZONS = (1, 5, 20)
@@ -88,6 +96,10 @@ HALF_LIVES = (1, 2, 4, 8, 16)
 """Half-lives (dates) of the generic momenta."""
 LOOKBACK = 250
 """Rows left out of the printed correlation (the momenta's start-up)."""
+HEAD_ROWS = 1000
+"""Leading rows (training dates of every fold) that standardise the pooled variants' terms."""
+GAUGE_DECAY = 0.9
+"""Decay of the pooled variants' generic FX volatility gauge."""
 
 
 def simulated_states(seed: int, preset: str = PRESET) -> tuple[object, object, dict[str, np.ndarray]]:
@@ -177,6 +189,26 @@ def observed_designs(panel, universe, pairs: list[str], gauge: np.ndarray,
     return designs, drivers[VARIANTS[5]]
 
 
+def pooled_designs(panel, competition, universe) -> dict[str, np.ndarray]:
+    """Per `pooled` variant, the (T, k) terms shared by every target: each FX pair's exponentially weighted one-day
+    returns at HALF_LIVES, and each times a generic FX volatility gauge (the log of an exponentially weighted mean
+    square of every FX pair's one-day return over its std, standardised), for every FX pair of train.csv or the
+    drivers only; standardised on the first HEAD_ROWS rows."""
+    pairs = [c for c in competition.train.columns if c.startswith("FX_")]
+    returns = {c: np.nan_to_num(panel.values[:, panel.column_indices([f"{c}__ret1"])[0]].astype(np.float64))
+               for c in pairs}
+    every = np.column_stack(list(returns.values()))
+    square = ((every / (every[:HEAD_ROWS].std(axis=0) + 1e-12)) ** 2).mean(axis=1)
+    gauge = np.log(exponential_momentum(square * (1 - GAUGE_DECAY), GAUGE_DECAY) + 1e-12)
+    gauge = (gauge - gauge[LOOKBACK:HEAD_ROWS].mean()) / gauge[LOOKBACK:HEAD_ROWS].std()
+    designs = {}
+    for name, columns in ((VARIANTS[11], pairs), (VARIANTS[12], [f"FX_{d}" for d in universe.drivers])):
+        terms = [exponential_momentum(returns[c], 0.5 ** (1 / h)) for c in columns for h in HALF_LIVES]
+        x = np.column_stack([*terms, *(-gauge * term for term in terms)])
+        designs[name] = (x - x[:HEAD_ROWS].mean(axis=0)) / (x[:HEAD_ROWS].std(axis=0) + 1e-12)
+    return designs
+
+
 def ridge_forecast(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, penalty: float) -> np.ndarray:
     """Ridge of y on x over the finite training rows, predicted on the validation rows."""
     rows = train[np.isfinite(y[train]) & np.isfinite(x[train]).all(axis=1)]
@@ -216,6 +248,8 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET) -
                     for m, true in zip(exact, states["momentum"].T)]
     print("correlation of the observed exact momenta with the true M:", " ".join(f"{c:.4f}" for c in correlations),
           flush=True)
+    pooled = pooled_designs(panel, competition, universe)
+    purge = max(lags) + 1
     folds = competition_folds(competition, Config())
     rows = []
     for fold in folds:
@@ -223,8 +257,13 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET) -
         val = np.arange(fold.val_dates[0], fold.val_dates[1] + 1)
         row = {"seed": seed, "fold": fold.name, "oracle": rank_correlation_sharpe(truth[val], oracle[val])}
         for name in VARIANTS:
-            forecast = np.column_stack([ridge_forecast(x, truth[:, j], train, val, penalty)
-                                        for j, x in enumerate(designs[name])])
+            if name in pooled:  # one reduced-rank fit of every target, on labels released by the fold's end
+                fit = train[:-purge]
+                weights, intercept = fit_reduced_rank(pooled[name][fit], truth[fit], np.array(lags), purge)
+                forecast = pooled[name][val] @ weights + intercept
+            else:
+                forecast = np.column_stack([ridge_forecast(x, truth[:, j], train, val, penalty)
+                                            for j, x in enumerate(designs[name])])
             row[name] = rank_correlation_sharpe(truth[val], forecast)
         rows.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)

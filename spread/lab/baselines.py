@@ -208,22 +208,28 @@ def _reduced_rank_fits(
     return fits
 
 
-def predict_reduced_rank(ctx: FoldContext) -> np.ndarray:
-    """Reduced-rank ridge regression of all targets' centred daily ranks on the screened features; penalty and rank
-    chosen on an inner, purged split of the training dates, then refitted on all of them."""
-    features = _screened_features(ctx)
-    x, labels = features[ctx.train_rows], ctx.known[ctx.train_rows]
+def fit_reduced_rank(x: np.ndarray, labels: np.ndarray, lags: np.ndarray, purge: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weights (F, N), intercept (N,)) of the reduced-rank ridge regression of all targets' centred daily ranks on
+    x (T, F); penalty and rank chosen on an inner, purged split of the rows, then refitted on all of them."""
     ranks = [r for r in REDUCED_RANKS if r <= min(x.shape[1], labels.shape[1])]
     choice = (RIDGE_ALPHAS[len(RIDGE_ALPHAS) // 2], ranks[-1])
-    split = _inner_split(len(x), _purge(ctx))
+    split = _inner_split(len(x), purge)
     if split is not None:
         n_fit, n_val = split
         fits = _reduced_rank_fits(x[:n_fit], _centred_rank_targets(labels[:n_fit]), RIDGE_ALPHAS, ranks)
-        scores = [validation_metrics(labels[-n_val:], x[-n_val:] @ w + b, ctx.comp.target_lags)["score"]
-                  for w, b in fits.values()]
+        scores = [validation_metrics(labels[-n_val:], x[-n_val:] @ w + b, lags)["score"] for w, b in fits.values()]
         choice = _best("reduced_rank (alpha, rank)", list(fits), scores, choice)
     alpha, rank = choice
     ((weights, intercept),) = _reduced_rank_fits(x, _centred_rank_targets(labels), (alpha,), [rank]).values()
+    return weights, intercept
+
+
+def predict_reduced_rank(ctx: FoldContext) -> np.ndarray:
+    """Reduced-rank ridge regression of all targets' centred daily ranks on the screened features (`fit_reduced_rank`
+    on the fold's training dates)."""
+    features = _screened_features(ctx)
+    x, labels = features[ctx.train_rows], ctx.known[ctx.train_rows]
+    weights, intercept = fit_reduced_rank(x, labels, ctx.comp.target_lags, _purge(ctx))
     return features[ctx.val_rows] @ weights + intercept
 
 
