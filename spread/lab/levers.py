@@ -177,6 +177,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "ret1": (KEEP_RET1,),
     "ret1_vol_x": (KEEP_RET1, VOL_X),
     "ret1_momentum4": (KEEP_RET1, "model.momentum_decays=4"),
+    "ret1_budget4x": (KEEP_RET1, "train.epochs=16", "train.max_steps_per_epoch=32"),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
