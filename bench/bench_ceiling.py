@@ -85,8 +85,7 @@ RIDGE = 1e-2
 """Ridge penalty per training row, on standardised regressors."""
 VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol regime", "state, no regime",
             "state, structured", "observed, exact form", "observed, generic momenta", "observed, box returns",
-            "observed, legs only",
-            "observed, exact form + box returns", "observed, one box return per driver",
+            "observed, legs only", "observed, exact form + box returns", "observed, one box return per driver",
             "observed, pooled, every FX pair", "observed, pooled, told the drivers")
 BASELINE = "state, no regime"
 """The variant every other is paired against."""
@@ -120,10 +119,8 @@ def shifted(values: np.ndarray, dates: int) -> np.ndarray:
 
 
 def regime_sign(model, states: dict[str, np.ndarray]) -> np.ndarray:
-    """(T,) the z that signs the lead-lag: +1 calm / -1 turbulent, of the latent regime or of the FX gauge."""
-    if model.preset.regime_gauge == "hidden":
-        return np.where(states["vol_regime"] == 0, 1.0, -1.0)
-    return np.where(states["gauge"] < model.preset.turbulent_vol, 1.0, -1.0)
+    """(T,) the z that signs the lead-lag: +1 calm / -1 turbulent (`MarketModel.calm`)."""
+    return np.where(model.calm(states["vol_regime"], states["gauge"]), 1.0, -1.0)
 
 
 def leg_sum(universe, column: str, values: np.ndarray) -> np.ndarray:
@@ -161,13 +158,18 @@ def matched_horizon(decay: float) -> int:
     return min(HORIZONS, key=lambda h: abs(np.log(h * (1 - decay))))
 
 
+def panel_column(panel, name: str) -> np.ndarray:
+    """(T,) one feature of the panel, missing values as 0."""
+    return np.nan_to_num(panel.values[:, panel.column_indices([name])[0]].astype(np.float64))
+
+
 def observed_designs(panel, universe, pairs: list[str], gauge: np.ndarray,
                      preset: str = PRESET) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray]]:
     """Per `observed` variant, the (T, k) regressors of each target from train.csv's features alone (see the
     module docstring): the legs' returns, then the drivers' terms and the gauge times each of them; and the
     exact form's momenta (one (T,) per driver)."""
     def column(name: str) -> np.ndarray:
-        return np.nan_to_num(panel.values[:, panel.column_indices([name])[0]].astype(np.float64))
+        return panel_column(panel, name)
 
     returns = {d: column(f"FX_{d}__ret1") for d in universe.drivers}
     decays = resolve_preset(preset).driver_decays
@@ -195,8 +197,7 @@ def pooled_designs(panel, competition, universe) -> dict[str, np.ndarray]:
     square of every FX pair's one-day return over its std, standardised), for every FX pair of train.csv or the
     drivers only; standardised on the first HEAD_ROWS rows."""
     pairs = [c for c in competition.train.columns if c.startswith("FX_")]
-    returns = {c: np.nan_to_num(panel.values[:, panel.column_indices([f"{c}__ret1"])[0]].astype(np.float64))
-               for c in pairs}
+    returns = {c: panel_column(panel, f"{c}__ret1") for c in pairs}
     every = np.column_stack(list(returns.values()))
     square = ((every / (every[:HEAD_ROWS].std(axis=0) + 1e-12)) ** 2).mean(axis=1)
     gauge = np.log(exponential_momentum(square * (1 - GAUGE_DECAY), GAUGE_DECAY) + 1e-12)

@@ -194,14 +194,18 @@ class MarketModel:
         state.momentum = np.array(self.preset.driver_decays) * state.momentum + driver_returns
         standardized = returns[:, self.currencies] / self.sigma[self.currencies]
         state.gauge = GAUGE_DECAY * state.gauge + (1 - GAUGE_DECAY) * (standardized**2).mean(axis=1)
-        if preset.regime_gauge == "hidden":
-            calm = state.vol_regime == CALM
-        else:
-            calm = state.gauge < preset.turbulent_vol
+        calm = self.calm(state.vol_regime, state.gauge)
         strength = preset.signal_linear + preset.signal_regime * np.where(calm, 1.0, -1.0)[:, None]
         state.lead = np.concatenate([state.lead[:, 1:], (strength * state.momentum)[:, None]], axis=1)
         state.alpha = np.stack([state.alpha[:, 1], -self.reversal * state.own], axis=1)
         return returns, conditional_vol
+
+    def calm(self, vol_regime: np.ndarray, gauge: np.ndarray) -> np.ndarray:
+        """Where the lead-lag takes its calm sign (z = +1): the latent regime is CALM ("hidden" gauge), or the FX
+        gauge is below turbulent_vol ("fx_vol")."""
+        if self.preset.regime_gauge == "hidden":
+            return vol_regime == CALM
+        return gauge < self.preset.turbulent_vol
 
     def lead_factors(self, states: dict[str, np.ndarray], k: int) -> np.ndarray:
         """(T, D) E[(a + g z(t+k-s)) M(t+k-s) | state at t], s = signal_delay: the lead-lag's part of E[r(t+k)] is

@@ -326,13 +326,6 @@ TINY = dataclasses.replace(
 TINY_FX = dataclasses.replace(TINY, regime_gauge="fx_vol", signal_delay=5)
 
 
-def regime_of(state: MarketState, preset) -> int:
-    """The regime that signs the lead-lag on the last date: the latent one, or the FX gauge's side (0 calm)."""
-    if preset.regime_gauge == "hidden":
-        return int(state.vol_regime[0])
-    return int(state.gauge[0] >= preset.turbulent_vol)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", [TINY, TINY_FX], ids=["hidden", "fx_vol"])
 def test_oracle_is_the_conditional_expectation_by_brute_force(preset) -> None:
@@ -347,7 +340,7 @@ def test_oracle_is_the_conditional_expectation_by_brute_force(preset) -> None:
     n_paths, checked = 60_000, set()
     for t in range(60):
         model.step(state, rng)
-        regime = regime_of(state, preset)
+        regime = int(not model.calm(state.vol_regime, state.gauge)[0])  # 0: the lead-lag's calm sign
         if t < 10 or regime in checked:
             continue
         checked.add(regime)

@@ -8,9 +8,8 @@ Every run is a child process (`python -m spread train` or `python -m spread base
 `--jobs` at once) on the synthetic `realistic` preset (or the diagnostic `--preset realistic_strong`, or the
 observable `--preset realistic_fxvol`) at its default size, data seed by data seed, with the config `--base`
 (default `BASE_CONFIG`) plus `BUDGET` (a short CPU budget and no final fit, identical for every lever) plus the
-lever's overrides. A run folder is reused as the bench
-reuses its own (`spread.lab.grid.finished_summary`: summary.json present and config.yaml equal to the config the
-child resolves), so an interrupted lab resumes.
+lever's overrides. A run folder is reused as the bench reuses its own (`spread.lab.grid.finished_summary`:
+summary.json present and config.yaml equal to the config the child resolves), so an interrupted lab resumes.
 
 The cells, the pairing, the best peer and the oracle fraction are the bench's (`spread.lab.stats`): only honest
 scores count (per walk-forward fold its `honest_score`, the validation score at the epoch count the other folds
