@@ -192,11 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("synth", help="write a synthetic competition folder (the embedded default data)")
     p.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--preset", choices=["realistic", "realistic_strong", "realistic_fxvol", "mitsui", "small"],
-                   default="realistic",
+    p.add_argument("--preset", default="realistic", choices=["realistic", "realistic_strong", "realistic_fxvol",
+                                                             "realistic_fxvol_rank1", "mitsui", "small"],
                    help="realistic (default: calibrated on the real competition), realistic_strong (a diagnostic: "
                    "its cross-asset signal twice as strong), realistic_fxvol (its lead-lag signed by an observable FX "
-                   "volatility gauge, which the oracle reads from the files), mitsui (linear signal) or small")
+                   "volatility gauge, which the oracle reads from the files), realistic_fxvol_rank1 (a diagnostic: that lead-lag "
+                   "low-rank and twice as strong), mitsui (linear signal) or small")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
     p.set_defaults(handler=_synth)
 

@@ -146,6 +146,9 @@ class SynthPreset:
     """Signal per unit of driver momentum with the regime's sign: + when calm, - when turbulent."""
     signal_delay: int = 2
     """Dates s between the drivers' momenta and the returns they move: the lead-lag of date t reads M(t - s) (>= 2)."""
+    signal_rank: int = 0
+    """Structure of the lead-lag's weights w_i: 0, independent per asset and driver; 1, w_i = c_i u, one composite
+    u of the drivers (a random unit vector) that every asset loads on with its own c_i (a low-rank signal)."""
     regime_gauge: str = "hidden"
     """What the lead-lag's sign reads: "hidden", the latent volatility regime (the oracle knows it, no model
     does), or "fx_vol", an observable gauge of the currencies' recent volatility (`synth_market.MarketModel`; needs
@@ -161,6 +164,9 @@ PRESETS: dict[str, SynthPreset] = {
     "realistic_strong": replace(REALISTIC, signal_linear=2 * REALISTIC.signal_linear,
                                 signal_regime=2 * REALISTIC.signal_regime),
     "realistic_fxvol": replace(REALISTIC, regime_gauge="fx_vol", signal_delay=5),
+    "realistic_fxvol_rank1": replace(REALISTIC, regime_gauge="fx_vol", signal_delay=5, signal_rank=1,
+                                     signal_linear=2 * REALISTIC.signal_linear,
+                                     signal_regime=2 * REALISTIC.signal_regime),
     "mitsui": SynthPreset(),
     "small": SynthPreset(
         n_dates=320, n_test=40, n_scored=25, n_lme=2, n_jpx_contracts=2, n_us_tickers=8, n_fx=6,
@@ -173,7 +179,9 @@ for a seed), to ask whether a model learns that signal once it is strong enough 
 `realistic_fxvol` is `realistic` with the lead-lag signed by the observable FX volatility gauge and acting 5 dates
 after the momenta it reads (the same universe, drivers and strengths; calibrated, `spread.synth`): its oracle's
 lead-lag needs no latent regime (the slow drift regime stays latent), so what a model misses of the lead-lag is what
-it did not learn (bench/OBSERVABLE.md)."""
+it did not learn (bench/OBSERVABLE.md). `realistic_fxvol_rank1` is a diagnostic outside the calibration:
+`realistic_fxvol` with one composite of the drivers (signal_rank 1) and the lead-lag twice as strong, a signal a
+generic pooled learner can find, to ask whether the Transformer learns what the linear peers cannot."""
 
 
 DEFAULT_PRESET = "realistic"
@@ -218,6 +226,8 @@ def check_preset(preset: SynthPreset) -> None:
         raise ConfigError("synth: calm_stay and turbulent_stay must be in (0, 1), drift_stay in (0, 1]")
     if min(preset.session_shares) < 0 or not math.isclose(sum(preset.session_shares), 1.0):
         raise ConfigError(f"synth: session_shares must be >= 0 and sum to 1, got {preset.session_shares}")
+    if preset.signal_rank not in (0, 1):
+        raise ConfigError(f"synth: signal_rank must be 0 or 1, got {preset.signal_rank!r}")
     if preset.regime_gauge not in GAUGES:
         raise ConfigError(f"synth: regime_gauge must be one of {GAUGES}, got {preset.regime_gauge!r}")
     if preset.signal_delay < 2 or (preset.regime_gauge == "fx_vol" and preset.signal_delay <= max(preset.lags)):

@@ -305,6 +305,23 @@ def test_realistic_fxvol_is_realistic_with_an_observable_gauge() -> None:
             check_preset(bad)
 
 
+def test_realistic_fxvol_rank1_has_one_composite_of_the_drivers() -> None:
+    """The diagnostic preset's lead-lag weights are rank 1 (every asset loads on one composite of the drivers),
+    `realistic_fxvol`'s stay full rank with the same draws, and a bad signal_rank is refused."""
+    from spread.synth_market import market_model
+
+    rank1, fx = PRESETS["realistic_fxvol_rank1"], PRESETS["realistic_fxvol"]
+    assert dataclasses.replace(rank1, signal_rank=0, signal_linear=fx.signal_linear,
+                               signal_regime=fx.signal_regime) == fx
+    ranks = []
+    for preset in (fx, rank1):
+        universe = build_universe(preset, np.random.default_rng(0))
+        ranks.append(np.linalg.matrix_rank(market_model(universe, preset, np.random.default_rng(1)).signal))
+    assert ranks == [len(fx.driver_decays), 1]
+    with pytest.raises(ConfigError, match="synth: signal_rank"):
+        check_preset(dataclasses.replace(fx, signal_rank=2))
+
+
 def test_realistic_scale_reversal_and_asynchronous_closes(realistic: Competition) -> None:
     labels, lags = realistic.labels.drop("date_id").to_numpy(), realistic.target_lags
     assert 0.012 < np.nanstd(labels[:, lags == 1]) < 0.025 and 0.035 < np.nanstd(labels[:, lags == 4]) < 0.055

@@ -47,7 +47,7 @@ from spread.lab.stats import ORACLE, PEERS, SCORE_SCHEMA, mean_std, paired_diffe
 from spread.splits import HOLDOUT
 
 PRESET = "realistic"
-LAB_PRESETS = (PRESET, "realistic_strong", "realistic_fxvol")
+LAB_PRESETS = (PRESET, "realistic_strong", "realistic_fxvol", "realistic_fxvol_rank1")
 """Presets the lab runs on: the default, its diagnostic with the cross-asset signal twice as strong, and the
 observable preset (the lead-lag signed by an FX volatility gauge)."""
 BASE_CONFIG = REPO_ROOT / "configs" / "default.yaml"
@@ -73,6 +73,8 @@ learn"): the `bias_lr30*` levers are meant for `--base` = commit 3314502's defau
 reuses that section's runs; on today's default this override changes nothing."""
 OWN, MARKET_VOL = "data.own_features=true", "features.market_vol=[5,20]"
 KEEP_RET1 = "screen.always_keep=[^market__,__ret1$]"
+BUDGET_4X = ("train.epochs=16", "train.max_steps_per_epoch=32")
+"""Four times the default's training budget (16 epochs of 32 steps)."""
 """Keep every one-day return (and the market features) whatever its IC."""
 DRIVERS = "EURJPY|AUDNZD|ZARUSD|ZARGBP|EURNZD|NOKCHF|CHFJPY|EURUSD|GBPCAD"
 """The planted FX drivers of data seeds 0, 1 and 2 (`Universe.drivers`, 3 per seed)."""
@@ -176,7 +178,12 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "ret1": (KEEP_RET1,),
     "ret1_vol_x": (KEEP_RET1, VOL_X),
     "ret1_momentum4": (KEEP_RET1, "model.momentum_decays=4"),
-    "ret1_budget4x": (KEEP_RET1, "train.epochs=16", "train.max_steps_per_epoch=32"),
+    "ret1_budget4x": (KEEP_RET1, *BUDGET_4X),
+    "budget4x": BUDGET_4X,
+    "lr1e3": ("train.lr=0.001",),
+    "budget4x_lr1e3": (*BUDGET_4X, "train.lr=0.001"),
+    "mom4_budget4x": ("model.momentum_decays=4", *BUDGET_4X),
+    "volx128_budget4x": (VOL_X, "screen.ic_max_features=128", *BUDGET_4X),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
