@@ -196,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "realistic_fxvol_rank1", "mitsui", "small"],
                    help="realistic (default: calibrated on the real competition), realistic_strong (a diagnostic: "
                    "its cross-asset signal twice as strong), realistic_fxvol (its lead-lag signed by an observable FX "
-                   "volatility gauge, which the oracle reads from the files), realistic_fxvol_rank1 (a diagnostic: that lead-lag "
-                   "low-rank and twice as strong), mitsui (linear signal) or small")
+                   "volatility gauge, which the oracle reads from the files), realistic_fxvol_rank1 (a diagnostic: "
+                   "that lead-lag low-rank and twice as strong), mitsui (linear signal) or small")
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
     p.set_defaults(handler=_synth)
 

@@ -273,7 +273,7 @@ def market_model(universe: Universe, preset: SynthPreset, rng: np.random.Generat
         variance = float(systematic @ systematic) + sum(sigma[i] ** 2 * (1 - share[i]) for i, _ in legs)
         momentum_std.append(math.sqrt(mean_square * variance / (1 - decay**2)))
     weights = rng.normal(size=(n_assets, n_drivers)) / math.sqrt(n_drivers)
-    if preset.signal_rank == 1:  # one composite u of the drivers (drawn only here: other presets' draws unchanged)
+    if preset.signal_rank == 1:  # one composite u of the drivers; extra draws only here, other presets' unchanged
         composite = rng.normal(size=n_drivers)
         weights = rng.normal(size=(n_assets, 1)) * composite / np.linalg.norm(composite)
     signal = sigma[:, None] * weights / np.array(momentum_std)

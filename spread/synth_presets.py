@@ -159,14 +159,13 @@ REALISTIC = SynthPreset(
     dynamics="market", vol_scale=1.2, drift_scale=0.00065, regime_drift_scale=0.02, reversal=0.045,
     signal_linear=0.02, signal_regime=0.11,
 )
+FXVOL = replace(REALISTIC, regime_gauge="fx_vol", signal_delay=5)
+TWICE_THE_LEAD_LAG = {"signal_linear": 2 * REALISTIC.signal_linear, "signal_regime": 2 * REALISTIC.signal_regime}
 PRESETS: dict[str, SynthPreset] = {
     "realistic": REALISTIC,
-    "realistic_strong": replace(REALISTIC, signal_linear=2 * REALISTIC.signal_linear,
-                                signal_regime=2 * REALISTIC.signal_regime),
-    "realistic_fxvol": replace(REALISTIC, regime_gauge="fx_vol", signal_delay=5),
-    "realistic_fxvol_rank1": replace(REALISTIC, regime_gauge="fx_vol", signal_delay=5, signal_rank=1,
-                                     signal_linear=2 * REALISTIC.signal_linear,
-                                     signal_regime=2 * REALISTIC.signal_regime),
+    "realistic_strong": replace(REALISTIC, **TWICE_THE_LEAD_LAG),
+    "realistic_fxvol": FXVOL,
+    "realistic_fxvol_rank1": replace(FXVOL, signal_rank=1, **TWICE_THE_LEAD_LAG),
     "mitsui": SynthPreset(),
     "small": SynthPreset(
         n_dates=320, n_test=40, n_scored=25, n_lme=2, n_jpx_contracts=2, n_us_tickers=8, n_fx=6,

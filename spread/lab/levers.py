@@ -48,8 +48,8 @@ from spread.splits import HOLDOUT
 
 PRESET = "realistic"
 LAB_PRESETS = (PRESET, "realistic_strong", "realistic_fxvol", "realistic_fxvol_rank1")
-"""Presets the lab runs on: the default, its diagnostic with the cross-asset signal twice as strong, and the
-observable preset (the lead-lag signed by an FX volatility gauge)."""
+"""Presets the lab runs on: the default, its diagnostic with the cross-asset signal twice as strong, the
+observable preset (the lead-lag signed by an FX volatility gauge) and its low-rank, twice as strong diagnostic."""
 BASE_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 BUDGET = ("train.final_fit=false", "train.plots=false", "train.progress=false", "train.epochs=8",
           "train.max_steps_per_epoch=16", "train.early_stopping_patience=3")
@@ -73,9 +73,9 @@ learn"): the `bias_lr30*` levers are meant for `--base` = commit 3314502's defau
 reuses that section's runs; on today's default this override changes nothing."""
 OWN, MARKET_VOL = "data.own_features=true", "features.market_vol=[5,20]"
 KEEP_RET1 = "screen.always_keep=[^market__,__ret1$]"
+"""Keep every one-day return (and the market features) whatever its IC."""
 BUDGET_4X = ("train.epochs=16", "train.max_steps_per_epoch=32")
 """Four times the default's training budget (16 epochs of 32 steps)."""
-"""Keep every one-day return (and the market features) whatever its IC."""
 DRIVERS = "EURJPY|AUDNZD|ZARUSD|ZARGBP|EURNZD|NOKCHF|CHFJPY|EURUSD|GBPCAD"
 """The planted FX drivers of data seeds 0, 1 and 2 (`Universe.drivers`, 3 per seed)."""
 KEEP_DRIVERS = f"screen.always_keep=[^market__,^FX_({DRIVERS})__ret(5|20)$]"
