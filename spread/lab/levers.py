@@ -2,14 +2,15 @@
 
     python -m spread.lab.levers --work /tmp/levers [--base configs/default.yaml] [--levers ref patch16 ...]
         [--data-seeds 0 1 2] [--train-seeds 0] [--peers ridge reduced_rank lightgbm regularised_prior mean_rank]
-        [--jobs 2] [--out FILE.md] [--preset realistic_strong|realistic_fxvol] [--folds 6]
+        [--jobs 2] [--out FILE.md] [--preset realistic_strong|realistic_fxvol|realistic_fxvol_rank1] [--folds 6]
 
 Every run is a child process (`python -m spread train` or `python -m spread baseline`, OMP_NUM_THREADS=1, at most
-`--jobs` at once) on the synthetic `realistic` preset (or the diagnostic `--preset realistic_strong`, or the
-observable `--preset realistic_fxvol`) at its default size, data seed by data seed, with the config `--base`
-(default `BASE_CONFIG`) plus `BUDGET` (a short CPU budget and no final fit, identical for every lever) plus the
-lever's overrides. A run folder is reused as the bench reuses its own (`spread.lab.grid.finished_summary`:
-summary.json present and config.yaml equal to the config the child resolves), so an interrupted lab resumes.
+`--jobs` at once) on the synthetic `realistic` preset (or the diagnostic `--preset realistic_strong`, the
+observable `--preset realistic_fxvol` or its low-rank diagnostic `--preset realistic_fxvol_rank1`) at its default
+size, data seed by data seed, with the config `--base` (default `BASE_CONFIG`) plus `BUDGET` (a short CPU budget
+and no final fit, identical for every lever) plus the lever's overrides. A run folder is reused as the bench
+reuses its own (`spread.lab.grid.finished_summary`: summary.json present and config.yaml equal to the config the
+child resolves), so an interrupted lab resumes.
 
 The cells, the pairing, the best peer and the oracle fraction are the bench's (`spread.lab.stats`): only honest
 scores count (per walk-forward fold its `honest_score`, the validation score at the epoch count the other folds
