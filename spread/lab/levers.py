@@ -185,6 +185,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "budget4x_lr1e3": (*BUDGET_4X, "train.lr=0.001"),
     "mom4_budget4x": ("model.momentum_decays=4", *BUDGET_4X),
     "volx128_budget4x": (VOL_X, "screen.ic_max_features=128", *BUDGET_4X),
+    "volx128_budget4x_per_target": (VOL_X, "screen.ic_max_features=128", *BUDGET_4X, "screen.ic_rank=per_target"),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
