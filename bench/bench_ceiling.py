@@ -17,7 +17,12 @@ walk-forward folds + the holdout, as `spread train` cuts them), and scores it on
 - `state, structured`: told the global parameters too (a, g, the decays and the delay: `MarketModel.lead_factors`),
   per driver the lead-lag's exact sum over the target's horizon, so that each target estimates one weight per
   driver (its legs' w_A - w_B) and its legs' reversal: what a model that finds the shared structure of the
-  signal (few drivers, the same form for every target) can reach.
+  signal (few drivers, the same form for every target) can reach;
+- `state, structured, market__vol regime` (the last row): the same with the regime's sign read from the observable
+  `market__vol10` (calm below its quantile at the simulation's share of calm dates; `MarketModel.with_sign`): the
+  structure and the states known, the regime not: with a hidden regime (`realistic`, `realistic_strong`) the most
+  a model reading the files could hope for; with `realistic_fxvol`, whose regime is its own observable FX gauge
+  (read exactly by `state, structured`), only the cost of reading the wrong gauge.
 
 R and M are the true states (computable exactly from the latent prices; train.csv rounds prices and has gaps).
 
@@ -86,7 +91,8 @@ RIDGE = 1e-2
 VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol regime", "state, no regime",
             "state, structured", "observed, exact form", "observed, generic momenta", "observed, box returns",
             "observed, legs only", "observed, exact form + box returns", "observed, one box return per driver",
-            "observed, pooled, every FX pair", "observed, pooled, told the drivers")
+            "observed, pooled, every FX pair", "observed, pooled, told the drivers",
+            "state, structured, market__vol regime")
 BASELINE = "state, no regime"
 """The variant every other is paired against."""
 HORIZONS = (1, 5, 20)
@@ -142,6 +148,16 @@ def design(universe, states: dict[str, np.ndarray], pair: str, regime: np.ndarra
     if drift_regime:
         columns += [(states["drift_regime"] == q).astype(np.float64) for q in np.unique(states["drift_regime"])[1:]]
     return np.column_stack(columns)
+
+
+def structured_designs(universe, model, states: dict[str, np.ndarray], pairs: list[str],
+                       lags: list[int]) -> list[np.ndarray]:
+    """Per target, the `structured` regressors: its legs' R and, per driver, the lead-lag's exact sum over the
+    target's horizon (`MarketModel.lead_factors` on `states`)."""
+    horizon_sums = {lag: sum(model.lead_factors(states, k) for k in range(2, lag + 2)) for lag in set(lags)}
+    return [np.column_stack([*(leg_sum(universe, column, states["own"]) for column in parse_pair(pair)),
+                             *horizon_sums[lag].T])
+            for pair, lag in zip(pairs, lags)]
 
 
 def exponential_momentum(returns: np.ndarray, decay: float) -> np.ndarray:
@@ -237,12 +253,10 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET) -
     designs = {name: [design(universe, states, pair, regime, name == VARIANTS[0], delay)
                       for pair in pairs["pair"].to_list()]
                for name, regime in regimes.items()}
-    horizon_sums = {lag: sum(model.lead_factors(states, k) for k in range(2, lag + 2)) for lag in set(lags)}
-    designs[VARIANTS[4]] = [
-        np.column_stack([*(leg_sum(universe, column, states["own"]) for column in parse_pair(pair)),
-                         *horizon_sums[lag].T])
-        for pair, lag in zip(pairs["pair"].to_list(), lags)
-    ]
+    # the structured variant's regime read from market__vol10: calm below its quantile at the share of calm dates
+    plug_in = model.with_sign(states, gauge < np.quantile(gauge, (calm > 0).mean()))
+    for name, known in ((VARIANTS[4], states), (VARIANTS[13], plug_in)):
+        designs[name] = structured_designs(universe, model, known, pairs["pair"].to_list(), lags)
     observed, exact = observed_designs(panel, universe, pairs["pair"].to_list(), gauge, preset)
     designs |= observed
     correlations = [np.corrcoef(m[LOOKBACK:], true[LOOKBACK : len(m)])[0, 1]

@@ -207,6 +207,22 @@ class MarketModel:
             return vol_regime == CALM
         return gauge < self.preset.turbulent_vol
 
+    def with_sign(self, states: dict[str, np.ndarray], calm: np.ndarray) -> dict[str, np.ndarray]:
+        """The recorded states with the lead-lag's sign read from `calm` ((T,) bool: z = +1 where True) in place of
+        the simulation's (`calm`): the recorded lead-lag factors recomputed from the momenta and, with the hidden
+        gauge (whose sign beyond signal_delay `lead_factors` reads from it), the volatility regime set to CALM /
+        TURBULENT. Given the simulation's own sign it returns the recorded states; bench/bench_ceiling.py plugs in
+        an observable gauge's sign, to price not knowing the regime."""
+        preset, (n_dates, n_drivers) = self.preset, states["momentum"].shape
+        strength = preset.signal_linear + preset.signal_regime * np.where(calm, 1.0, -1.0)
+        factors = strength[:, None] * states["momentum"]  # (T, D) recorded after each date t, for t + signal_delay
+        delay = preset.signal_delay
+        lead = np.stack([np.concatenate([np.zeros((delay - k, n_drivers)), factors[: n_dates - delay + k]])
+                         for k in range(1, delay + 1)], axis=1)  # (T, delay, D): entry k - 1 acts on t + k
+        if preset.regime_gauge != "hidden":
+            return states | {"lead": lead}
+        return states | {"vol_regime": np.where(calm, CALM, TURBULENT), "lead": lead}
+
     def lead_factors(self, states: dict[str, np.ndarray], k: int) -> np.ndarray:
         """(T, D) E[(a + g z(t+k-s)) M(t+k-s) | state at t], s = signal_delay: the lead-lag's part of E[r(t+k)] is
         this times w_i.

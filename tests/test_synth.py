@@ -432,3 +432,23 @@ def test_realistic_calibration(tmp_path: Path, seed: int, preset: str) -> None:
     windows = [fold.val_dates for fold in competition_folds(comp, cfg)]
     random = random_scores(labels, windows, draws=40, seed=seed)
     assert abs(random.mean()) < 0.03 and 0.08 < random.std() < 0.13
+
+
+@pytest.mark.parametrize("preset", [TINY, TINY_FX], ids=["hidden", "fx_vol"])
+def test_with_sign_replays_the_recorded_states_and_moves_the_oracle(preset) -> None:
+    """MarketModel.with_sign (bench/bench_ceiling.py's plug-in regime) given the simulation's own sign returns the
+    recorded states, so the oracle's expectations are unchanged; the opposite sign changes them."""
+    rng = np.random.default_rng(3)
+    universe = build_universe(preset, rng)
+    sim = simulate_market(universe, preset, rng)
+    rng = np.random.default_rng(3)
+    model = market_model(build_universe(preset, rng), preset, rng)
+    calm = model.calm(sim.states["vol_regime"], sim.states["gauge"])
+    replayed = model.with_sign(sim.states, calm)
+    assert replayed.keys() == sim.states.keys()
+    for name, values in sim.states.items():
+        np.testing.assert_array_equal(replayed[name], values, err_msg=name)
+    flipped = model.with_sign(sim.states, ~calm)
+    lag = max(preset.lags)
+    np.testing.assert_array_equal(model.expected(replayed, lag), sim.expected[lag])
+    assert np.abs(model.expected(flipped, lag) - sim.expected[lag]).max() > 1e-4
