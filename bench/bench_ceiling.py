@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -235,8 +236,9 @@ def ridge_forecast(x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndar
     return np.nan_to_num((x[val] - mean) / std) @ weights + y[rows].mean()
 
 
-def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET) -> list[dict]:
-    """One row per fold of data seed `seed`: the oracle's and every variant's score on its validation dates."""
+def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET, folds: int | None = None) -> list[dict]:
+    """One row per fold of data seed `seed` (`folds` walk-forward folds + the holdout; None: the default split's):
+    the oracle's and every variant's score on its validation dates."""
     folder = data_folder(work, seed, preset)
     competition = load_competition(folder)
     pairs, labels = competition.pairs, competition.labels
@@ -265,9 +267,11 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET) -
           flush=True)
     pooled = pooled_designs(panel, competition, universe)
     purge = max(lags) + 1
-    folds = competition_folds(competition, Config())
+    cfg = Config()
+    if folds is not None:
+        cfg.split = dataclasses.replace(cfg.split, n_folds=folds)
     rows = []
-    for fold in folds:
+    for fold in competition_folds(competition, cfg):
         train = np.arange(fold.train_dates[0], fold.train_dates[1] + 1)
         val = np.arange(fold.val_dates[0], fold.val_dates[1] + 1)
         row = {"seed": seed, "fold": fold.name, "oracle": rank_correlation_sharpe(truth[val], oracle[val])}
@@ -285,7 +289,7 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET) -
     return rows
 
 
-def report(rows: list[dict], penalty: float = RIDGE, preset: str = PRESET) -> str:
+def report(rows: list[dict], penalty: float = RIDGE, preset: str = PRESET, folds: int | None = None) -> str:
     frame = pl.DataFrame(rows)
     oracle = frame["oracle"].to_numpy()
     seeds = ", ".join(str(seed) for seed in sorted(set(frame["seed"].to_list())))
@@ -296,10 +300,11 @@ def report(rows: list[dict], penalty: float = RIDGE, preset: str = PRESET) -> st
         f"Per-target ridge (penalty {penalty:g} per row) on the generator's own state variables (`state` rows) or "
         "on train.csv's features, told which FX pairs are the drivers (`observed` rows: the legs' returns, and the "
         "drivers' terms with the market__vol10 gauge's interaction; see the script's docstring), fitted on each "
-        f"fold's training dates of the default split and scored on its validation dates; {len(rows)} cells (data "
+        f"fold's training dates of the {'default split' if folds is None else f'split with {folds} walk-forward folds'}"
+        f" and scored on its validation dates; {len(rows)} cells (data "
         f"seeds {seeds} x {frame['fold'].n_unique()} folds, the holdout included: the lever lab's cells). "
         f"`python bench/bench_ceiling.py --seeds {seeds.replace(',', '')}"
-        f"{'' if preset == PRESET else ' --preset ' + preset}`.",
+        f"{'' if preset == PRESET else ' --preset ' + preset}{'' if folds is None else f' --folds {folds}'}`.",
         "",
         f"| model | score mean ± std | of oracle | paired Δ vs {BASELINE} |",
         "|---|---|---|---|",
@@ -327,15 +332,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="work folder of the generated competitions, laid out as the lever lab's (WORK/data/): "
                         "pass the lab's --work to score the very data its runs trained on")
     parser.add_argument("--out", type=Path, help="report file (default bench/CEILING.md; bench/CEILING-PRESET.md "
-                        "for another preset)")
+                        "for another preset, with -foldsN for --folds N)")
     parser.add_argument("--ridge", type=float, default=RIDGE, help="ridge penalty per training row")
     parser.add_argument("--preset", default=PRESET, choices=LAB_PRESETS,
                         help="synthetic preset (realistic_strong: the diagnostic with a twice stronger lead-lag; "
                         "realistic_fxvol: the lead-lag signed by an observable FX volatility gauge)")
+    parser.add_argument("--folds", type=int, help="walk-forward folds before the holdout (split.n_folds; default: the "
+                        "default split's 3): 6 scores the lever lab's `--folds 6` cells, the issue's grid")
     args = parser.parse_args(argv)
-    out = args.out or ROOT / "bench" / ("CEILING.md" if args.preset == PRESET else f"CEILING-{args.preset}.md")
-    rows = [row for seed in args.seeds for row in cells(seed, args.work, args.ridge, args.preset)]
-    text = report(rows, args.ridge, args.preset)
+    name = "CEILING" + ("" if args.preset == PRESET else f"-{args.preset}") + ("" if args.folds is None else
+                                                                             f"-folds{args.folds}")
+    out = args.out or ROOT / "bench" / f"{name}.md"
+    rows = [row for seed in args.seeds for row in cells(seed, args.work, args.ridge, args.preset, args.folds)]
+    text = report(rows, args.ridge, args.preset, args.folds)
     print(text)
     out.write_text(text)
     return 0
