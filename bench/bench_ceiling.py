@@ -20,9 +20,9 @@ walk-forward folds + the holdout, as `spread train` cuts them), and scores it on
   signal (few drivers, the same form for every target) can reach;
 - `state, structured, market__vol regime` (the last row): the same with the regime's sign read from the observable
   `market__vol10` (calm below its quantile at the simulation's share of calm dates; `MarketModel.with_sign`): the
-  structure and the states known, the regime not: with a hidden regime (`realistic`, `realistic_strong`) the most
-  a model reading the files could hope for; with `realistic_fxvol`, whose regime is its own observable FX gauge
-  (read exactly by `state, structured`), only the cost of reading the wrong gauge.
+  structure and the states known, the regime not: with a hidden regime (`realistic`, `realistic_strong`) what
+  reading the regime off the files' gauge costs a model that knows everything else; with `realistic_fxvol`, whose
+  regime is its own observable FX gauge (read exactly by `state, structured`), the cost of reading the wrong gauge.
 
 R and M are the true states (computable exactly from the latent prices; train.csv rounds prices and has gaps).
 
