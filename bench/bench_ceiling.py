@@ -5,7 +5,8 @@ parameters from the training dates and the state from the prices. This bench fit
 of the target's label on the generator's true state variables in the form the dynamics use (`MarketModel`):
 its legs' own exponentially weighted returns R (the reversal), the drivers' momenta M and the regime's sign
 times M (the regime-dependent lead-lag), on the training dates of every fold of the default split (3
-walk-forward folds + the holdout, as `spread train` cuts them), and scores it on the fold's validation dates:
+walk-forward folds + the holdout, as `spread train` cuts them; `--folds N`: N walk-forward folds, as the lever
+lab's `--folds N`), and scores it on the fold's validation dates:
 
 - `state, true regimes`: z(t) = +1 calm / -1 turbulent and the slow drift regime's state, read from the
   simulation (unobservable; with the `realistic_fxvol` preset z is the side of its observable FX volatility gauge,
@@ -56,6 +57,7 @@ score on the same cells, and paired differences.
 
     python bench/bench_ceiling.py [--seeds 0 1 2] [--work DIR] [--out bench/CEILING.md] [--ridge 0.01]
         [--preset realistic_strong|realistic_fxvol]   (its report goes to bench/CEILING-PRESET.md)
+        [--folds 6]   (the issue's grid's cells; bench/CEILING[-PRESET]-folds6.md)
 
 With `--work` the lever lab's work folder (`python -m spread.lab.levers --work DIR`) it scores the competitions
 the lab's runs trained on (DIR/data/PRESET-sSEED, generated there once, the same by seed either way).

@@ -22,7 +22,7 @@ from spread.errors import ConfigError, DataError
 from spread.competition_writer import ORACLE_FILE, draw_pairs, write_competition
 from spread.metrics import rank_correlation_sharpe
 from spread.synth import generate
-from spread.synth_market import RECORDED, MarketState, market_model, simulate_market
+from spread.synth_market import CALM, RECORDED, TURBULENT, MarketState, market_model, simulate_market
 from spread.synth_presets import DEFAULT_PRESET, PRESETS, build_universe, check_preset
 from spread.targets import compute_targets, parse_pair
 
@@ -449,6 +449,8 @@ def test_with_sign_replays_the_recorded_states_and_moves_the_oracle(preset) -> N
     for name, values in sim.states.items():
         np.testing.assert_array_equal(replayed[name], values, err_msg=name)
     flipped = model.with_sign(sim.states, ~calm)
+    if preset.regime_gauge == "hidden":  # the regime lead_factors reads beyond signal_delay follows the sign given
+        np.testing.assert_array_equal(flipped["vol_regime"], np.where(~calm, CALM, TURBULENT))
     lag = max(preset.lags)
     np.testing.assert_array_equal(model.expected(replayed, lag), sim.expected[lag])
     assert np.abs(model.expected(flipped, lag) - sim.expected[lag]).max() > 1e-4
