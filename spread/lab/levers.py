@@ -170,6 +170,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "prior4": ("model.prior_weight=4.0",),
     "bias_lr30": (BIAS_LR30,),
     "bias_lr1": ("train.head_bias_lr_scale=1",),
+    "own_vol_rank_off": ("data.own_features=false", "features.market_vol=[]", "model.head_rank=0"),
     "bias_lr100": ("train.head_bias_lr_scale=100",),
     "bias_lr30_prior1": (BIAS_LR30, "model.prior_weight=1.0"),
     "bias_lr30_rank": (BIAS_LR30, "loss.target=rank"),
