@@ -194,9 +194,8 @@ class MarketModel:
         state.momentum = np.array(self.preset.driver_decays) * state.momentum + driver_returns
         standardized = returns[:, self.currencies] / self.sigma[self.currencies]
         state.gauge = GAUGE_DECAY * state.gauge + (1 - GAUGE_DECAY) * (standardized**2).mean(axis=1)
-        calm = self.calm(state.vol_regime, state.gauge)
-        strength = preset.signal_linear + preset.signal_regime * np.where(calm, 1.0, -1.0)[:, None]
-        state.lead = np.concatenate([state.lead[:, 1:], (strength * state.momentum)[:, None]], axis=1)
+        strength = self.signal_strength(np.where(self.calm(state.vol_regime, state.gauge), 1.0, -1.0))  # (B,)
+        state.lead = np.concatenate([state.lead[:, 1:], (strength[:, None] * state.momentum)[:, None]], axis=1)
         state.alpha = np.stack([state.alpha[:, 1], -self.reversal * state.own], axis=1)
         return returns, conditional_vol
 
@@ -207,6 +206,10 @@ class MarketModel:
             return vol_regime == CALM
         return gauge < self.preset.turbulent_vol
 
+    def signal_strength(self, sign: np.ndarray) -> np.ndarray:
+        """a + g z: the lead-lag's strength given the regime's sign z (+1 calm, -1 turbulent, or its expectation)."""
+        return self.preset.signal_linear + self.preset.signal_regime * sign
+
     def with_sign(self, states: dict[str, np.ndarray], calm: np.ndarray) -> dict[str, np.ndarray]:
         """The recorded states with the lead-lag's sign read from `calm` ((T,) bool: z = +1 where True) in place of
         the simulation's (`calm`): the recorded lead-lag factors recomputed from the momenta and, with the hidden
@@ -214,7 +217,7 @@ class MarketModel:
         TURBULENT. Given the simulation's own sign it returns the recorded states; bench/bench_ceiling.py plugs in
         an observable gauge's sign, to price not knowing the regime."""
         preset, (n_dates, n_drivers) = self.preset, states["momentum"].shape
-        strength = preset.signal_linear + preset.signal_regime * np.where(calm, 1.0, -1.0)
+        strength = self.signal_strength(np.where(calm, 1.0, -1.0))  # (T,)
         factors = strength[:, None] * states["momentum"]  # (T, D) recorded after each date t, for t + signal_delay
         delay = preset.signal_delay
         lead = np.stack([np.concatenate([np.zeros((delay - k, n_drivers)), factors[: n_dates - delay + k]])
@@ -238,8 +241,7 @@ class MarketModel:
             raise ConfigError(f"synth: the {preset.regime_gauge} gauge has no expectation beyond signal_delay")
         j = k - preset.signal_delay
         sign = (np.linalg.matrix_power(self.vol_matrix, j) @ np.array([1.0, -1.0]))[states["vol_regime"]]
-        strength = preset.signal_linear + preset.signal_regime * sign
-        return strength[:, None] * states["momentum"] * np.array(preset.driver_decays) ** j
+        return self.signal_strength(sign)[:, None] * states["momentum"] * np.array(preset.driver_decays) ** j
 
     def expected(self, states: dict[str, np.ndarray], lag: int) -> np.ndarray:
         """(T, A) E[ln P_i(t+lag+1) - ln P_i(t+1) | state at t] from the states recorded after each date t.
