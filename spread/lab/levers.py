@@ -178,6 +178,7 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "bias_lr30_rank_prior1": (BIAS_LR30, "loss.target=rank", "model.prior_weight=1.0"),
     "bias_lr30_batch64": (BIAS_LR30, "data.batch_size=64"),
     "bias_lr30_batch128": (BIAS_LR30, "data.batch_size=128"),
+    "prior1_batch64": ("model.prior_weight=1.0", "data.batch_size=64"),
     "ret1": (KEEP_RET1,),
     "ret1_vol_x": (KEEP_RET1, VOL_X),
     "ret1_momentum4": (KEEP_RET1, "model.momentum_decays=4"),
