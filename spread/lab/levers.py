@@ -77,6 +77,8 @@ KEEP_RET1 = "screen.always_keep=[^market__,__ret1$]"
 """Keep every one-day return (and the market features) whatever its IC."""
 BUDGET_4X = ("train.epochs=16", "train.max_steps_per_epoch=32")
 """Four times the default's training budget (16 epochs of 32 steps)."""
+BUDGET_8X = ("train.epochs=16", "train.max_steps_per_epoch=64")
+"""Eight times the default's training budget (16 epochs of 64 steps)."""
 DRIVERS = "EURJPY|AUDNZD|ZARUSD|ZARGBP|EURNZD|NOKCHF|CHFJPY|EURUSD|GBPCAD"
 """The planted FX drivers of data seeds 0, 1 and 2 (`Universe.drivers`, 3 per seed)."""
 KEEP_DRIVERS = f"screen.always_keep=[^market__,^FX_({DRIVERS})__ret(5|20)$]"
@@ -189,6 +191,8 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "mom4_budget4x": ("model.momentum_decays=4", *BUDGET_4X),
     "volx128_budget4x": (VOL_X, "screen.ic_max_features=128", *BUDGET_4X),
     "volx128_budget4x_per_target": (VOL_X, "screen.ic_max_features=128", *BUDGET_4X, "screen.ic_rank=per_target"),
+    "volx128_budget8x": (VOL_X, "screen.ic_max_features=128", *BUDGET_8X),
+    "volx256_budget4x": (VOL_X, "screen.ic_max_features=256", *BUDGET_4X),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
