@@ -19,11 +19,16 @@ lab's `--folds N`), and scores it on the fold's validation dates:
   per driver the lead-lag's exact sum over the target's horizon, so that each target estimates one weight per
   driver (its legs' w_A - w_B) and its legs' reversal: what a model that finds the shared structure of the
   signal (few drivers, the same form for every target) can reach;
-- `state, structured, market__vol regime` (the last row): the same with the regime's sign read from the observable
+- `state, structured, market__vol regime`: the same with the regime's sign read from the observable
   `market__vol10` (calm below its quantile at the simulation's share of calm dates; `MarketModel.with_sign`): the
   structure and the states known, the regime not: with a hidden regime (`realistic`, `realistic_strong`) what
   reading the regime off the files' gauge costs a model that knows everything else; with `realistic_fxvol`, whose
-  regime is its own observable FX gauge (read exactly by `state, structured`), the cost of reading the wrong gauge.
+  regime is its own observable FX gauge (read exactly by `state, structured`), the cost of reading the wrong gauge;
+- `state, structured, filtered regime`: the same with the regime read by a two-state filter of train.csv's returns
+  (`filtered_calm`: the forward recursion of a hidden Markov chain with the preset's persistence, whose two
+  variances of every column's standardised one-day return come from the training dates of every fold): how much of the
+  gap between the gauge and the true regime a better observable estimate of the regime closes (with
+  `realistic_fxvol` it reads the latent volatility regime, not the preset's FX gauge: the wrong regime again).
 
 R and M are the true states (computable exactly from the latent prices; train.csv rounds prices and has gaps).
 
@@ -95,7 +100,7 @@ VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol reg
             "state, structured", "observed, exact form", "observed, generic momenta", "observed, box returns",
             "observed, legs only", "observed, exact form + box returns", "observed, one box return per driver",
             "observed, pooled, every FX pair", "observed, pooled, told the drivers",
-            "state, structured, market__vol regime")
+            "state, structured, market__vol regime", "state, structured, filtered regime")
 BASELINE = "state, no regime"
 """The variant every other is paired against."""
 HORIZONS = (1, 5, 20)
@@ -175,6 +180,31 @@ def exponential_momentum(returns: np.ndarray, decay: float) -> np.ndarray:
 def matched_horizon(decay: float) -> int:
     """The box-return horizon of HORIZONS nearest (in log) to the window 1 / (1 - decay) of a momentum's decay."""
     return min(HORIZONS, key=lambda h: abs(np.log(h * (1 - decay))))
+
+
+def filtered_calm(returns: np.ndarray, calm_stay: float, turbulent_stay: float, head: int) -> np.ndarray:
+    """(T,) P(calm on date t | the returns of dates <= t): the forward recursion of a two-state Markov chain (stay
+    probabilities `calm_stay`, `turbulent_stay`) over `returns` ((T, N) one-day log returns; NaN carries no
+    evidence). Each date's evidence is the Gaussian likelihood of its columns'
+    returns, standardised by their std over the first `head` rows, at the calm and the turbulent variance: the two
+    means of a 2-means split of the per-date mean square over those rows. Only the first `head` rows set its
+    levels, so it is causal after them."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        squares = (returns / np.nanstd(returns[:head], axis=0)) ** 2  # (T, N)
+    counts = np.isfinite(squares).sum(axis=1)  # (T,)
+    mean_square = np.nansum(squares, axis=1) / np.maximum(counts, 1)  # (T,)
+    levels = mean_square[:head][counts[:head] > 0]
+    low, high = np.quantile(levels, [0.3, 0.9])
+    for _ in range(50):  # 2-means on the head rows
+        calm = np.abs(levels - low) < np.abs(levels - high)
+        low, high = levels[calm].mean(), levels[~calm].mean()
+    log_odds = np.where(counts > 0, -0.5 * counts * (np.log(low / high) + mean_square * (1 / low - 1 / high)), 0.0)
+    prob, out = 0.5, np.empty(len(returns))
+    for t, evidence in enumerate(log_odds):
+        prior = prob * calm_stay + (1 - prob) * (1 - turbulent_stay)
+        prob = 1 / (1 + np.exp(np.clip(-evidence - np.log(prior / (1 - prior)), -50, 50)))
+        out[t] = prob
+    return out
 
 
 def panel_column(panel, name: str) -> np.ndarray:
@@ -259,7 +289,19 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET, f
                for name, regime in regimes.items()}
     # the structured variant's regime read from market__vol10: calm below its quantile at the share of calm dates
     plug_in = model.with_sign(states, gauge < np.quantile(gauge, (calm > 0).mean()))
-    for name, known in ((VARIANTS[4], states), (VARIANTS[13], plug_in)):
+    prices = [name.removesuffix("__ret1") for name in panel.names if name.endswith("__ret1")]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a missing price makes its own and the next return NaN
+        levels = np.log(competition.train.select(prices).to_numpy().astype(np.float64))
+        returns = np.diff(levels, axis=0, prepend=np.nan)
+    cfg = Config()
+    if folds is not None:
+        cfg.split = dataclasses.replace(cfg.split, n_folds=folds)
+    split = competition_folds(competition, cfg)
+    # the filter's levels: the rows of the training dates of every fold
+    head = int(np.searchsorted(competition.train["date_id"].to_numpy(), split[0].train_dates[1], side="right"))
+    calm_prob = filtered_calm(returns, model.preset.calm_stay, model.preset.turbulent_stay, head)
+    filtered = model.with_sign(states, calm_prob > 0.5)
+    for name, known in ((VARIANTS[4], states), (VARIANTS[13], plug_in), (VARIANTS[14], filtered)):
         designs[name] = structured_designs(universe, model, known, pairs["pair"].to_list(), lags)
     observed, exact = observed_designs(panel, universe, pairs["pair"].to_list(), gauge, preset)
     designs |= observed
@@ -269,11 +311,8 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET, f
           flush=True)
     pooled = pooled_designs(panel, competition, universe)
     purge = max(lags) + 1
-    cfg = Config()
-    if folds is not None:
-        cfg.split = dataclasses.replace(cfg.split, n_folds=folds)
     rows = []
-    for fold in competition_folds(competition, cfg):
+    for fold in split:
         train = np.arange(fold.train_dates[0], fold.train_dates[1] + 1)
         val = np.arange(fold.val_dates[0], fold.val_dates[1] + 1)
         row = {"seed": seed, "fold": fold.name, "oracle": rank_correlation_sharpe(truth[val], oracle[val])}
