@@ -26,8 +26,8 @@ lab's `--folds N`), and scores it on the fold's validation dates:
   regime is its own observable FX gauge (read exactly by `state, structured`), the cost of reading the wrong gauge;
 - `state, structured, filtered regime`: the same with the regime read by a two-state filter of train.csv's returns
   (`filtered_calm`: the forward recursion of a hidden Markov chain with the preset's persistence, whose two
-  variances of every column's standardised one-day return come from the training dates of every fold): how much of the
-  gap between the gauge and the true regime a better observable estimate of the regime closes (with
+  variances of every column's standardised one-day return come from the training dates of every fold): how much
+  of the gap between the gauge and the true regime a better observable estimate of the regime closes (with
   `realistic_fxvol` it reads the latent volatility regime, not the preset's FX gauge: the wrong regime again).
 
 R and M are the true states (computable exactly from the latent prices; train.csv rounds prices and has gaps).
@@ -85,7 +85,7 @@ import polars as pl  # noqa: E402
 
 from spread.competition import load_competition  # noqa: E402
 from spread.config import Config  # noqa: E402
-from spread.features import FeatureConfig, build_panel  # noqa: E402
+from spread.features import FeatureConfig, build_panel, column_kind, log_levels, raw_matrix  # noqa: E402
 from spread.lab.baselines import fit_reduced_rank  # noqa: E402
 from spread.lab.levers import LAB_PRESETS, PRESET, data_folder  # noqa: E402
 from spread.metrics import rank_correlation_sharpe  # noqa: E402
@@ -185,10 +185,9 @@ def matched_horizon(decay: float) -> int:
 def filtered_calm(returns: np.ndarray, calm_stay: float, turbulent_stay: float, head: int) -> np.ndarray:
     """(T,) P(calm on date t | the returns of dates <= t): the forward recursion of a two-state Markov chain (stay
     probabilities `calm_stay`, `turbulent_stay`) over `returns` ((T, N) one-day log returns; NaN carries no
-    evidence). Each date's evidence is the Gaussian likelihood of its columns'
-    returns, standardised by their std over the first `head` rows, at the calm and the turbulent variance: the two
-    means of a 2-means split of the per-date mean square over those rows. Only the first `head` rows set its
-    levels, so it is causal after them."""
+    evidence). Each date's evidence is the Gaussian likelihood of its columns' returns, standardised by their std
+    over the first `head` rows, at the calm and the turbulent variance: the two means of a 2-means split of the
+    per-date mean square over those rows. Only the first `head` rows set its levels, so it is causal after them."""
     with np.errstate(invalid="ignore", divide="ignore"):
         squares = (returns / np.nanstd(returns[:head], axis=0)) ** 2  # (T, N)
     counts = np.isfinite(squares).sum(axis=1)  # (T,)
@@ -289,10 +288,9 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET, f
                for name, regime in regimes.items()}
     # the structured variant's regime read from market__vol10: calm below its quantile at the share of calm dates
     plug_in = model.with_sign(states, gauge < np.quantile(gauge, (calm > 0).mean()))
-    prices = [name.removesuffix("__ret1") for name in panel.names if name.endswith("__ret1")]
-    with np.errstate(invalid="ignore", divide="ignore"):  # a missing price makes its own and the next return NaN
-        levels = np.log(competition.train.select(prices).to_numpy().astype(np.float64))
-        returns = np.diff(levels, axis=0, prepend=np.nan)
+    prices = [c for c in competition.train.columns if c != "date_id" and column_kind(c) == "price"]
+    levels = log_levels(raw_matrix(competition.train, prices), 0)  # not filled: a missing price makes its own
+    returns = np.diff(levels, axis=0, prepend=np.nan)  # and the next return NaN
     cfg = Config()
     if folds is not None:
         cfg.split = dataclasses.replace(cfg.split, n_folds=folds)
