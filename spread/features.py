@@ -13,7 +13,8 @@ date t, nothing else:
   returns / std of the last `market_vol_base`), a scale-free gauge of a market-wide calm or turbulent state. Its
   effect on returns is an interaction (it changes the sign or size of other inputs' effects), so its own IC is
   ~0 and the screen keeps it regardless (`ScreenConfig.always_keep`);
-- gauge x return interactions (`vol_interaction`): every price column's log return times one market_vol gauge,
+- gauge x return interactions (`vol_interaction`): every price column's log return times one market_vol gauge
+  (`vol_interaction_form` "product"), or times the regime that gauge's sign reads, +1 calm / -1 turbulent ("sign"),
   so that a regime-dependent effect is linear in an input (Daniel & Moskowitz 2016, "Momentum crashes": momentum
   pays in calm markets and reverses in turbulent ones). The market and interaction features are the only ones
   read across columns: their stems `market` and `regime` need every price column;
@@ -49,6 +50,8 @@ from spread.errors import ConfigError, DataError, check_range
 from spread.targets import release_date
 
 OHLC_SUFFIXES = ("open", "high", "low", "close")
+INTERACTION_SUFFIXES = {"product": "xvol", "sign": "xsign"}
+"""`FeatureConfig.vol_interaction_form` -> the suffix of its interaction features' names (`vol_interactions`)."""
 COLUMN_CHUNK = 32
 """Columns processed at once by the transforms and the per-fold statistics: keeps temporaries small next to the
 panel (the dataset layer's memory stays a few copies of the panel, see bench/bench_data.py)."""
@@ -77,10 +80,15 @@ class FeatureConfig:
     market_vol_base: int = 250
     """Rows of the long volatility each market_vol window is measured against."""
     vol_interaction: int = 0
-    """Window w of the `market__vol{w}` gauge that multiplies every price column's log returns into the features
-    `regime__{column}_ret{h}_xvol{w}` (0: none; w must be one of `market_vol`). An effect whose sign or size the
+    """Window w of the `market__vol{w}` gauge that multiplies (`vol_interaction_form`) every price column's log
+    returns into the `regime__` features (0: none; w must be one of `market_vol`). An effect whose sign or size the
     market's calm or turbulent state sets (a lead-lag that reverses in turbulence) becomes a linear input: the
     screen can rank it by its IC and the model need not learn the product."""
+    vol_interaction_form: str = "product"
+    """What multiplies the returns in the `vol_interaction` features: "product", the gauge itself (features
+    `regime__{column}_ret{h}_xvol{w}`: an effect that grows with the gauge); "sign", the regime its sign reads,
+    +1 where the short volatility is below the long one (calm), -1 above (turbulent), 0 where equal (features
+    `regime__{column}_ret{h}_xsign{w}`: an effect that flips sign between regimes, as momentum's does)."""
 
     def __post_init__(self) -> None:
         if any(not isinstance(h, int) or h < 1 for h in self.return_horizons):
@@ -97,6 +105,9 @@ class FeatureConfig:
         if self.vol_interaction and self.vol_interaction not in self.market_vol:
             raise ConfigError(f"features.vol_interaction: {self.vol_interaction} is not one of features.market_vol "
                               f"{self.market_vol} (0 for none)")
+        if self.vol_interaction_form not in INTERACTION_SUFFIXES:
+            raise ConfigError(f"features.vol_interaction_form: expected one of {sorted(INTERACTION_SUFFIXES)}, got "
+                              f"{self.vol_interaction_form!r}")
 
     def lookback(self) -> int:
         """How many raw rows before t any feature of row t may read (revealed labels read no raw row)."""
@@ -451,6 +462,8 @@ def build_panel(raw: pl.DataFrame, labels: pl.DataFrame | None, pairs: pl.DataFr
     if interactions:
         index = {name: i for i, name in enumerate(names)}
         gauge = values[:, index[f"{MARKET_STEM}__vol{cfg.vol_interaction}"]]  # (T,)
+        if cfg.vol_interaction_form == "sign":
+            gauge = -np.sign(gauge)  # (T,) +1 calm, -1 turbulent, NaN where the gauge is
         returns = [index[source] for source in interactions.values()]
         np.multiply(values[:, returns], gauge[:, None], out=values[:, start:])  # (T, prices x horizons)
     return Panel(date_ids=date_ids, values=values, names=names + list(interactions))
@@ -462,5 +475,5 @@ def vol_interactions(prices: list[str], cfg: FeatureConfig) -> dict[str, str]:
     the config checks is one of `market_vol`)."""
     if not cfg.vol_interaction:
         return {}
-    w = cfg.vol_interaction
-    return {f"{REGIME_STEM}__{c}_ret{h}_xvol{w}": f"{c}__ret{h}" for h in cfg.return_horizons for c in prices}
+    w, suffix = cfg.vol_interaction, INTERACTION_SUFFIXES[cfg.vol_interaction_form]
+    return {f"{REGIME_STEM}__{c}_ret{h}_{suffix}{w}": f"{c}__ret{h}" for h in cfg.return_horizons for c in prices}

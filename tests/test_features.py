@@ -206,7 +206,9 @@ def test_market_vol_reads_a_market_wide_volatility_regime():
 
 @pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(return_horizons=[2, 7], ffill_limit=0),
                                  FeatureConfig(market_vol=[3, 6], market_vol_base=12),
-                                 FeatureConfig(market_vol=[3, 6], market_vol_base=12, vol_interaction=3)])
+                                 FeatureConfig(market_vol=[3, 6], market_vol_base=12, vol_interaction=3),
+                                 FeatureConfig(market_vol=[3, 6], market_vol_base=12, vol_interaction=3,
+                                               vol_interaction_form="sign")])
 def test_building_on_the_last_rows_reproduces_the_full_build(cfg):
     """The inference path builds the panel on the last L + lookback raw rows only."""
     raw, window = raw_frame(n_dates=80, seed=3), 30
@@ -235,11 +237,15 @@ def test_market_features_of_a_tail_build_equal_the_full_build_after_a_bad_print(
         build_panel(raw.with_columns(pl.col("S0_Close").alias("market")), None, PAIRS, cfg)
 
 
-def test_vol_interaction_multiplies_every_price_return_by_the_gauge():
-    """regime__{column}_ret{h}_xvol{w} = {column}__ret{h} x market__vol{w}, for every price column and horizon, NaN
-    where either is; it needs every price column, and a raw column named 'regime' is refused."""
+@pytest.mark.parametrize("form", ["product", "sign"])
+def test_vol_interaction_multiplies_every_price_return_by_the_gauge(form):
+    """regime__{column}_ret{h}_xvol{w} = {column}__ret{h} x market__vol{w} ("product"), _xsign{w} the same times
+    -sign(market__vol{w}) ("sign": +1 calm, -1 turbulent), for every price column and horizon, NaN where either is;
+    it needs every price column, and a raw column named 'regime' is refused."""
     raw = raw_frame(n_dates=80, seed=2)
-    cfg = FeatureConfig(return_horizons=[1, 4], market_vol=[3, 6], market_vol_base=12, vol_interaction=6)
+    cfg = FeatureConfig(return_horizons=[1, 4], market_vol=[3, 6], market_vol_base=12, vol_interaction=6,
+                        vol_interaction_form=form)
+    suffix = {"product": "xvol", "sign": "xsign"}[form]
     panel = build_panel(raw, None, PAIRS, cfg)
     plain = build_panel(raw, None, PAIRS, FeatureConfig(return_horizons=[1, 4], market_vol=[3, 6], market_vol_base=12))
     interactions = [name for name in panel.names if name.startswith("regime__")]
@@ -248,8 +254,8 @@ def test_vol_interaction_multiplies_every_price_return_by_the_gauge():
     gauge = plain.values[:, plain.column_indices(["market__vol6"])[0]]
     for name in returns:
         column, horizon = name.split("__ret")
-        got = panel.values[:, panel.column_indices([f"regime__{column}_ret{horizon}_xvol6"])[0]]
-        want = plain.values[:, plain.column_indices([name])[0]] * gauge
+        got = panel.values[:, panel.column_indices([f"regime__{column}_ret{horizon}_{suffix}6"])[0]]
+        want = plain.values[:, plain.column_indices([name])[0]] * (gauge if form == "product" else -np.sign(gauge))
         np.testing.assert_array_equal(got, want)
         assert np.isnan(got[:11]).all() and np.isfinite(got[12:]).any()  # the gauge needs market_vol_base rows
     prices = [c for c in raw.columns[1:] if column_kind(c) == "price"]
@@ -260,14 +266,18 @@ def test_vol_interaction_multiplies_every_price_return_by_the_gauge():
     clash = raw.with_columns(pl.col(prices[0]).alias("regime"))
     assert "regime__ret1" in build_panel(clash, None, PAIRS, without).names  # refused only where it would clash
     odd = raw.rename({"FX_AB": "FX__AB"})  # a raw column whose name holds the separator
-    name = "regime__FX__AB_ret4_xvol6"
+    name = f"regime__FX__AB_ret4_{suffix}6"
     assert name in build_panel(odd, None, PAIRS, cfg).names
     assert panel_inputs(odd.columns[1:], [], [name]) == (["X_Close", "FX__AB"], [])
     volume = raw.rename({"X_Volume": "regime__X_Volume"})  # a raw column named like the stem: still needed
     assert "regime__X_Volume" in panel_inputs(volume.columns[1:], [], ["regime__X_Volume__dlogvol"])[0]
-    for bad in ({"market_vol": [3], "vol_interaction": 6}, {"market_vol": [3], "vol_interaction": 3.0}):
+    for bad in ({"market_vol": [3], "vol_interaction": 6}, {"market_vol": [3], "vol_interaction": 3.0},
+                {"market_vol": [3], "vol_interaction": 3, "vol_interaction_form": "ratio"}):
         with pytest.raises(ConfigError, match="features.vol_interaction"):
             FeatureConfig(**bad)
+    if form == "sign":  # the regime's sign flips with the gauge: both regimes occur, and nothing else
+        multiplier = -np.sign(gauge[np.isfinite(gauge)])
+        assert set(np.unique(multiplier)) == {-1.0, 1.0}
 
 
 def test_a_panel_of_the_needed_inputs_holds_the_same_features():

@@ -27,6 +27,7 @@ from spread.windows import DataConfig, FoldData, make_loader, prepare_fold
 
 FEATURES = FeatureConfig()
 CROSS_FEATURES = FeatureConfig(market_vol=[3, 10], market_vol_base=30, vol_interaction=10)
+SIGN_FEATURES = FeatureConfig(market_vol=[3, 10], market_vol_base=30, vol_interaction=10, vol_interaction_form="sign")
 DATA = DataConfig(window=16, time_scale=100.0)
 SPLIT = SplitConfig(n_folds=2, val_size=40, step=40, min_train=60)
 INPUTS = ("x", "t", "valid", "date_id")
@@ -108,7 +109,8 @@ def test_data_dated_after_t_leaves_every_input_at_t_unchanged(comp, folds, offse
     assert not same_array(panel_before.values[~rows], panel_after.values[~rows])  # the change is visible later
 
 
-@pytest.mark.parametrize("features", [FEATURES, CROSS_FEATURES], ids=["default", "market_vol_interactions"])
+@pytest.mark.parametrize("features", [FEATURES, CROSS_FEATURES, SIGN_FEATURES],
+                         ids=["default", "market_vol_interactions", "market_vol_sign_interactions"])
 @settings(max_examples=15, deadline=None, derandomize=True)
 @given(t=st.integers(0, 318), seed=st.integers(0, 10_000))
 def test_raw_rows_after_t_never_reach_panel_rows_up_to_t(comp, features, t, seed):

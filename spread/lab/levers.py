@@ -88,6 +88,9 @@ whether the screen, which keeps 0-3 of them, is what stops the Transformer from 
 lead-lag."""
 VOL_X = "features.vol_interaction=20"
 """Every price column's returns times the market__vol20 gauge (`FeatureConfig.vol_interaction`)."""
+VOL_SIGN = (VOL_X, "features.vol_interaction_form=sign")
+"""Every price column's returns times the regime the market__vol20 gauge's sign reads (+1 calm, -1 turbulent):
+the interaction an effect that flips sign between regimes is linear in (`FeatureConfig.vol_interaction_form`)."""
 KEEP_DRIVERS_X = (f"screen.always_keep=[^market__,^FX_({DRIVERS})__ret(5|20)$,"
                   f"^regime__FX_({DRIVERS})_ret(5|20)_xvol20$]")
 """KEEP_DRIVERS and the same returns' gauge interactions (with VOL_X): a diagnostic, not a lever."""
@@ -193,6 +196,9 @@ LEVERS: dict[str, tuple[str, ...]] = {
     "volx128_budget4x_per_target": (VOL_X, "screen.ic_max_features=128", *BUDGET_4X, "screen.ic_rank=per_target"),
     "volx128_budget8x": (VOL_X, "screen.ic_max_features=128", *BUDGET_8X),
     "volx256_budget4x": (VOL_X, "screen.ic_max_features=256", *BUDGET_4X),
+    "volsign": VOL_SIGN,
+    "volsign128": (*VOL_SIGN, "screen.ic_max_features=128"),
+    "volsign128_budget4x": (*VOL_SIGN, "screen.ic_max_features=128", *BUDGET_4X),
 }
 """Lever name -> overrides on top of the base config and BUDGET (ref: the base config itself)."""
 
