@@ -58,7 +58,9 @@ they bring. The last two variants separate the two halves of that: redundant ter
 approximate terms without the redundant ones. The exact momenta's correlation with the true M is printed for each seed.
 
 Cells are data seed x fold; the report (bench/CEILING.md) gives each variant's score, its share of the oracle's
-score on the same cells, and paired differences.
+score on the same cells, and paired differences; and how often each observable read of the regime (`REGIME_READS`:
+the gauges' signs that `features.vol_interaction_form: sign` multiplies returns by, the plug-in quantile and the
+filter above) agrees with the generator's regime on the validation dates.
 
     python bench/bench_ceiling.py [--seeds 0 1 2] [--work DIR] [--out bench/CEILING.md] [--ridge 0.01]
         [--preset realistic_strong|realistic_fxvol]   (its report goes to bench/CEILING-PRESET.md)
@@ -101,6 +103,10 @@ VARIANTS = ("state, true regimes", "state, true regime", "state, market__vol reg
             "observed, legs only", "observed, exact form + box returns", "observed, one box return per driver",
             "observed, pooled, every FX pair", "observed, pooled, told the drivers",
             "state, structured, market__vol regime", "state, structured, filtered regime")
+REGIME_READS = ("market__vol5 < 0", "market__vol20 < 0", "market__vol10 plug-in", "filtered")
+"""The observable regime reads whose agreement with the generator's calm/turbulent sign the report gives: calm where
+the gauge's short volatility is below its long one (`features.vol_interaction_form: sign`), the structured
+variant's plug-in quantile, the two-state filter (`filtered_calm` > 0.5)."""
 BASELINE = "state, no regime"
 """The variant every other is paired against."""
 HORIZONS = (1, 5, 20)
@@ -276,7 +282,9 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET, f
     targets, lags = pairs["target"].to_list(), [int(lag) for lag in competition.target_lags]
     universe, model, states = simulated_states(seed, preset)
     delay = model.preset.signal_delay
-    panel = build_panel(competition.train, None, pairs, FeatureConfig(return_horizons=list(HORIZONS), market_vol=[10]))
+    panel = build_panel(competition.train, None, pairs,
+                        FeatureConfig(return_horizons=list(HORIZONS), market_vol=[5, 10, 20]))
+    gauges = {w: panel.values[:, panel.column_indices([f"market__vol{w}"])[0]].astype(np.float64) for w in (5, 20)}
     gauge = panel.values[:, panel.column_indices(["market__vol10"])[0]].astype(np.float64)
     gauge = np.nan_to_num(gauge - np.nanmedian(gauge))
     truth = labels[targets].to_numpy().astype(np.float64)
@@ -299,6 +307,8 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET, f
     head = int(np.searchsorted(competition.train["date_id"].to_numpy(), split[0].train_dates[1], side="right"))
     calm_prob = filtered_calm(returns, model.preset.calm_stay, model.preset.turbulent_stay, head)
     filtered = model.with_sign(states, calm_prob > 0.5)
+    reads = dict(zip(REGIME_READS, (gauges[5] < 0, gauges[20] < 0, gauge < np.quantile(gauge, (calm > 0).mean()),
+                                    calm_prob > 0.5)))
     for name, known in ((VARIANTS[4], states), (VARIANTS[13], plug_in), (VARIANTS[14], filtered)):
         designs[name] = structured_designs(universe, model, known, pairs["pair"].to_list(), lags)
     observed, exact = observed_designs(panel, universe, pairs["pair"].to_list(), gauge, preset)
@@ -323,6 +333,8 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET, f
                 forecast = np.column_stack([ridge_forecast(x, truth[:, j], train, val, penalty)
                                             for j, x in enumerate(designs[name])])
             row[name] = rank_correlation_sharpe(truth[val], forecast)
+        for name, read in reads.items():
+            row[f"agree: {name}"] = float(np.mean(read[val] == (calm[val] > 0)))
         rows.append(row)
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     return rows
@@ -356,6 +368,12 @@ def report(rows: list[dict], penalty: float = RIDGE, preset: str = PRESET, folds
         versus = "—" if name == BASELINE else f"{delta.mean():+.3f} ± {delta.std():.3f}"
         lines.append(f"| {name} | {values.mean():+.3f} ± {values.std():.3f} | {values.mean() / oracle.mean():.0%} "
                      f"| {versus} |")
+    lines += ["", "How often each observable read of the regime agrees with the generator's regime on the cells' "
+              "validation dates (mean, min and max over the cells; `REGIME_READS`):", "",
+              "| regime read | agreement mean | min | max |", "|---|---|---|---|"]
+    for name in REGIME_READS:
+        agree = frame[f"agree: {name}"].to_numpy()
+        lines.append(f"| {name} | {agree.mean():.3f} | {agree.min():.3f} | {agree.max():.3f} |")
     lines += ["", "Per cell:", "", "| seed | fold | oracle | " + " | ".join(VARIANTS) + " |",
               "|---|---|---|" + "---|" * len(VARIANTS)]
     for row in rows:

@@ -50,3 +50,12 @@ def test_filtered_calm_carries_its_belief_over_a_missing_date() -> None:
     prob = bench_ceiling.filtered_calm(returns, 0.985, 0.97, head=1000)
     before = prob[1499]
     assert np.isclose(prob[1500], before * 0.985 + (1 - before) * 0.03)
+
+
+def test_report_gives_each_regime_reads_agreement() -> None:
+    rows = [{"seed": seed, "fold": fold, "oracle": 1.0, **{name: 0.5 for name in bench_ceiling.VARIANTS},
+             **{f"agree: {name}": 0.8 + 0.1 * seed for name in bench_ceiling.REGIME_READS}}
+            for seed in (0, 1) for fold in ("fold0", "holdout")]
+    text = bench_ceiling.report(rows, folds=6)
+    for name in bench_ceiling.REGIME_READS:
+        assert f"| {name} | 0.850 | 0.800 | 0.900 |" in text
