@@ -275,7 +275,7 @@ def test_vol_interaction_multiplies_every_price_return_by_the_gauge(form):
                 {"market_vol": [3], "vol_interaction": 3, "vol_interaction_form": "ratio"}):
         with pytest.raises(ConfigError, match="features.vol_interaction"):
             FeatureConfig(**bad)
-    if form == "sign":  # the regime's sign flips with the gauge: both regimes occur, and nothing else
+    if form == "sign":  # the frame's gauge crosses zero: the comparison above covered both regimes
         multiplier = -np.sign(gauge[np.isfinite(gauge)])
         assert set(np.unique(multiplier)) == {-1.0, 1.0}
 
