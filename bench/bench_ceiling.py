@@ -284,9 +284,8 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET, f
     delay = model.preset.signal_delay
     panel = build_panel(competition.train, None, pairs,
                         FeatureConfig(return_horizons=list(HORIZONS), market_vol=[5, 10, 20]))
-    gauges = {w: panel.values[:, panel.column_indices([f"market__vol{w}"])[0]].astype(np.float64) for w in (5, 20)}
-    gauge = panel.values[:, panel.column_indices(["market__vol10"])[0]].astype(np.float64)
-    gauge = np.nan_to_num(gauge - np.nanmedian(gauge))
+    gauges = {w: panel.values[:, panel.column_indices([f"market__vol{w}"])[0]].astype(np.float64) for w in (5, 10, 20)}
+    gauge = np.nan_to_num(gauges[10] - np.nanmedian(gauges[10]))
     truth = labels[targets].to_numpy().astype(np.float64)
     oracle = load_oracle(folder, competition)
     calm = regime_sign(model, states)
