@@ -12,7 +12,10 @@ pytest.importorskip("optuna")
 
 from spread.config import Config, load_config  # noqa: E402
 from spread.errors import ConfigError  # noqa: E402
-from spread.lab.tune import SearchSpace, tune, with_params  # noqa: E402
+from spread.competition import load_competition  # noqa: E402
+from spread.lab.tune import SearchSpace, search_cutoff, tune, with_params  # noqa: E402
+from spread.splits import HOLDOUT  # noqa: E402
+from spread.trainer import competition_folds  # noqa: E402
 
 TINY = [
     "split.val_size=30", "split.step=30", "split.min_train=50", "split.n_folds=2", "train.epochs=1",
@@ -48,11 +51,31 @@ def test_two_trials_write_a_loadable_best_config_and_resume(small: Path, tmp_pat
     assert (trial_run / "summary.json").is_file()
     assert not list(trial_run.rglob("*.pt"))  # checkpoints deleted once scored
     assert not list(trial_run.glob("holdout"))  # walk-forward folds only
+    holdout_start = next(f.val_dates[0] for f in competition_folds(load_competition(small), cfg) if f.name == HOLDOUT)
+    with (trial_run / "folds.csv").open() as handle:
+        assert max(int(row["val_end"]) for row in csv.DictReader(handle)) < holdout_start  # nothing of the holdout
     summary = json.loads((trial_run / "summary.json").read_text())  # trials are ranked by the honest score
     assert float(rows[0]["value"]) == pytest.approx(summary["mean"]["honest_score"])
 
     again = tune(cfg, small, tmp_path / "tune", n_trials=3, space=TINY_SPACE, seed=1, write_config=best_yaml)
     assert again["n_trials"] == 3  # the stored study resumed: one more trial, not three
+
+
+def test_trials_train_the_walk_forward_folds_of_a_run_with_the_holdout(small: Path) -> None:
+    # Switching the holdout off alone would move the walk-forward folds to the end of the data, onto the holdout's
+    # dates: the trials would then choose hyper-parameters on the dates the holdout reports.
+    cfg = load_config(None, TINY)
+    comp = load_competition(small)
+    with_holdout = competition_folds(comp, cfg)
+    cutoff = search_cutoff(cfg, small)
+    holdout = next(fold for fold in with_holdout if fold.name == HOLDOUT)
+    assert cutoff == holdout.train_cutoff < holdout.val_dates[0]
+    trial_folds = competition_folds(comp, with_params(cfg, {"data.train_end": cutoff}, holdout=False))
+    assert trial_folds == [fold for fold in with_holdout if fold.name != HOLDOUT]
+    naive = competition_folds(comp, with_params(cfg, {}, holdout=False))
+    assert naive[-1].val_dates[1] >= holdout.val_dates[0]  # what the trials trained before
+    no_holdout = with_params(cfg, {"data.train_end": 250}, holdout=False)
+    assert search_cutoff(no_holdout, small) == 250  # without a holdout, the user's train_end as it is
 
 
 def test_a_study_needs_two_walk_forward_folds_for_an_honest_score(small: Path, tmp_path: Path) -> None:

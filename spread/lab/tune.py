@@ -1,8 +1,10 @@
 """Hyper-parameter search with Optuna against the mean walk-forward competition score.
 
-Each trial trains the Transformer with `spread.trainer.train` on the walk-forward folds only (`split.holdout` is
-switched off inside the search, so the competition-like holdout stays untouched by every choice made here) and
-returns the mean of the folds' honest scores (each fold scored at the epoch count the other folds choose,
+Each trial trains the Transformer with `spread.trainer.train` on the walk-forward folds only, placed where a run
+with the holdout places them: `split.holdout` is switched off inside the search and `data.train_end` set to the
+holdout's training cutoff (`search_cutoff`), so no trial reads a row or a label of the holdout's dates, and the
+competition-like holdout stays untouched by every choice made here. (Switching the holdout off alone would move the
+walk-forward folds to the end of the data, onto the holdout's dates.) Each trial returns the mean of the folds' honest scores (each fold scored at the epoch count the other folds choose,
 `spread.trainer`), never a best epoch picked on the dates being scored; so a study needs `split.n_folds >= 2`. The space (`SearchSpace`) covers the window L in {128, 192, 256}
 (the roadmap's comparison), d_model, depth, heads, the learning rate, the regression and ranking loss weights and
 the feature-gate penalty lambda; d_model choices are multiples of 24 so every head count divides them. Sampling is
@@ -110,13 +112,29 @@ def _delete_checkpoints(run_dir: Path) -> None:
         path.unlink()
 
 
+def search_cutoff(cfg: Config, data_dir: Path) -> int | None:
+    """The last date a trial may read: the holdout's training cutoff when `cfg` has a holdout (so the trials' walk-
+    forward folds are the ones a run with the holdout trains), else the user's data.train_end."""
+    from spread.competition import load_competition
+    from spread.splits import HOLDOUT
+    from spread.trainer import competition_folds
+
+    if not cfg.split.holdout:
+        return cfg.data.train_end
+    folds = competition_folds(load_competition(data_dir, require_test=False), cfg)
+    return next(fold.train_cutoff for fold in folds if fold.name == HOLDOUT)
+
+
 def _objective(cfg: Config, space: SearchSpace, data_dir: Path, trials_dir: Path, study_name: str,
                keep_checkpoints: bool):
     from spread.trainer import train
 
+    # Trials serve nothing (no final fit) and never see the holdout's dates.
+    fixed = {"train.final_fit": False, "data.train_end": search_cutoff(cfg, data_dir)}
+
     def objective(trial) -> float:
         params = space.suggest(trial)
-        trial_cfg = with_params(cfg, params | {"train.final_fit": False}, holdout=False)  # trials serve nothing
+        trial_cfg = with_params(cfg, params | fixed, holdout=False)
         run_dir = trials_dir / f"{study_name}-{trial.number:04d}"
         started = time.perf_counter()
         summary = train(trial_cfg, data_dir, run_dir)
