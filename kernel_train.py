@@ -28,6 +28,7 @@ from spread.config import Config, compose_config, load_config
 from spread.discovery import find_competition_dir, working_dir
 from spread.errors import ConfigError
 from spread.publish import PLACEHOLDER_OWNER, write_dataset_metadata
+from spread.runlog import score_headline
 from spread.trainer import train
 
 log = logging.getLogger("kernel_train")
@@ -143,9 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     write_dataset_metadata(out, *weights_dataset(kernel_metadata))
-    score = summary.get("mean", {}).get("score") if isinstance(summary, dict) else None
-    if score is not None:
-        print(f"mean validation score: {score:.6f}")
+    if summary:
+        print(score_headline(summary))
     print(f"artefacts in {out}; publish them with: kaggle datasets create -p {out} --dir-mode zip")
     return 0
 

@@ -50,6 +50,7 @@ def _score(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from spread.config import load_config
+    from spread.runlog import score_headline
     from spread.trainer import train
 
     out = args.resume or args.out
@@ -60,9 +61,8 @@ def _train(args: argparse.Namespace) -> int:
         config = Path(args.resume) / "config.yaml"
     cfg = load_config(config, args.overrides)
     summary = train(cfg, args.data, out, resume=bool(args.resume))
-    score = summary.get("mean", {}).get("score")
-    if score is not None:
-        print(f"mean validation score: {score:.6f}")
+    if summary:  # rank 0 alone reports
+        print(score_headline(summary))
     return 0
 
 
@@ -101,11 +101,12 @@ def _realdata(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace) -> int:
-    from spread.lab.baselines import run_baseline
     from spread.config import load_config
+    from spread.lab.baselines import run_baseline
+    from spread.runlog import score_headline
 
     summary = run_baseline(args.name, load_config(args.config, args.overrides), args.data, args.out)
-    print(f"mean validation score: {summary['mean']['score']:.6f}")
+    print(score_headline(summary))
     return 0
 
 

@@ -4,7 +4,8 @@ One `RunLog` per run, alive only on the process that writes (rank 0 under DDP; t
 `metrics.csv` has one row per fold per epoch; it is rewritten whole after every epoch from the rows held in memory,
 so that a resumed run (which restores each fold's rows from its checkpoint) never carries rows of an epoch it
 re-trains. `summarize` reduces the per-fold results to `summary.json`: per-fold metrics at the best epoch and the
-mean and population std over folds of every metric.
+mean and population std over folds of every metric; `add_honest_scores` adds the run's honest score (what nothing
+chose on the dates it scores, `honest_fold_score`), which `oracle_fraction` and the printed `score_headline` use.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spread.runfolder import METRICS_FILE, TENSORBOARD_DIR, atomic_write
+from spread.splits import HOLDOUT
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +152,62 @@ def summarize(folds: dict[str, dict]) -> dict:
     for key in keys:
         mean[key], std[key] = mean_std([result.get("metrics", {}).get(key, float("nan")) for result in folds.values()])
     return {"folds": folds, "mean": mean, "std": std}
+
+
+def as_float(value) -> float:
+    """None as NaN, any other number as a float."""
+    return float("nan") if value is None else float(value)
+
+
+def honest_fold_score(fold: str, result: dict, trained: bool) -> tuple[float, float]:
+    """(honest score, best-epoch score) of one fold entry of a summary.json; `trained`: a trainer's summary.
+
+    A trained walk-forward fold counts with its `honest_score`, NaN when null or absent (one walk-forward fold, or
+    a summary older than honest scores), or with its `honest_ensemble` score when the run refitted its folds as
+    seed ensembles (`train.fold_members`): never its best-epoch score. The holdout (a fixed-length fit) and the folds
+    of a baseline (no epoch choice) count with their `metrics.score`; their best-epoch score is NaN. A holdout of
+    several members (`train.holdout_members`) counts with its ensemble's score, the run's public-leaderboard
+    estimate.
+    """
+    metric = as_float((result.get("metrics") or {}).get("score"))
+    if trained and fold == HOLDOUT and result.get("ensemble"):
+        return as_float(result["ensemble"]["score"]), float("nan")
+    if trained and fold != HOLDOUT and result.get("honest_ensemble"):
+        return as_float(result["honest_ensemble"]["score"]), as_float(result.get("best_epoch_score", metric))
+    if not trained or fold == HOLDOUT:
+        return metric, float("nan")
+    return as_float(result.get("honest_score")), as_float(result.get("best_epoch_score", metric))
+
+
+def add_honest_scores(summary: dict, trained: bool) -> None:
+    """Add to a `summarize`d summary its honest score and, with oracle scores (synthetic data), the oracle fraction.
+
+    summary["honest"]: `score` / `std`, the mean and population std over the folds of `honest_fold_score` (NaN
+    folds left out), `folds` (fold -> honest score) and `n_folds` (the finite ones). summary["mean"]["oracle_score"]:
+    the oracle's mean over every fold; summary["oracle_fraction"]: the honest mean over the oracle's mean on the
+    same folds. (`mean.score` stays the mean of each fold's reported epoch: for a trainer's walk-forward folds the
+    best epoch picked on their own validation dates, an optimistic figure.)"""
+    folds = summary["folds"]
+    scores = {fold: honest_fold_score(fold, result, trained)[0] for fold, result in folds.items()}
+    mean, std = mean_std(list(scores.values()))
+    summary["honest"] = {"score": mean, "std": std, "folds": scores,
+                         "n_folds": sum(math.isfinite(v) for v in scores.values())}
+    oracle = {fold: as_float(result.get("oracle_score")) for fold, result in folds.items()}
+    if any(math.isfinite(v) for v in oracle.values()):
+        summary["mean"]["oracle_score"] = mean_std(list(oracle.values()))[0]
+        paired = [(scores[f], oracle[f]) for f in folds if math.isfinite(scores[f]) and math.isfinite(oracle[f])]
+        summary["oracle_fraction"] = (sum(s for s, _ in paired) / sum(o for _, o in paired)
+                                      if paired else float("nan"))
+
+
+def score_headline(summary: dict) -> str:
+    """The one line `spread train`, `spread baseline` and the train kernel print: the honest score, and beside it,
+    named as such, the optimistic best-epoch mean of a trainer's walk-forward folds."""
+    honest = summary["honest"]
+    line = (f"honest validation score: {honest['score']:.6f} +- {honest['std']:.6f} over {honest['n_folds']} "
+            f"fold(s)")
+    best = as_float(summary.get("mean", {}).get("best_epoch_score"))
+    if "baseline" not in summary and math.isfinite(best):
+        line += (f" (walk-forward folds at the epoch count the other folds choose, the holdout at one fixed from "
+                 f"them; their best epochs, picked on their own dates, would say {best:.6f})")
+    return line

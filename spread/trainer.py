@@ -56,7 +56,7 @@ from spread.runfolder import (
     BEST, CONFIG_FILE, FOLDS_FILE, PRIOR_FILE, PRUNED_SUFFIX, SUMMARY_FILE, checkpoint_name, read_data_record,
     remove_temporaries, write_data_record, write_json,
 )
-from spread.runlog import RunLog, mean_std, summarize
+from spread.runlog import RunLog, add_honest_scores, mean_std, summarize
 from spread.runtime import Runtime, broadcast_from_rank0, deterministic_kernels, start_runtime
 from spread.splits import HOLDOUT, Fold, fold_table, format_fold_table, lag_mapping, make_folds
 from spread.train_config import TrainConfig
@@ -459,13 +459,12 @@ def build_summary(
                 "scored dates, trains on labels released before them, and its epoch count comes from the "
                 "walk-forward folds only; with train.holdout_members > 1 it is the score of those fits' ensemble "
                 "(what `gateway --members holdout` replays)"}
-    oracle = [r["oracle_score"] for r in results.values() if math.isfinite(r["oracle_score"])]
-    if oracle:
-        summary["mean"]["oracle_score"] = sum(oracle) / len(oracle)
-        summary["oracle_fraction"] = summary["mean"].get("score", float("nan")) / summary["mean"]["oracle_score"]
+    add_honest_scores(summary, trained=True)
     if pruned:
         pruned_summary = summarize({name: {"metrics": p["metrics"]} for name, p in pruned.items()})
         summary["pruned_mean"], summary["pruned_std"] = pruned_summary["mean"], pruned_summary["std"]
+        summary["pruned_note"] = ("pruned_mean: each pruned fine-tune's best epoch, picked on its fold's own "
+                                  "validation dates (optimistic, like mean.score); compare with mean, not honest")
     summary["final_fit"] = None if final is None else {
         "epochs": final["epochs"], "seeds": final["seeds"],
         "members": {name: {k: m[k] for k in ("seed", "steps", "n_features", "checkpoint", "train_dates")}

@@ -599,4 +599,4 @@ def test_bundled_train_kernel_under_torchrun_writes_one_run_folder(small: Path, 
     resolved = load_config(run / "config.yaml")
     assert (resolved.model.d_model, resolved.train.epochs) == (8, 1)  # build config, then the kernel's override
     assert json.loads((run / "dataset-metadata.json").read_text())["id"] == "alice/spread-mitsui-weights"
-    assert done.stdout.count("mean validation score") == 1  # rank 0 alone reports
+    assert done.stdout.count("honest validation score") == 1  # rank 0 alone reports

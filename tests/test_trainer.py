@@ -25,7 +25,7 @@ from spread.fit import Learner, train_step
 from spread.forecast import forward, predict_dataset, predictions
 from spread.losses import rank_targets, regression_loss, unit_ranks
 from spread.optim import build_optimizer, learning_rate
-from spread.runlog import summarize
+from spread.runlog import add_honest_scores, score_headline, summarize
 from spread.runtime import Runtime, inference_dtype, make_grad_scaler, resolve_amp
 from spread.train_config import TrainConfig
 from spread.trainer import train
@@ -317,6 +317,37 @@ def test_summarize_means_and_stds_over_folds() -> None:
     assert summary["mean"]["ic"] == pytest.approx(0.1)
 
 
+def test_the_honest_summary_and_headline_count_no_best_epoch() -> None:
+    # Two walk-forward folds whose best epochs score high on their own dates, and a two-member holdout.
+    folds = {
+        "fold0": {"metrics": {"score": 0.9}, "best_epoch_score": 0.9, "honest_score": 0.1, "oracle_score": 1.0},
+        "fold1": {"metrics": {"score": 0.7}, "best_epoch_score": 0.7, "honest_score": 0.3, "oracle_score": 2.0},
+        "holdout": {"metrics": {"score": 0.4}, "ensemble": {"score": 0.5}, "oracle_score": 1.0},
+    }
+    summary = summarize(folds)
+    summary["mean"]["best_epoch_score"] = 0.8
+    add_honest_scores(summary, trained=True)
+    assert summary["honest"]["folds"] == {"fold0": 0.1, "fold1": 0.3, "holdout": 0.5}
+    assert summary["honest"]["score"] == pytest.approx(0.3) and summary["honest"]["n_folds"] == 3
+    assert summary["mean"]["score"] == pytest.approx(2.0 / 3)  # each fold's reported epoch, kept as it was
+    assert summary["oracle_fraction"] == pytest.approx(0.9 / 4.0)  # honest over the oracle on the same folds
+    line = score_headline(summary)
+    assert line.startswith("honest validation score: 0.300000 +- ") and "over 3 fold(s)" in line
+    assert "would say 0.800000" in line  # the optimistic figure only beside it, named as such
+
+    # A single walk-forward fold has no honest score: it is left out, and so is its oracle score from the fraction.
+    lone = summarize({"fold0": folds["fold0"] | {"honest_score": None}, "holdout": folds["holdout"]})
+    add_honest_scores(lone, trained=True)
+    assert lone["honest"]["n_folds"] == 1 and lone["oracle_fraction"] == pytest.approx(0.5)
+    assert lone["mean"]["oracle_score"] == pytest.approx(1.0)
+    # A baseline chooses no epoch: its fold scores are honest as they are.
+    baseline = summarize({"fold0": {"metrics": {"score": 0.2}}, "holdout": {"metrics": {"score": 0.4}}})
+    add_honest_scores(baseline, trained=False)
+    baseline["baseline"] = "ridge"
+    assert baseline["honest"]["score"] == pytest.approx(0.3) and "oracle_fraction" not in baseline
+    assert "would say" not in score_headline(baseline)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # whole runs
 
@@ -339,6 +370,10 @@ def test_run_folder_contents(tiny_run: tuple[Path, dict], small: Path) -> None:
     assert summary["public_leaderboard_estimate"]["score"] == summary["folds"]["holdout"]["best_score"]
     assert summary["folds"]["fold0"]["honest_score"] is None  # a single walk-forward fold: no other to choose from
     assert np.isfinite(summary["mean"]["oracle_score"])
+    assert summary["honest"]["n_folds"] == 1  # the lone walk-forward fold has no honest score: the holdout counts
+    assert summary["honest"]["score"] == pytest.approx(summary["public_leaderboard_estimate"]["score"])
+    assert summary["oracle_fraction"] == pytest.approx(
+        summary["honest"]["score"] / summary["folds"]["holdout"]["oracle_score"])  # the holdout alone is honest
     gates = pl.read_csv(run / "gate_weights.csv")["mean"].to_list()
     assert gates == sorted(gates, reverse=True)
     manifest = verify_manifest(run)
@@ -487,7 +522,7 @@ def test_fold_members_score_each_walk_forward_fold_as_a_fixed_length_seed_ensemb
     """train.fold_members = 2: every walk-forward fold is refitted twice at its honest epoch count (no selection),
     the first fit retraces the fold's own (its score is the honest score), and the pair's ensemble score is the
     fold's cell in the lab; none of them is served."""
-    from spread.lab.stats import honest_fold_score
+    from spread.runlog import honest_fold_score
 
     overrides = [*TINY_RUN, "split.n_folds=2", "train.fold_members=2"]
     summary = train(load_config(None, overrides), small, tmp_path / "run")

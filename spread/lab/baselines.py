@@ -52,7 +52,7 @@ from spread.competition_writer import ORACLE_FILE
 from spread.metrics import validation_metrics
 from spread.prior import UNSEEN, daily_ranks, mean_rank_prior
 from spread.runfolder import CONFIG_FILE, FOLDS_FILE, SUMMARY_FILE, write_json
-from spread.runlog import RunLog, summarize
+from spread.runlog import RunLog, add_honest_scores, summarize
 from spread.splits import Fold, fold_table, lag_mapping
 from spread.target_features import OWN_FEATURES, own_features
 from spread.trainer import competition_folds, load_oracle
@@ -409,10 +409,7 @@ def run_baseline(name: str, cfg: Config, data_dir: str | Path, out_dir: str | Pa
     runlog.close()
     fold_table(folds, lag_mapping(comp.pairs)).write_csv(out / FOLDS_FILE)
     summary = summarize(results)
-    oracle_scores = [r["oracle_score"] for r in results.values() if np.isfinite(r["oracle_score"])]
-    if oracle_scores:
-        summary["mean"]["oracle_score"] = float(np.mean(oracle_scores))
-        summary["oracle_fraction"] = summary["mean"].get("score", float("nan")) / summary["mean"]["oracle_score"]
+    add_honest_scores(summary, trained=False)
     summary["baseline"] = name
     summary["run"] = {"device": "cpu", "precision": "fp64", "seconds": round(time.perf_counter() - started, 2)}
     write_json(out / SUMMARY_FILE, summary)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from spread.splits import HOLDOUT
+from spread.runlog import as_float, honest_fold_score
 
 BASELINE_NAMES = ("mean_rank", "last_label", "ridge", "reduced_rank", "regularised_prior", "lightgbm")
 PEERS = ("ridge", "reduced_rank", "lightgbm", "regularised_prior", "mean_rank")
@@ -40,30 +40,6 @@ the honest score; `best_epoch_score` the best epoch picked on the fold's own dat
 only, NaN elsewhere), shown beside it and never used."""
 
 
-def _float(value) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def honest_fold_score(fold: str, result: dict, trained: bool) -> tuple[float, float]:
-    """(honest score, best-epoch score) of one fold entry of a summary.json; `trained`: a trainer's summary.
-
-    A trained walk-forward fold counts with its `honest_score`, NaN when null or absent (one walk-forward fold, or
-    a summary older than honest scores), or with its `honest_ensemble` score when the run refitted its folds as
-    seed ensembles (`train.fold_members`): never its best-epoch score. The holdout (a fixed-length fit) and the folds
-    of a baseline (no epoch choice) count with their `metrics.score`; their best-epoch score is NaN. A holdout of
-    several members (`train.holdout_members`) counts with its ensemble's score, the run's public-leaderboard
-    estimate.
-    """
-    metric = _float((result.get("metrics") or {}).get("score"))
-    if trained and fold == HOLDOUT and result.get("ensemble"):
-        return _float(result["ensemble"]["score"]), float("nan")
-    if trained and fold != HOLDOUT and result.get("honest_ensemble"):
-        return _float(result["honest_ensemble"]["score"]), _float(result.get("best_epoch_score", metric))
-    if not trained or fold == HOLDOUT:
-        return metric, float("nan")
-    return _float(result.get("honest_score")), _float(result.get("best_epoch_score", metric))
-
-
 def summary_cells(summary: dict, source: str, model: str, data_seed: int, train_seed: int | None) -> list[dict]:
     """The per-fold honest score cells of a run's summary.json (a baseline's carries "baseline"; else a trainer's)."""
     trained = "baseline" not in summary
@@ -72,7 +48,7 @@ def summary_cells(summary: dict, source: str, model: str, data_seed: int, train_
         score, best_epoch_score = honest_fold_score(fold, result, trained)
         cells.append({
             "source": source, "model": model, "data_seed": data_seed, "train_seed": train_seed, "fold": fold,
-            "score": score, "best_epoch_score": best_epoch_score, "oracle_score": _float(result.get("oracle_score")),
+            "score": score, "best_epoch_score": best_epoch_score, "oracle_score": as_float(result.get("oracle_score")),
         })
     return cells
 
