@@ -57,6 +57,9 @@ SOURCES = ("all_members", "some_members", "prior", "placeholder")
 """How a call can be answered: every loaded member, some of them (the others failed on it), the prior, the
 placeholder (distinct values; only when not even a prior can be had)."""
 RERUN_VARIABLE = "KAGGLE_IS_COMPETITION_RERUN"
+WINDOW_ROWS_MISSING = "window-rows-missing"
+"""The problem kind of a call whose window spans dates with no stored row (a degradation: the model answers on
+rows it cannot see)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -224,7 +227,13 @@ class Predictor:
 
         # One raw and one label frame for every member, of the inputs some member reads: each window keeps the tail
         # and the columns it needs.
-        raw = self.history.raw_frame(date_id, max(member.raw_rows() for member in self.members), self.raw_columns)
+        n_rows = max(member.raw_rows() for member in self.members)
+        missing = self.history.missing_dates(date_id, n_rows)
+        if missing:  # the served dates do not continue the history: the model answers on rows it cannot see
+            self.problems.report(
+                WINDOW_ROWS_MISSING, f"window for date {date_id}: {len(missing)} of its {n_rows} dates have no row "
+                f"in train.csv or the served batches ({missing[0]}..{missing[-1]}); the model reads them as missing")
+        raw = self.history.raw_frame(date_id, n_rows, self.raw_columns)
         labels = self.history.label_frame(int(raw["date_id"][0]), date_id, self.label_targets)
         outputs, windows = [], {}  # members with the same inputs (a seed ensemble) share one window
         for member in self.members:
@@ -279,7 +288,8 @@ def in_rerun() -> bool:
 
 def degradation(summary: dict) -> list[str]:
     """Why a run served less than its model: members that did not load, calls that fell back, calls answered by
-    fewer members than loaded, calls whose online update failed (an overrun is not a degradation: the guard kept
+    fewer members than loaded, calls answered from windows with dates missing from the history (`WINDOW_ROWS_MISSING`:
+    served dates that do not continue train.csv), calls whose online update failed (an overrun is not a degradation: the guard kept
     the call's deadline, and the summary counts it among the problems). Empty when the model served every call with
     every member."""
     reasons = []
@@ -293,6 +303,10 @@ def degradation(summary: dict) -> list[str]:
                        f"placeholder {answers['placeholder']})")
     if answers["some_members"]:
         reasons.append(f"{answers['some_members']} call(s) answered by fewer members than loaded")
+    gaps = summary["problems"].get(WINDOW_ROWS_MISSING, 0)
+    if gaps:
+        reasons.append(f"{gaps} call(s) answered from a window with dates missing from the history (the served dates "
+                       "do not continue train.csv; the log names the first)")
     failed_updates = summary["problems"].get("update-failed", 0)
     if failed_updates:
         reasons.append(f"the online update failed on {failed_updates} call(s) (they answered the model's own output)")

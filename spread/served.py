@@ -53,6 +53,8 @@ class History:
         self.columns_by_lag = {int(lag): np.flatnonzero(self.target_lags == lag) for lag in np.unique(self.target_lags)}
         self.bounds = np.full(len(self.feature_names), np.inf)
         """(F,) largest plausible |value| of each feature (PLAUSIBLE_FACTOR x train.csv's largest); beyond is null."""
+        self.start: int | None = None
+        """The first date of the published history (train.csv's), None before any row is stored."""
 
     @classmethod
     def from_frames(cls, train: pl.DataFrame, labels: pl.DataFrame, pairs: pl.DataFrame) -> History:
@@ -62,6 +64,7 @@ class History:
         values = train.select(feature_names).to_numpy().astype(np.float64)
         for date_id, row in zip(train["date_id"].to_list(), values):
             history.features[int(date_id)] = row
+        history.start = min(history.features) if history.features else None
         if len(values):
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # an all-null column has no bound
@@ -75,6 +78,15 @@ class History:
     @property
     def last_date(self) -> int | None:
         return max(self.features) if self.features else None
+
+    def missing_dates(self, last_date: int, n_rows: int) -> list[int]:
+        """The dates of the `n_rows` ending at `last_date` that have no stored row (neither train.csv's nor a served
+        one): a window built from them reads those rows as missing. Dates before the published history's first do
+        not count (a window that early is short, as in training), unless `last_date` itself precedes that history."""
+        first = last_date - n_rows + 1
+        if self.start is not None and last_date >= self.start:
+            first = max(first, self.start)
+        return [date for date in range(first, last_date + 1) if date not in self.features]
 
     def add_features(self, date_id: int, values: np.ndarray) -> None:
         """Store one served row: its known values replace those of an earlier row of the same date, a null never

@@ -58,6 +58,8 @@ class Scenario:
     device: str = "cpu"
     extra_calls: int = 0
     """Calls past the test dates (new dates after train's end, empty lag batches)."""
+    degraded: bool = False
+    """The summary must call the run degraded even though the model answered every call."""
 
 
 @dataclass
@@ -82,6 +84,14 @@ class Outcome:
 
 def edit_csv(path: Path, edit: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
     edit(pl.read_csv(path, infer_schema_length=None)).write_csv(path)
+
+
+def cut_history(root: Path, gap: int = 5) -> None:
+    """train.csv and train_labels.csv end `gap` dates before the first served date: the served dates do not
+    continue the history, so the first windows span dates that no file has a row for."""
+    first = int(pl.read_csv(root / "test.csv", columns=["date_id"])["date_id"].min())
+    for name in ("train.csv", "train_labels.csv"):
+        edit_csv(root / name, lambda f: f.filter(pl.col("date_id") < first - gap))
 
 
 def set_cell(path: Path, row: int, column: str, text: str) -> None:
@@ -186,6 +196,9 @@ SCENARIOS = [
         pl.read_csv(lag_file(r, 2), n_rows=1))[0], "n/a"), logged=frozenset({"lag-batch-text"})),
     Scenario("lag file column missing", data=lambda r: edit_csv(
         lag_file(r, 3), lambda f: f.drop(label_columns(f)[0])), logged=frozenset({"lag-batch-missing-columns"})),
+    # the served dates do not continue train.csv: the model answers, on windows it cannot fill, and says so
+    Scenario("train.csv ends before the served dates", data=cut_history, logged=frozenset({"window-rows-missing"}),
+             degraded=True),
     # defect 9: the training files are read whatever polars would infer from their first rows
     Scenario("train.csv text cell past row 100", data=lambda r: set_cell(r / "train.csv", 150, feature(r), "abc")),
     Scenario("training files with trailing blank lines", data=lambda r: [
@@ -346,7 +359,7 @@ def own_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 FAST_SCENARIOS = {
     "clean", "test.csv text cell", "lag file column missing", "train.csv unreadable: the run's prior",
     "nothing readable: the placeholder", "one checkpoint of two altered", "device fails at load",
-    "lag batches are None", "served +-inf", "0-row test frame",
+    "lag batches are None", "served +-inf", "0-row test frame", "train.csv ends before the served dates",
 }
 """One scenario of each kind of fault for the developer loop; the others (about 0.5 s each, 30 s together) are
 marked slow."""
@@ -369,8 +382,9 @@ def test_every_call_is_answered_by_the_model_wherever_it_can(
     assert answers["some_members"] == expected(scenario.some_members, outcome.calls), answers
     assert answers["placeholder"] == expected(scenario.placeholder, outcome.calls), answers
     assert scenario.logged <= outcome.logged, outcome.summary["problems"]
-    degraded = outcome.fallback or answers["some_members"] or outcome.summary["members"]["failed"]
+    degraded = outcome.fallback or answers["some_members"] or outcome.summary["members"]["failed"] or scenario.degraded
     assert bool(outcome.summary["degraded"]) == bool(degraded)
+    assert ("window-rows-missing" in outcome.summary["problems"]) == scenario.degraded  # only where dates lack rows
 
 
 def test_the_clean_run_logs_no_problem(base: tuple[Path, Path], tmp_path: Path, single_thread) -> None:

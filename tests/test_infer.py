@@ -184,6 +184,18 @@ def test_label_nulls_never_erase_known_labels() -> None:
     assert history.labels[3].tolist() == [0.1, 0.3]
 
 
+def test_missing_dates_are_the_window_dates_no_file_has_a_row_for() -> None:
+    train = pl.DataFrame({"date_id": [10, 11, 12, 13], "a": [1.0, 2.0, None, 4.0]})
+    labels = pl.DataFrame({"date_id": [10, 11, 12, 13], "t0": [0.1, 0.2, 0.3, 0.4]})
+    history = History.from_frames(train, labels, pl.DataFrame({"target": ["t0"], "lag": [1], "pair": ["a"]}))
+    assert history.start == 10
+    assert history.missing_dates(13, 3) == []  # a null cell is a stored row
+    assert history.missing_dates(12, 8) == []  # early in the history a window is short, as in training
+    history.add_features(16, np.array([5.0]))
+    assert history.missing_dates(16, 5) == [14, 15]  # the served date does not continue train.csv
+    assert history.missing_dates(5, 3) == [3, 4, 5]  # a date before the published history: nothing is stored
+
+
 def _with_problems(test: pl.DataFrame, names: list[str]) -> dict[str, pl.DataFrame]:
     lme = [c for c in names if c.startswith("LME_")]
     return {
