@@ -36,6 +36,7 @@ import polars as pl
 
 from spread.competition import drop_trailing_blank_rows
 from spread.errors import DataError, SpreadError
+from spread.served import as_date_id
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,28 @@ def _empty_lag_frame() -> pl.DataFrame:
     return pl.DataFrame(schema={"date_id": pl.Int64, "label_date_id": pl.Int64})
 
 
+def _integer_dates(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """`frame` with an integer date_id column (12, 12.0 and "12" alike), or DataError naming the file, line and cell
+    of the first date_id that is not an integer (the batches are cut by date_id: "x", a blank or 12.5 cannot be)."""
+    if "date_id" not in frame.columns:
+        raise DataError(f"{path}: missing column 'date_id'")
+    if frame.schema["date_id"].is_integer() and frame["date_id"].null_count() == 0:
+        return frame
+    dates = [as_date_id(value) for value in frame["date_id"].to_list()]
+    bad = next((row for row, date in enumerate(dates) if date is None), None)
+    if bad is not None:
+        raise DataError(f"{path}: line {bad + 2}, column date_id: {frame['date_id'][bad]!r} is not an integer date_id")
+    return frame.with_columns(pl.Series("date_id", dates, dtype=pl.Int64))
+
+
 def read_served_files(data_dir: Path) -> tuple[pl.DataFrame, dict[int, pl.DataFrame]]:
-    """test.csv and the four lag files as the official gateway reads them (a missing lag file: empty frame)."""
-    test = _read_csv(data_dir / "test.csv")
-    if "date_id" not in test.columns:
-        raise DataError(f"{data_dir / 'test.csv'}: missing column 'date_id'")
+    """test.csv and the four lag files as the official gateway reads them (a missing lag file: empty frame), their
+    date_ids checked to be integers."""
+    test = _integer_dates(_read_csv(data_dir / "test.csv"), data_dir / "test.csv")
     lagged = {}
     for lag in LAGS:
         path = data_dir / "lagged_test_labels" / f"test_labels_lag_{lag}.csv"
-        lagged[lag] = _read_csv(path) if path.is_file() else _empty_lag_frame()
+        lagged[lag] = _integer_dates(_read_csv(path), path) if path.is_file() else _empty_lag_frame()
     return test, lagged
 
 

@@ -205,16 +205,22 @@ def frame_from_matrix(matrix: np.ndarray, names: list[str], date_ids: np.ndarray
     return float_frame(matrix, names).insert_column(0, pl.Series("date_id", date_ids, dtype=pl.Int64))
 
 
+def as_date_id(value: object) -> int | None:
+    """A served date_id cell as an integer (12, 12.0 and "12" alike); None when it is not one ("x", blank, 12.5)."""
+    number, _ = _parse_cell(value)
+    return int(number) if np.isfinite(number) and number == round(number) else None
+
+
 def _date_ids(frame: pl.DataFrame, where: str) -> list[int]:
-    """The frame's date_ids as integers (12, 12.0 and "12" alike); DataError when absent or not integral."""
+    """The frame's date_ids as integers (`as_date_id`); DataError when absent or not integral."""
     if "date_id" not in frame.columns:
         raise DataError(f"{where}: no date_id column")
     dates = []
     for value in frame["date_id"].to_list():
-        number, _ = _parse_cell(value)
-        if not np.isfinite(number) or number != round(number):
+        date = as_date_id(value)
+        if date is None:
             raise DataError(f"{where}: date_id {value!r} is not an integer")
-        dates.append(int(number))
+        dates.append(date)
     return dates
 
 

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from spread import gateway
+from spread.errors import DataError
 from spread.gateway import GatewayError, run_gateway, validate_answer
 
 TARGETS = ["target_0", "target_1", "target_2", "target_3"]
@@ -60,6 +61,27 @@ def test_serves_one_row_per_date_in_order_with_lag_batches(tiny_competition: Pat
     assert result["latency"]["calls"] == len(test_dates)
     assert np.isfinite(result["score"]) and result["score"] > 0.5  # near-oracle answers score well
     assert result["fallback_calls"] is None
+
+
+@pytest.mark.parametrize("cell", ["x", "", "283.5"])
+@pytest.mark.parametrize("file", ["test.csv", "lagged_test_labels/test_labels_lag_1.csv"])
+def test_a_date_id_that_is_not_an_integer_is_an_error_naming_file_and_line(tiny_competition: Path, file: str,
+                                                                          cell: str) -> None:
+    path = tiny_competition / file
+    lines = path.read_text().splitlines()
+    first = lines[3].split(",")
+    lines[3] = ",".join([cell, *first[1:]])  # line 4 of the file: its third data row
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"{file}: line 4, column date_id: .* is not an integer date_id"):
+        gateway.read_served_files(tiny_competition)
+
+
+def test_float_or_text_date_ids_that_are_integers_serve_as_integers(tiny_competition: Path) -> None:
+    path = tiny_competition / "test.csv"
+    frame = pl.read_csv(path)
+    frame.with_columns(pl.col("date_id").cast(pl.Float64)).write_csv(path)  # 280.0, 281.0, ...
+    test, _ = gateway.read_served_files(tiny_competition)
+    assert test.schema["date_id"] == pl.Int64 and test["date_id"].to_list() == frame["date_id"].to_list()
 
 
 def test_last_printed_line_is_the_score(tiny_competition: Path, tmp_path: Path, capsys) -> None:
