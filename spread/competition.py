@@ -9,7 +9,8 @@ Strict mode (training, `check-labels`): every inconsistency raises `DataError` n
 (line 1 is the header, so the first data row is line 2). Serving mode (`serving=True`, the predictor): only what a
 model needs is read (train.csv, train_labels.csv, target_pairs.csv; test.csv and the lag files are what the API
 serves, never a reason to refuse the model), and what can be repaired is repaired with one warning naming file,
-column and line: a text cell becomes null, label columns are matched by name. Input files are only ever read.
+column and line: a text cell becomes null, label columns are matched by name, rows out of date order are sorted (of
+a repeated date the last line is kept; a row without an integer date_id is dropped). Input files are only ever read.
 """
 
 from __future__ import annotations
@@ -96,27 +97,40 @@ def drop_trailing_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.head(kept)
 
 
-def _check_date_ids(frame: pl.DataFrame, where: str) -> pl.DataFrame:
+def _check_date_ids(frame: pl.DataFrame, where: str, strict: bool = True) -> pl.DataFrame:
+    """`frame` with an Int64 date_id column, strictly increasing. Strict: a date_id that is not an integer, repeats
+    or goes back raises DataError naming the line. Otherwise (serving) such files are repaired with one warning
+    naming the first offending line: rows without an integer date_id are dropped, the rows are sorted by date_id
+    and of repeated dates the last line is kept (a later row of a date supersedes, as served rows do)."""
     if "date_id" not in frame.columns:
         raise DataError(f"{where}: missing column 'date_id'")
     raw = frame["date_id"]
     parsed = raw.cast(pl.Int64, strict=False)
     bad = (parsed.is_null()).arg_true()
+    problem = None
     if len(bad):
         row = int(bad[0])
-        raise DataError(f"{where}: column 'date_id', line {row + 2}: {raw[row]!r} is not an integer date_id")
-    values = parsed.to_numpy()
-    steps = np.diff(values)
-    if np.any(steps == 0):
-        row = int(np.argmax(steps == 0)) + 1
-        raise DataError(f"{where}: column 'date_id', line {row + 2}: duplicate date_id {values[row]}")
-    if np.any(steps < 0):
-        row = int(np.argmax(steps < 0)) + 1
-        raise DataError(
-            f"{where}: column 'date_id', line {row + 2}: date_id {values[row]} after {values[row - 1]} "
-            "(date_id must be strictly increasing)"
-        )
-    return frame.with_columns(parsed.alias("date_id"))
+        problem = f"{where}: column 'date_id', line {row + 2}: {raw[row]!r} is not an integer date_id"
+    else:
+        values = parsed.to_numpy()
+        steps = np.diff(values)
+        if np.any(steps == 0):
+            row = int(np.argmax(steps == 0)) + 1
+            problem = f"{where}: column 'date_id', line {row + 2}: duplicate date_id {values[row]}"
+        elif np.any(steps < 0):
+            row = int(np.argmax(steps < 0)) + 1
+            problem = (f"{where}: column 'date_id', line {row + 2}: date_id {values[row]} after {values[row - 1]} "
+                       "(date_id must be strictly increasing)")
+    frame = frame.with_columns(parsed.alias("date_id"))
+    if problem is None:
+        return frame
+    if strict:
+        raise DataError(problem)
+    repaired = (frame.filter(pl.col("date_id").is_not_null()).unique("date_id", keep="last", maintain_order=True)
+                .sort("date_id"))
+    log.warning("%s; %d row(s) kept of %d: sorted by date_id, the last line of a repeated date kept, rows without "
+                "one dropped", problem, repaired.height, frame.height)
+    return repaired
 
 
 def coerce_numeric(frame: pl.DataFrame, columns: list[str], where: str, *, strict: bool = True) -> pl.DataFrame:
@@ -183,7 +197,7 @@ def _read_labels(root: Path, targets: list[str], train_dates: pl.Series, serving
     """train_labels.csv; serving mode matches its columns by name (a missing target is all null, an unknown column
     is dropped) and accepts date_ids that differ from train.csv's, each with a warning."""
     where = root / LABELS
-    frame = _check_date_ids(read_text_csv(where), str(where))
+    frame = _check_date_ids(read_text_csv(where), str(where), strict=not serving)
     columns = [c for c in frame.columns if c != "date_id"]
     if columns != targets:
         extra = [c for c in columns if c not in set(targets)]
@@ -208,7 +222,7 @@ def _read_labels(root: Path, targets: list[str], train_dates: pl.Series, serving
 def _read_features(
     path: Path, features: list[str] | None, extra: tuple[str, ...] = (), strict: bool = True
 ) -> pl.DataFrame:
-    frame = _check_date_ids(read_text_csv(path), str(path))
+    frame = _check_date_ids(read_text_csv(path), str(path), strict=strict)
     if frame.height == 0:
         raise DataError(f"{path}: no data rows")
     names = [c for c in frame.columns if c != "date_id" and c not in extra]

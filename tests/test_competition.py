@@ -146,6 +146,23 @@ def test_a_text_cell_past_polars_inference_rows(tmp_path: Path, caplog) -> None:
     assert "line 140: 'abc' is not a number; 1 text cell(s) read as null" in caplog.text
 
 
+@pytest.mark.parametrize("name", ["train.csv", "train_labels.csv"])
+def test_serving_repairs_date_order_strict_mode_names_the_line(tiny_competition: Path, name: str, caplog) -> None:
+    path = tiny_competition / name
+    frame = pl.read_csv(path, infer_schema_length=0)
+    clean = load_competition(tiny_competition, serving=True)
+    changed = frame.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.lit("9.9")).otherwise(pl.col(c))
+                                 .alias(c) for c in frame.columns[1:])  # a superseded row: the later line wins
+    pl.concat([frame, changed[1:2]]).reverse().write_csv(path)  # newest first, date_id 1 twice (the original last)
+    with pytest.raises(DataError, match=rf"{name}: column 'date_id', line \d+: (duplicate date_id|date_id .* after)"):
+        load_competition(tiny_competition)
+    repaired = load_competition(tiny_competition, serving=True)
+    assert "sorted by date_id, the last line of a repeated date kept" in caplog.text
+    kept = repaired.train if name == "train.csv" else repaired.labels
+    expected = clean.train if name == "train.csv" else clean.labels
+    assert kept.equals(expected)  # the reversed file's last line of date 1 is the original row
+
+
 def test_serving_reads_only_the_training_files(tiny_competition: Path, caplog) -> None:
     """The served files are what the API passes: broken ones never stop a model from loading."""
     (tiny_competition / "test.csv").write_text("date_id,is_scored\nx,maybe\n")
