@@ -12,7 +12,7 @@ text or of any type. So:
   rows up to t only (`spread.windows.window_for_latest`), so nothing released after t can reach it.
 - `Intake` reads one call's batches into the history: every column is optional, text and +-inf read as null, a bad
   lag batch costs its labels only, and each quirk (repeated, backward or skipped dates, extra or missing columns,
-  a label_date_id that contradicts the release rule) is counted by kind in `spread.problems.Problems`.
+  a price <= 0, a label_date_id that contradicts the release rule) is counted by kind in `spread.problems.Problems`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from spread.errors import DataError
+from spread.features import column_kind
 from spread.problems import Problems
 from spread.targets import release_date
 
@@ -236,6 +237,8 @@ class Intake:
         self.problems = problems
         self.last_date: int | None = None
         """The date of the latest served row (the date predicted by the latest call)."""
+        self.prices = np.array([column_kind(name) != "volume" for name in history.feature_names], dtype=bool)
+        """(F,) the columns whose log the features take (prices, rates, OHLC): a value <= 0 there reads as missing."""
 
     def ingest(self, test: pl.DataFrame, label_batches: Sequence[pl.DataFrame], call: int) -> int:
         """Store the served rows and released labels of call number `call`; returns the date to predict (the
@@ -264,6 +267,11 @@ class Intake:
             )
         cells = _numeric_rows(test, self.history.feature_names, self.history.bounds)
         self._report_cells("test", "test batch", cells)
+        with np.errstate(invalid="ignore"):
+            nonpositive = int((cells.values[:, self.prices] <= 0).sum()) if len(cells.values) else 0
+        if nonpositive:
+            self.problems.report("test-nonpositive-price", f"test batch: {nonpositive} price cell(s) <= 0, read as "
+                                 "missing by the features (a price's log)")
         for date_id, row in zip(dates, cells.values):
             if np.isnan(row).all():
                 self.problems.report("test-all-null-row", f"test batch: date_id {date_id}: every feature is null"

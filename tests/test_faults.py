@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spread.checkpoint import load_checkpoint, save_checkpoint, write_manifest
+from spread.features import column_kind
 from spread.gateway import generate_batches, read_served_files, validate_answer
 from spread.infer import Predictor, make_predict
 from spread.served import History
@@ -84,6 +85,11 @@ class Outcome:
 
 def edit_csv(path: Path, edit: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
     edit(pl.read_csv(path, infer_schema_length=None)).write_csv(path)
+
+
+def price_columns(test: pl.DataFrame) -> list[str]:
+    """The served frame's price columns (those whose log the features take)."""
+    return [c for c in test.columns if c not in ("date_id", "is_scored") and column_kind(c) != "volume"]
 
 
 def cut_history(root: Path, gap: int = 5) -> None:
@@ -250,6 +256,9 @@ SCENARIOS = [
     Scenario("served +-inf", call=on_call(with_test(
         lambda t: t.with_columns(pl.lit(float("inf")).alias(t.columns[1]), pl.lit(-float("inf")).alias(t.columns[2])))),
              logged=frozenset({"test-inf"})),
+    Scenario("served prices 0 and negative", call=on_call(with_test(lambda t: t.with_columns(
+        pl.lit(0.0).alias(price_columns(t)[0]), pl.lit(-3.2).alias(price_columns(t)[1])))),
+             logged=frozenset({"test-nonpositive-price"})),
     Scenario("served 1e300", call=on_call(with_test(lambda t: t.with_columns(pl.lit(1e300).alias(t.columns[1])))),
              logged=frozenset({"test-implausible"})),
     Scenario("served all-null rows", call=on_call(with_test(
