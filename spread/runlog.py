@@ -195,19 +195,28 @@ def add_honest_scores(summary: dict, trained: bool) -> None:
     oracle = {fold: as_float(result.get("oracle_score")) for fold, result in folds.items()}
     if any(math.isfinite(v) for v in oracle.values()):
         summary["mean"]["oracle_score"] = mean_std(list(oracle.values()))[0]
-        paired = [(scores[f], oracle[f]) for f in folds if math.isfinite(scores[f]) and math.isfinite(oracle[f])]
-        summary["oracle_fraction"] = (sum(s for s, _ in paired) / sum(o for _, o in paired)
-                                      if paired else float("nan"))
+        summary["oracle_fraction"] = fraction_of([scores[f] for f in folds], [oracle[f] for f in folds])
+
+
+def fraction_of(scores: list, ceilings: list) -> float:
+    """The mean of `scores` over the mean of `ceilings` (the oracle's), over the positions where both are finite;
+    NaN when there is none or the ceilings' mean is 0."""
+    pairs = [(as_float(s), as_float(c)) for s, c in zip(scores, ceilings)]
+    both = [(s, c) for s, c in pairs if math.isfinite(s) and math.isfinite(c)]
+    ceiling = sum(c for _, c in both)
+    return sum(s for s, _ in both) / ceiling if both and ceiling != 0 else float("nan")
 
 
 def score_headline(summary: dict) -> str:
-    """The one line `spread train`, `spread baseline` and the train kernel print: the honest score, and beside it,
-    named as such, the optimistic best-epoch mean of a trainer's walk-forward folds."""
+    """The one line `spread train`, `spread baseline` and the train kernel print: the honest score over every fold,
+    and for a trainer's walk-forward folds their honest mean beside the optimistic mean of their best epochs."""
     honest = summary["honest"]
-    line = (f"honest validation score: {honest['score']:.6f} +- {honest['std']:.6f} over {honest['n_folds']} "
-            f"fold(s)")
-    best = as_float(summary.get("mean", {}).get("best_epoch_score"))
-    if "baseline" not in summary and math.isfinite(best):
-        line += (f" (walk-forward folds at the epoch count the other folds choose, the holdout at one fixed from "
-                 f"them; their best epochs, picked on their own dates, would say {best:.6f})")
+    if not honest["n_folds"]:
+        return "honest validation score: none (a single walk-forward fold has no other to choose its epochs from)"
+    line = f"honest validation score: {honest['score']:.6f} +- {honest['std']:.6f} over {honest['n_folds']} fold(s)"
+    mean = summary.get("mean", {})
+    walk_forward, best = as_float(mean.get("honest_score")), as_float(mean.get("best_epoch_score"))
+    if "baseline" not in summary and math.isfinite(walk_forward) and math.isfinite(best):
+        line += (f"; walk-forward folds {walk_forward:.6f} at the epoch count the other folds choose, {best:.6f} "
+                 "at their best epochs (picked on their own validation dates: optimistic)")
     return line

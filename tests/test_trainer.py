@@ -325,7 +325,7 @@ def test_the_honest_summary_and_headline_count_no_best_epoch() -> None:
         "holdout": {"metrics": {"score": 0.4}, "ensemble": {"score": 0.5}, "oracle_score": 1.0},
     }
     summary = summarize(folds)
-    summary["mean"]["best_epoch_score"] = 0.8
+    summary["mean"]["best_epoch_score"], summary["mean"]["honest_score"] = 0.8, 0.2  # build_summary's walk-forward
     add_honest_scores(summary, trained=True)
     assert summary["honest"]["folds"] == {"fold0": 0.1, "fold1": 0.3, "holdout": 0.5}
     assert summary["honest"]["score"] == pytest.approx(0.3) and summary["honest"]["n_folds"] == 3
@@ -333,7 +333,7 @@ def test_the_honest_summary_and_headline_count_no_best_epoch() -> None:
     assert summary["oracle_fraction"] == pytest.approx(0.9 / 4.0)  # honest over the oracle on the same folds
     line = score_headline(summary)
     assert line.startswith("honest validation score: 0.300000 +- ") and "over 3 fold(s)" in line
-    assert "would say 0.800000" in line  # the optimistic figure only beside it, named as such
+    assert "walk-forward folds 0.200000 at the epoch count the other folds choose, 0.800000 at their best" in line
 
     # A single walk-forward fold has no honest score: it is left out, and so is its oracle score from the fraction.
     lone = summarize({"fold0": folds["fold0"] | {"honest_score": None}, "holdout": folds["holdout"]})
@@ -345,7 +345,13 @@ def test_the_honest_summary_and_headline_count_no_best_epoch() -> None:
     add_honest_scores(baseline, trained=False)
     baseline["baseline"] = "ridge"
     assert baseline["honest"]["score"] == pytest.approx(0.3) and "oracle_fraction" not in baseline
-    assert "would say" not in score_headline(baseline)
+    assert "best epochs" not in score_headline(baseline)
+    zero = summarize({"fold0": {"metrics": {"score": 0.2}, "oracle_score": 0.0}})
+    add_honest_scores(zero, trained=False)
+    assert np.isnan(zero["oracle_fraction"])  # an oracle scoring 0 leaves no fraction, and no division by zero
+    empty = summarize({"fold0": {"metrics": {"score": 0.9}, "honest_score": None}})
+    add_honest_scores(empty, trained=True)
+    assert score_headline(empty).startswith("honest validation score: none")
 
 
 # ----------------------------------------------------------------------------------------------------------------

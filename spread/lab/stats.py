@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from spread.runlog import as_float, honest_fold_score
+from spread.runlog import as_float, fraction_of, honest_fold_score
 
 BASELINE_NAMES = ("mean_rank", "last_label", "ridge", "reduced_rank", "regularised_prior", "lightgbm")
 PEERS = ("ridge", "reduced_rank", "lightgbm", "regularised_prior", "mean_rank")
@@ -82,11 +82,7 @@ def oracle_fraction(cells: pl.DataFrame, oracle: pl.DataFrame) -> float:
     """The cells' mean score over the oracle's mean on the same (data seed, fold), over cells where both are finite."""
     paired = cells.join(oracle.select("data_seed", "fold", pl.col("score").alias("oracle_cell")),
                         on=["data_seed", "fold"], how="inner")
-    model, ceiling = paired["score"].to_numpy(), paired["oracle_cell"].to_numpy()
-    both = np.isfinite(model) & np.isfinite(ceiling)
-    if not both.any() or ceiling[both].mean() == 0:
-        return float("nan")
-    return float(model[both].mean() / ceiling[both].mean())
+    return fraction_of(paired["score"].to_list(), paired["oracle_cell"].to_list())
 
 
 QUALITY_SCHEMA = {
