@@ -98,14 +98,16 @@ def drop_trailing_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _check_date_ids(frame: pl.DataFrame, where: str, strict: bool = True) -> pl.DataFrame:
-    """`frame` with an Int64 date_id column, strictly increasing. Strict: a date_id that is not an integer, repeats
-    or goes back raises DataError naming the line. Otherwise (serving) such files are repaired with one warning
-    naming the first offending line: rows without an integer date_id are dropped, the rows are sorted by date_id
-    and of repeated dates the last line is kept (a later row of a date supersedes, as served rows do)."""
+    """`frame` with an Int64 date_id column (12 and 12.0 alike; null where a cell is not an integer). Strict: a
+    date_id that is not an integer, repeats or goes back raises DataError naming the line. Otherwise (serving) one
+    warning names the first such line, and `in_date_order` repairs the frame once its cells are coerced (so that
+    their warnings still name the file's lines)."""
     if "date_id" not in frame.columns:
         raise DataError(f"{where}: missing column 'date_id'")
     raw = frame["date_id"]
-    parsed = raw.cast(pl.Int64, strict=False)
+    number = (raw.str.strip_chars() if raw.dtype == pl.String else raw).cast(pl.Float64, strict=False)
+    parsed = pl.Series("date_id", [None if v is None or v != round(v) else int(v) for v in number.to_list()],
+                       dtype=pl.Int64)
     bad = (parsed.is_null()).arg_true()
     problem = None
     if len(bad):
@@ -121,16 +123,22 @@ def _check_date_ids(frame: pl.DataFrame, where: str, strict: bool = True) -> pl.
             row = int(np.argmax(steps < 0)) + 1
             problem = (f"{where}: column 'date_id', line {row + 2}: date_id {values[row]} after {values[row - 1]} "
                        "(date_id must be strictly increasing)")
-    frame = frame.with_columns(parsed.alias("date_id"))
-    if problem is None:
+    if problem is not None:
+        if strict:
+            raise DataError(problem)
+        log.warning("%s; repaired: rows sorted by date_id, of a repeated date the last line kept, rows without an "
+                    "integer date_id dropped", problem)
+    return frame.with_columns(parsed)
+
+
+def in_date_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """A frame of `_check_date_ids(strict=False)` in strictly increasing date_id order: rows without a date_id
+    dropped, of a repeated date the last line kept (a later row of a date supersedes, as served rows do)."""
+    dates = frame["date_id"]
+    if dates.null_count() == 0 and (dates.len() < 2 or bool((dates.diff().drop_nulls() > 0).all())):
         return frame
-    if strict:
-        raise DataError(problem)
-    repaired = (frame.filter(pl.col("date_id").is_not_null()).unique("date_id", keep="last", maintain_order=True)
-                .sort("date_id"))
-    log.warning("%s; %d row(s) kept of %d: sorted by date_id, the last line of a repeated date kept, rows without "
-                "one dropped", problem, repaired.height, frame.height)
-    return repaired
+    return frame.filter(pl.col("date_id").is_not_null()).unique("date_id", keep="last", maintain_order=True).sort(
+        "date_id")
 
 
 def coerce_numeric(frame: pl.DataFrame, columns: list[str], where: str, *, strict: bool = True) -> pl.DataFrame:
@@ -211,12 +219,15 @@ def _read_labels(root: Path, targets: list[str], train_dates: pl.Series, serving
         log.warning("%s; matching them by name", message)
         absent = [pl.lit(None, dtype=pl.String).alias(c) for c in missing]
         frame = frame.with_columns(absent).select("date_id", *targets)
+    frame = coerce_numeric(frame, targets, str(where), strict=not serving)
+    if serving:
+        frame = in_date_order(frame)
     if not frame["date_id"].equals(train_dates):
         message = f"{where}: column 'date_id' differs from {TRAIN}'s date_id"
         if not serving:
             raise DataError(message)
         log.warning("%s; labels are keyed by their own date_id", message)
-    return coerce_numeric(frame, targets, str(where), strict=not serving)
+    return frame
 
 
 def _read_features(
@@ -230,7 +241,8 @@ def _read_features(
         missing = [c for c in features if c not in set(names)]
         unexpected = [c for c in names if c not in set(features)]
         raise DataError(f"{path}: feature columns differ from {TRAIN}: missing {missing[:10]}, unexpected {unexpected[:10]}")
-    return coerce_numeric(frame, names, str(path), strict=strict)
+    frame = coerce_numeric(frame, names, str(path), strict=strict)
+    return frame if strict else in_date_order(frame)
 
 
 def _read_test(root: Path, features: list[str]) -> pl.DataFrame:

@@ -157,10 +157,21 @@ def test_serving_repairs_date_order_strict_mode_names_the_line(tiny_competition:
     with pytest.raises(DataError, match=rf"{name}: column 'date_id', line \d+: (duplicate date_id|date_id .* after)"):
         load_competition(tiny_competition)
     repaired = load_competition(tiny_competition, serving=True)
-    assert "sorted by date_id, the last line of a repeated date kept" in caplog.text
+    assert "repaired: rows sorted by date_id, of a repeated date the last line kept" in caplog.text
     kept = repaired.train if name == "train.csv" else repaired.labels
     expected = clean.train if name == "train.csv" else clean.labels
     assert kept.equals(expected)  # the reversed file's last line of date 1 is the original row
+
+
+def test_serving_names_the_file_line_of_a_text_cell_in_a_repaired_file(tiny_competition: Path, caplog) -> None:
+    path = tiny_competition / "train.csv"
+    frame = pl.read_csv(path, infer_schema_length=0)
+    frame = frame.with_columns(pl.when(pl.col("date_id") == "0").then(pl.lit("abc")).otherwise(pl.col("A_Close"))
+                               .alias("A_Close"))
+    frame.with_columns(pl.col("date_id") + ".0").reverse().write_csv(path)  # 29.0, 28.0, ...: date 0 on the last line
+    comp = load_competition(tiny_competition, serving=True)
+    assert comp.train["date_id"].to_list() == list(range(frame.height))  # 12.0 is date 12; sorted
+    assert f"column 'A_Close', line {frame.height + 1}: 'abc' is not a number" in caplog.text  # the file's line
 
 
 def test_serving_reads_only_the_training_files(tiny_competition: Path, caplog) -> None:
