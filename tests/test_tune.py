@@ -78,6 +78,19 @@ def test_trials_train_the_walk_forward_folds_of_a_run_with_the_holdout(small: Pa
     assert search_cutoff(no_holdout, small) == 250  # without a holdout, the user's train_end as it is
 
 
+def test_a_study_scored_on_other_folds_is_not_resumed(small: Path, tmp_path: Path) -> None:
+    import optuna
+
+    out = tmp_path / "tune"
+    out.mkdir()
+    storage = f"sqlite:///{(out / 'optuna.db').resolve()}"
+    stale = optuna.create_study(storage=storage, study_name="spread", direction="maximize")
+    stale.add_trial(optuna.trial.create_trial(value=0.5))  # a trial of before: no record of its folds
+    with pytest.raises(ConfigError, match="scored on other folds"):
+        tune(load_config(None, TINY), small, out, n_trials=2, space=TINY_SPACE)
+    assert len(optuna.load_study(study_name="spread", storage=storage).trials) == 1  # nothing ran
+
+
 def test_a_study_needs_two_walk_forward_folds_for_an_honest_score(small: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="split.n_folds"):
         tune(load_config(None, [*TINY, "split.n_folds=1"]), small, tmp_path / "tune", n_trials=1, space=TINY_SPACE)

@@ -173,12 +173,14 @@ def tuned_config_path(bench_cfg: BenchConfig, work: Path, base_overrides: list[s
     if tuned.is_file():
         return tuned, f"`{TUNED_CONFIG}`"
     from spread.config import load_config
-    from spread.lab.tune import SearchSpace, tune
+    from spread.lab.tune import CUTOFF_ATTR, SearchSpace, tune
 
     data = build_source(SYNTHETIC, work / "data" / f"tune-s{TUNE_DATA_SEED}", TUNE_DATA_SEED)
     overrides = base_overrides + bench_cfg.tune_overrides
     # A finished study is reused only for the same settings: its folder is named by them.
-    settings = json.dumps([overrides, bench_cfg.tune_trials, bench_cfg.tune_space_overrides], sort_keys=True)
+    # CUTOFF_ATTR: studies whose trials kept off the holdout's dates only (one stored before read them).
+    settings = json.dumps([overrides, bench_cfg.tune_trials, bench_cfg.tune_space_overrides, CUTOFF_ATTR],
+                          sort_keys=True)
     study_dir = work / f"tune-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
     out = study_dir / "tuned.yaml"
     if not out.is_file():

@@ -36,6 +36,9 @@ from spread.runfolder import write_json
 log = logging.getLogger(__name__)
 
 TRIALS_DIR, TRIALS_FILE, TUNE_SUMMARY = "trials", "trials.csv", "tune_summary.json"
+CUTOFF_ATTR = "search_cutoff"
+"""The study's record of the last date its trials read (`search_cutoff`): a stored study resumes on the same folds
+only."""
 DEFAULT_CONFIG_OUT = "configs/tuned.yaml"
 
 
@@ -125,12 +128,12 @@ def search_cutoff(cfg: Config, data_dir: Path) -> int | None:
     return next(fold.train_cutoff for fold in folds if fold.name == HOLDOUT)
 
 
-def _objective(cfg: Config, space: SearchSpace, data_dir: Path, trials_dir: Path, study_name: str,
-               keep_checkpoints: bool):
+def _objective(cfg: Config, space: SearchSpace, cutoff: int | None, trials_dir: Path, study_name: str,
+               data_dir: Path, keep_checkpoints: bool):
     from spread.trainer import train
 
     # Trials serve nothing (no final fit) and never see the holdout's dates.
-    fixed = {"train.final_fit": False, "data.train_end": search_cutoff(cfg, data_dir)}
+    fixed = {"train.final_fit": False, "data.train_end": cutoff}
 
     def objective(trial) -> float:
         params = space.suggest(trial)
@@ -199,10 +202,17 @@ def tune(
         storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
     )
+    cutoff = search_cutoff(cfg, Path(data_dir))
+    stored = study.user_attrs.get(CUTOFF_ATTR, "absent")
+    if study.trials and stored != cutoff:
+        raise ConfigError(f"tune: study {study_name!r} in {storage} holds {len(study.trials)} trial(s) scored on other "
+                          f"folds (their last date {stored}, this search's {cutoff}; a study stored before trials "
+                          "kept off the holdout's dates has none): give a new --study-name or another --out")
+    study.set_user_attr(CUTOFF_ATTR, cutoff)
     done = len(study.trials)
     if done < n_trials:
         study.optimize(
-            _objective(cfg, space, Path(data_dir), trials_dir, study_name, keep_checkpoints),
+            _objective(cfg, space, cutoff, trials_dir, study_name, Path(data_dir), keep_checkpoints),
             n_trials=n_trials - done, timeout=timeout_s, catch=(SpreadError,),
             callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=None)],
         )
