@@ -4,7 +4,8 @@
 # `manifest.json` anywhere under the inputs, the competition folder by its `target_pairs.csv`. The server starts
 # in seconds: checkpoints load inside the first `predict` call, which has no deadline, and `predict` never raises
 # (any failure answers the mean-historical-rank prior and is counted in the log). Outside the competition's rerun a
-# degraded run (a member that did not load, a call that fell back or had fewer members) exits 1 with a summary.
+# degraded run (a member that did not load, a call that fell back or had fewer members, a window with dates that
+# no file has a row for) exits 1 with a summary.
 
 # %%
 """Submission kernel: serve `predict` through the evaluation API (Kaggle) or the project's local gateway.

@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         "gateway", help="play the evaluation API over a competition folder with a trained run",
         description="Serve test.csv and the lag files to the run's predictor as the evaluation API does, write the "
         "submission and print the score (last line). Exits 1 when a member did not load, a call fell back or was "
-        "answered by fewer members than loaded, or the online update failed (outside KAGGLE_IS_COMPETITION_RERUN).",
+        "answered by fewer members than loaded, a call's window had dates with no row in train.csv or the served "
+        "batches, or the online update failed (outside KAGGLE_IS_COMPETITION_RERUN).",
     )
     p.add_argument("--data", required=True, type=Path, metavar="DIR", help="competition folder (test.csv, lag files)")
     p.add_argument("--run", dest="run_dir", required=True, type=Path, metavar="RUN",

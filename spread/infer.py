@@ -231,8 +231,9 @@ class Predictor:
         missing = self.history.missing_dates(date_id, n_rows)
         if missing:  # the served dates do not continue the history: the model answers on rows it cannot see
             self.problems.report(
-                WINDOW_ROWS_MISSING, f"window for date {date_id}: {len(missing)} of its {n_rows} dates have no row "
-                f"in train.csv or the served batches ({missing[0]}..{missing[-1]}); the model reads them as missing")
+                WINDOW_ROWS_MISSING, f"window for date {date_id}: {len(missing)} of its {n_rows} dates, from "
+                f"{missing[0]} to {missing[-1]}, have no row in train.csv or the served batches; the model answers "
+                "without them")
         raw = self.history.raw_frame(date_id, n_rows, self.raw_columns)
         labels = self.history.label_frame(int(raw["date_id"][0]), date_id, self.label_targets)
         outputs, windows = [], {}  # members with the same inputs (a seed ensemble) share one window
@@ -305,8 +306,8 @@ def degradation(summary: dict) -> list[str]:
         reasons.append(f"{answers['some_members']} call(s) answered by fewer members than loaded")
     gaps = summary["problems"].get(WINDOW_ROWS_MISSING, 0)
     if gaps:
-        reasons.append(f"{gaps} call(s) answered from a window with dates missing from the history (the served dates "
-                       "do not continue train.csv; the log names the first)")
+        reasons.append(f"{gaps} call(s) answered from a window with dates that no row of train.csv or the served "
+                       "batches covers (a gap in the history; the log names the first window's dates)")
     failed_updates = summary["problems"].get("update-failed", 0)
     if failed_updates:
         reasons.append(f"the online update failed on {failed_updates} call(s) (they answered the model's own output)")
