@@ -16,7 +16,7 @@ a repeated date the last line is kept; a row without an integer date_id is dropp
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,15 @@ class Competition:
     @property
     def target_names(self) -> list[str]:
         return self.pairs["target"].to_list()
+
+    def in_target_order(self, names: list[str]) -> "Competition":
+        """The same competition with its targets (pairs rows, label columns) in the order of `names`, a permutation
+        of `target_names` (serving a run whose target_pairs.csv listed them in that order)."""
+        if sorted(names) != sorted(self.target_names):
+            raise DataError(f"{self.root / PAIRS}: the targets to reorder by are not this competition's")
+        position = {name: row for row, name in enumerate(self.target_names)}
+        pairs = self.pairs[[position[name] for name in names]]
+        return replace(self, pairs=pairs, labels=self.labels.select("date_id", *names))
 
     @property
     def target_lags(self) -> np.ndarray:

@@ -99,6 +99,7 @@ class Predictor:
         failed: dict[str, str] | None = None,
         prior_source: str = "given",
         serve: ServeConfig | None = None,
+        answer_names: list[str] | None = None,
     ):
         self.history = history
         self.pairs = pairs.select("target", "lag", "pair")
@@ -108,6 +109,10 @@ class Predictor:
         """Where the prior came from: "run" (its prior.json), "labels" (train_labels.csv) or "given"."""
         self.device = torch.device(device)
         self.target_names = history.target_names
+        self.answer_names = list(answer_names or self.target_names)
+        """The answer's columns: target_pairs.csv's order, which may differ from the run's (`target_names`)."""
+        position = {name: j for j, name in enumerate(self.target_names)}
+        self.answer_index = np.array([position[name] for name in self.answer_names], dtype=np.int64)
         self.raw_columns, self.label_targets = model_inputs(members, history)
         """The raw feature columns and targets some member's input features are computed from."""
         self.problems = problems or Problems()
@@ -149,6 +154,12 @@ class Predictor:
         problems = Problems() if problems is None else problems
         manifest = read_manifest(run_dir)
         comp = load_competition(competition_dir, serving=True)
+        served_names = comp.target_names
+        order = run_target_order(run_dir, manifest)
+        if order is not None and order != served_names and sorted(order) == sorted(served_names):
+            problems.report("target-order-differs", f"{Path(competition_dir) / 'target_pairs.csv'} lists the run's "
+                            "targets in another order: the model serves in the run's order, answers in the file's")
+            comp = comp.in_target_order(order)
         loaded, failed = load_members(run_dir, manifest, comp, device, members, problems)
         if not loaded:
             reasons = "; ".join(failed.values())
@@ -162,7 +173,7 @@ class Predictor:
             "%s, loaded in %.1f s", len(loaded), len(loaded) + len(failed), members, run_dir, device,
             len(history.features), source, serve.update, time.perf_counter() - started,
         )
-        return cls(history, comp.pairs, loaded, prior, device, problems, failed, source, serve)
+        return cls(history, comp.pairs, loaded, prior, device, problems, failed, source, serve, served_names)
 
     @classmethod
     def prior_only(
@@ -215,7 +226,7 @@ class Predictor:
             self.answers["all_members" if used == len(self.members) else "some_members"] += 1
         if self.calls % SUMMARY_EVERY == 0:
             log.info("predictor: %d calls, answers %s, problems %s", self.calls, self.answers, self.problems.counts)
-        return answer_frame(self.target_names, values)
+        return answer_frame(self.answer_names, np.asarray(values)[self.answer_index])
 
 
     def model_prediction(self, date_id: int) -> tuple[np.ndarray, int] | None:
@@ -285,6 +296,19 @@ class Predictor:
 def in_rerun() -> bool:
     """True in the competition's rerun on the hidden test set (never fail a call there)."""
     return os.getenv(RERUN_VARIABLE) is not None
+
+
+def run_target_order(run_dir: Path, manifest: dict) -> list[str] | None:
+    """The run's targets in its own order (those of its manifest-verified prior.json), None when unreadable."""
+    from spread.checkpoint import verify_artifact
+    from spread.prior import read_prior
+    from spread.runfolder import PRIOR_FILE
+
+    try:
+        names, _ = read_prior(verify_artifact(run_dir, manifest, manifest["inference"].get("prior", PRIOR_FILE)))
+    except (ArtifactError, KeyError, TypeError, ValueError, OSError):
+        return None
+    return list(names)
 
 
 def degradation(summary: dict) -> list[str]:

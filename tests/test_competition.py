@@ -174,6 +174,16 @@ def test_serving_names_the_file_line_of_a_text_cell_in_a_repaired_file(tiny_comp
     assert f"column 'A_Close', line {frame.height + 1}: 'abc' is not a number" in caplog.text  # the file's line
 
 
+def test_in_target_order_permutes_pairs_and_labels_together(tiny_competition: Path) -> None:
+    comp = load_competition(tiny_competition)
+    order = comp.target_names[::-1]
+    moved = comp.in_target_order(order)
+    assert moved.target_names == order and moved.labels.columns == ["date_id", *order]
+    assert moved.pairs.rows() == comp.pairs.rows()[::-1] and moved.labels.select(comp.labels.columns).equals(comp.labels)
+    with pytest.raises(DataError, match="not this competition's"):
+        comp.in_target_order([*order[:-1], "target_99"])
+
+
 def test_serving_reads_only_the_training_files(tiny_competition: Path, caplog) -> None:
     """The served files are what the API passes: broken ones never stop a model from loading."""
     (tiny_competition / "test.csv").write_text("date_id,is_scored\nx,maybe\n")

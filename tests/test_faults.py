@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from spread.checkpoint import load_checkpoint, save_checkpoint, write_manifest
 from spread.features import column_kind
-from spread.gateway import generate_batches, read_served_files, validate_answer
+from spread.gateway import generate_batches, read_served_files, run_gateway, target_names_of, validate_answer
 from spread.infer import Predictor, make_predict
 from spread.served import History
 from spread.synth import generate
@@ -222,6 +222,9 @@ SCENARIOS = [
              logged=frozenset({"run-not-loaded", "placeholder"})),
     # defect 3: a prior of another competition is not served
     Scenario("prior.json of another competition", run=other_competition_prior, logged=frozenset({"prior-from-labels"})),
+    Scenario("target_pairs.csv rows in another order",
+             data=lambda r: edit_csv(r / "target_pairs.csv", lambda f: f.reverse()),
+             logged=frozenset({"target-order-differs"})),
     # defect 4: a member with NaN weights is dropped per call, counted
     Scenario("member with NaN weights", run=lambda r: edit_checkpoint(r, "fold1/best.pt", nan_weights),
              some_members=-1, logged=frozenset({"member-non-finite"})),
@@ -326,6 +329,8 @@ def run_scenario(scenario: Scenario, base: tuple[Path, Path], work: Path) -> Out
     if scenario.data:
         scenario.data(comp)
         calls = [batches for _, batches in generate_batches(*read_served_files(comp))]
+        if (comp / "target_pairs.csv").is_file():  # the answer's columns follow the served folder's file
+            target_names = target_names_of(comp)
     if scenario.run:
         scenario.run(run)
     calls += future_calls(base[0], calls[0], scenario.extra_calls)
@@ -474,6 +479,20 @@ def test_a_huge_served_value_is_read_as_null(base: tuple[Path, Path]) -> None:
     before = predictor.history.features[date_id][0]
     predictor.predict(batches[0].with_columns(pl.lit(1e300).alias(name)), *batches[1:])
     assert predictor.history.features[date_id][0] == before and predictor.problems.counts["test-implausible"] == 1
+
+
+def test_reordered_target_pairs_get_the_same_answers_by_name(base: tuple[Path, Path], tmp_path: Path) -> None:
+    comp_dir, run = base
+    other = tmp_path / "comp"
+    shutil.copytree(comp_dir, other)
+    edit_csv(other / "target_pairs.csv", lambda f: f.reverse())
+    clean = run_gateway(comp_dir, make_predict(run, comp_dir, device="cpu"), out_file=tmp_path / "a.parquet",
+                        max_dates=4)
+    moved = run_gateway(other, make_predict(run, other, device="cpu"), out_file=tmp_path / "b.parquet", max_dates=4)
+    assert moved["summary"]["answers"]["all_members"] == 4 and not moved["summary"]["degraded"]
+    a, b = pl.read_parquet(clean["submission"]), pl.read_parquet(moved["submission"])
+    assert b.columns == ["date_id", *pl.read_csv(other / "target_pairs.csv")["target"].to_list()] != a.columns
+    assert b.select(a.columns).equals(a)  # the file's order, the run's answers
 
 
 def test_a_run_for_other_targets_serves_the_labels_prior(base: tuple[Path, Path], tmp_path: Path) -> None:
