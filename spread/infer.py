@@ -58,8 +58,8 @@ SOURCES = ("all_members", "some_members", "prior", "placeholder")
 placeholder (distinct values; only when not even a prior can be had)."""
 RERUN_VARIABLE = "KAGGLE_IS_COMPETITION_RERUN"
 WINDOW_ROWS_MISSING = "window-rows-missing"
-"""The problem kind of a call whose window spans dates with no stored row (a degradation: the model answers on
-rows it cannot see)."""
+"""The problem kind of a call whose window spans dates with no stored row (a degradation: the model answers
+without those rows)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ class Predictor:
         # and the columns it needs.
         n_rows = max(member.raw_rows() for member in self.members)
         missing = self.history.missing_dates(date_id, n_rows)
-        if missing:  # the served dates do not continue the history: the model answers on rows it cannot see
+        if missing:  # a gap in the history (e.g. served dates that do not continue train.csv): said, then answered
             self.problems.report(
                 WINDOW_ROWS_MISSING, f"window for date {date_id}: {len(missing)} of its {n_rows} dates, from "
                 f"{missing[0]} to {missing[-1]}, have no row in train.csv or the served batches; the model answers "
@@ -313,10 +313,10 @@ def run_target_order(run_dir: Path, manifest: dict) -> list[str] | None:
 
 def degradation(summary: dict) -> list[str]:
     """Why a run served less than its model: members that did not load, calls that fell back, calls answered by
-    fewer members than loaded, calls answered from windows with dates missing from the history (`WINDOW_ROWS_MISSING`:
-    served dates that do not continue train.csv), calls whose online update failed (an overrun is not a degradation: the guard kept
-    the call's deadline, and the summary counts it among the problems). Empty when the model served every call with
-    every member."""
+    fewer members than loaded, calls answered from windows with dates that no stored row covers
+    (`WINDOW_ROWS_MISSING`: a gap in the history), calls whose online update failed (an overrun is not a degradation:
+    the guard kept the call's deadline, and the summary counts it among the problems). Empty when the model served
+    every call with every member."""
     reasons = []
     failed = summary["members"]["failed"]
     if failed:
