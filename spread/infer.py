@@ -166,7 +166,14 @@ class Predictor:
             error = RunMismatch if "member-pairs-differ" in problems.counts else ArtifactError
             raise error(f"no member of {run_dir} loads: {reasons}")
         history = History.from_frames(comp.train, comp.labels, comp.pairs)
-        prior, source = served_prior(run_dir, comp.target_names, lambda: comp.labels, problems)
+        cutoff = replay_cutoff(loaded) if members == "holdout" else None  # the honest replay (gateway --members)
+        if cutoff is None:
+            prior, source = served_prior(run_dir, comp.target_names, lambda: comp.labels, problems)
+        else:  # a replay of fold or holdout members: a fallback answer must not know what they did not
+            from spread.prior import mean_rank_prior
+            from spread.windows import released_labels
+
+            prior, source = mean_rank_prior(released_labels(comp, cutoff)), f"labels released by {cutoff}"
         serve = loaded[0].cfg.serve if update is None else replace(loaded[0].cfg.serve, update=update)
         log.info(
             "predictor: %d of %d member(s) (%s) from %s on %s, history of %d dates, prior from the %s, online update "
@@ -296,6 +303,18 @@ class Predictor:
 def in_rerun() -> bool:
     """True in the competition's rerun on the hidden test set (never fail a call there)."""
     return os.getenv(RERUN_VARIABLE) is not None
+
+
+def replay_cutoff(members: list[Member]) -> int | None:
+    """The earliest training cutoff of `members` when each has one and none is a final-fit member, else None.
+
+    With `--members holdout` (the honest replay of the scored dates) the fallback prior is computed from the labels
+    released by that cutoff, not read from the run's prior.json (which knows every labelled date, the scored ones
+    included): a call that falls back then knows no more than the members do."""
+    cutoffs = [(m.fold or {}).get("cutoff") for m in members]
+    if any(m.role == "final" for m in members) or any(c is None for c in cutoffs):
+        return None
+    return int(min(cutoffs))
 
 
 def run_target_order(run_dir: Path, manifest: dict) -> list[str] | None:

@@ -47,7 +47,6 @@ import torch.distributed as dist
 from spread.checkpoint import data_fingerprint, load_checkpoint, write_manifest
 from spread.competition import Competition, load_competition
 from spread.errors import ArtifactError, ConfigError
-from spread.features import released
 from spread.fit import FitJob, RunContext, ensemble_metrics, epoch_metrics, extend_fit, fit
 from spread.metrics import validation_metrics
 from spread.prior import mean_rank_prior, write_prior
@@ -60,7 +59,7 @@ from spread.runlog import RunLog, add_honest_scores, mean_std, summarize
 from spread.runtime import Runtime, broadcast_from_rank0, deterministic_kernels, start_runtime
 from spread.splits import HOLDOUT, Fold, fold_table, format_fold_table, lag_mapping, make_folds
 from spread.train_config import TrainConfig
-from spread.windows import competition_panel, dataset_labels, label_matrix, prepare_fold
+from spread.windows import competition_panel, dataset_labels, label_matrix, prepare_fold, released_labels
 
 if TYPE_CHECKING:
     from spread.config import Config
@@ -107,13 +106,6 @@ def label_limit(comp: Competition, cfg: "Config") -> int:
     """The last date whose data training may use: data.train_end, capped at the last train date."""
     last = int(comp.train["date_id"].max())
     return last if cfg.data.train_end is None else min(int(cfg.data.train_end), last)
-
-
-def released_labels(comp: Competition, limit: int) -> np.ndarray:
-    """(dates, N) training labels known at `limit` (NaN where not yet released), for the prior."""
-    date_ids = comp.labels["date_id"].to_numpy()
-    labels = label_matrix(comp.labels, date_ids, comp.target_names).astype(np.float64)
-    return np.where(released(date_ids, comp.target_lags, limit), labels, np.nan)
 
 
 def final_fold(comp: Competition, limit: int) -> Fold:

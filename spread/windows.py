@@ -242,6 +242,13 @@ def label_matrix(labels: pl.DataFrame, date_ids: np.ndarray, target_names: Seque
     return out
 
 
+def released_labels(comp: Competition, limit: int) -> np.ndarray:
+    """(dates, N) training labels known at `limit` (NaN where not yet released), for the prior."""
+    date_ids = comp.labels["date_id"].to_numpy()
+    labels = label_matrix(comp.labels, date_ids, comp.target_names).astype(np.float64)
+    return np.where(released(date_ids, comp.target_lags, limit), labels, np.nan)
+
+
 def scaled_source(panel: Panel, scaler: Scaler, data_cfg: DataConfig) -> WindowSource:
     """The scaler's features of `panel`, standardised, NaN -> 0, in a fresh padded tensor (no other full copy)."""
     columns = panel.column_indices(scaler.names)

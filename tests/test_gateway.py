@@ -235,6 +235,21 @@ def test_members_holdout_serves_only_the_holdout_members(roles_run, tmp_path: Pa
     assert {m["role"] for m in summary["members"]["served"]} == {"holdout"}
     assert result["in_sample"] == {} and result["honest_replay"] is None and "IN-SAMPLE" not in capsys.readouterr().out
     assert summary["answers"]["all_members"] == summary["calls"] == 40 and not summary["degraded"]
+    assert summary["prior_source"] == "labels released by 275"  # a fallback would know no more than the members
+
+
+def test_the_holdout_replay_falls_back_to_a_prior_of_the_labels_released_by_its_cutoff(roles_run) -> None:
+    from spread.competition import load_competition
+    from spread.infer import Predictor
+    from spread.prior import mean_rank_prior
+    from spread.windows import released_labels
+
+    comp, run = roles_run
+    replay = Predictor.from_run(run, comp, device="cpu", members="holdout")
+    served = Predictor.from_run(run, comp, device="cpu")
+    expected = mean_rank_prior(released_labels(load_competition(comp, serving=True), 275))
+    np.testing.assert_allclose(replay.prior, expected)
+    assert served.prior_source == "run" and not np.allclose(served.prior, replay.prior)
 
 
 @pytest.mark.parametrize(
