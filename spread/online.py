@@ -196,8 +196,9 @@ class OnlineUpdate:
             del self.served[served_date]
         for old in [d for d in self.ranks if d < last - PRIOR_HALFLIVES * halflife]:
             del self.ranks[old]
-        recent = sorted(self.scores)[-self.cfg.select_dates:]
-        for old in sorted(self.scores)[: -self.cfg.select_dates]:
+        known = sorted(d for d in self.scores if d <= last)  # served dates that went back read no later date's score
+        recent = known[-self.cfg.select_dates:]
+        for old in known[: -self.cfg.select_dates]:
             del self.scores[old]
         if len(recent) < self.cfg.min_dates:
             return prior, 0.0

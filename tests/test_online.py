@@ -207,3 +207,20 @@ def test_the_guard_holds_an_update_that_turns_slow_midway(served: dict, answers:
     assert np.array_equal(rows[29], answers["without"][29]) and not np.allclose(rows[29], answers["with"][29])
     assert np.array_equal(rows[:29], answers["with"][:29]) and predictor.problems.counts == {"update-overrun": 1}
     assert predictor.online.worst_s == 100.0
+
+
+def test_served_dates_that_go_back_choose_the_weight_on_no_later_date() -> None:
+    from spread.online import OnlineUpdate, ServeConfig
+    from spread.problems import Problems
+    from spread.served import History
+
+    history = History(["a"], ["t0", "t1", "t2"], [1, 1, 1])
+    for date in range(10):
+        history.add_labels(date, np.arange(3), np.array([0.1, -0.2, 0.3]) * (date + 1))
+    cfg = ServeConfig(update="prior_blend", min_dates=1, select_dates=5, weights=[0.0, 1.0])
+    update = OnlineUpdate(cfg, history, Problems())
+    update.scores = {100: np.array([0.0, 1.0]), 101: np.array([0.0, 0.9])}  # served before, later dates: weight 1
+    _, weight = update.refit(date_id=10, started=update.clock())
+    assert weight == 0.0 and set(update.scores) == {100, 101}  # not read on date 10, kept for when they come again
+    _, weight = update.refit(date_id=106, started=update.clock())
+    assert weight == 1.0
