@@ -85,9 +85,17 @@ def remove_temporaries(run_dir: Path) -> list[Path]:
     return removed
 
 
-def write_data_record(run_dir: Path, data_dir: Path) -> None:
-    """Record the run's competition folder (absolute) in RUN/data.json."""
-    write_json(run_dir / DATA_FILE, {"data": str(data_dir.resolve())})
+def write_data_record(run_dir: Path, data_dir: Path, fingerprint: str) -> None:
+    """Record the run's competition folder (absolute) and its training files' fingerprint in RUN/data.json."""
+    write_json(run_dir / DATA_FILE, {"data": str(data_dir.resolve()), "fingerprint": fingerprint})
+
+
+def read_data_fingerprint(run_dir: Path) -> str | None:
+    """The training files' fingerprint RUN/data.json records (None for a record older than fingerprints)."""
+    try:
+        return json.loads((run_dir / DATA_FILE).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def read_data_record(run_dir: Path) -> Path:

@@ -52,8 +52,8 @@ from spread.metrics import validation_metrics
 from spread.prior import mean_rank_prior, write_prior
 from spread.pruning import gate_table, select_features, write_gate_analysis
 from spread.runfolder import (
-    BEST, CONFIG_FILE, FOLDS_FILE, PRIOR_FILE, PRUNED_SUFFIX, SUMMARY_FILE, checkpoint_name, read_data_record,
-    remove_temporaries, write_data_record, write_json,
+    BEST, CONFIG_FILE, DATA_FILE, FOLDS_FILE, PRIOR_FILE, PRUNED_SUFFIX, SUMMARY_FILE, checkpoint_name,
+    read_data_fingerprint, read_data_record, remove_temporaries, write_data_record, write_json,
 )
 from spread.runlog import RunLog, add_honest_scores, mean_std, summarize
 from spread.runtime import Runtime, broadcast_from_rank0, deterministic_kernels, start_runtime
@@ -82,14 +82,28 @@ def check_run_folder(run_dir: Path, cfg: "Config", resume: bool) -> None:
         if run_dir.exists() and any(run_dir.iterdir()):
             raise ConfigError(f"{run_dir}: run folder is not empty (use --resume {run_dir} to continue it)")
         return
-    if not saved.is_file():
-        raise ArtifactError(f"{saved}: not found, {run_dir} is not a run folder to resume")
+    needed = [run_dir / name for name in (CONFIG_FILE, DATA_FILE, PRIOR_FILE)]  # what a run writes before any fit
+    missing = [path for path in needed if not path.is_file()]
+    if missing:
+        raise ArtifactError(f"{missing[0]}: not found, {run_dir} is not a training run folder to resume")
     # the saved config as today's code resolves it: a field added since, at its default, is no change
     before, now = _flatten(config_to_dict(load_config(saved))), _flatten(config_to_dict(cfg))
     keys = (before.keys() | now.keys()) - set(RESUME_MAY_CHANGE)
     changed = sorted(key for key in keys if before.get(key) != now.get(key))
     if changed:
         raise ConfigError(f"{saved}: resuming with a different config; changed: {', '.join(changed)}")
+
+
+def check_resumed_data(run_dir: Path, data_dir: Path, fingerprint: str) -> None:
+    """A resumed run continues on the training files it started on: the fingerprint its data.json records (or,
+    for a record older than fingerprints, the same folder); ConfigError before anything is written otherwise."""
+    recorded = read_data_fingerprint(run_dir)
+    before = read_data_record(run_dir)
+    if recorded is not None and recorded != fingerprint:
+        raise ConfigError(f"{run_dir}: resuming on other data: the training files of {data_dir} differ from those "
+                          f"the run trained on ({before}); start a new run folder")
+    if recorded is None and before.resolve() != Path(data_dir).resolve():
+        raise ConfigError(f"{run_dir}: resuming on another data folder ({data_dir}) than the run's ({before})")
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:
@@ -216,6 +230,9 @@ def run(cfg: "Config", data_dir: Path | None, run_dir: Path, resume: bool, runti
             raise ConfigError("train: give --data DIR (the competition folder)")
         data_dir = read_data_record(run_dir)
     comp = load_competition(data_dir, require_test=False)
+    fingerprint = data_fingerprint(comp)
+    if resume and runtime.is_main:
+        check_resumed_data(run_dir, data_dir, fingerprint)
     folds = competition_folds(comp, cfg)
     panel, oracle = competition_panel(comp, cfg.features), load_oracle(data_dir, comp)
     if runtime.is_main:  # everything is checked: only now does the run folder get written
@@ -225,12 +242,12 @@ def run(cfg: "Config", data_dir: Path | None, run_dir: Path, resume: bool, runti
             for path in remove_temporaries(run_dir):
                 log.info("removed %s (a temporary file left by an interrupted write)", path)
         save_config(cfg, run_dir / CONFIG_FILE)
-        write_data_record(run_dir, data_dir)
+        write_data_record(run_dir, data_dir, fingerprint)
     broadcast_from_rank0(None, runtime)  # the folder exists before any rank writes into it
     ctx = RunContext(
         cfg=cfg, comp=comp, run_dir=run_dir, runtime=runtime,
         runlog=RunLog(run_dir, enabled=runtime.is_main, tensorboard=cfg.train.tensorboard),
-        panel=panel, fingerprint=data_fingerprint(comp), resume=resume, oracle=oracle,
+        panel=panel, fingerprint=fingerprint, resume=resume, oracle=oracle,
     )
     try:
         limit = label_limit(comp, cfg)

@@ -17,7 +17,7 @@ from conftest import TINY_RUN
 import spread.fit as fit
 from spread.checkpoint import build_model, load_checkpoint, verify_manifest
 from spread.config import load_config
-from spread.errors import ConfigError
+from spread.errors import ArtifactError, ConfigError
 from spread.metrics import rank_correlation_sharpe
 from spread.model import GatedTransformer, ModelOutput
 from spread.pruning import gate_table, select_features
@@ -555,6 +555,28 @@ def test_run_folder_guards(tiny_run: tuple[Path, dict], small: Path) -> None:
         train(load_config(None, [*TINY_RUN, "model.d_model=16"]), small, run, resume=True)
 
 
+def test_a_resume_on_other_data_or_of_a_folder_that_is_no_run_writes_nothing(
+    tiny_run: tuple[Path, dict], small: Path, tmp_path: Path
+) -> None:
+    run, _ = tiny_run
+    other = tmp_path / "other"
+    shutil.copytree(small, other)
+    lines = (other / "train.csv").read_text().splitlines()
+    cells = lines[5].split(",")
+    lines[5] = ",".join([cells[0], str(float(cells[1] or 1.0) * 1.01), *cells[2:]])  # one price moved
+    (other / "train.csv").write_text("\n".join(lines) + "\n")
+    before = {path: path.stat().st_mtime_ns for path in run.rglob("*") if path.is_file()}
+    with pytest.raises(ConfigError, match="resuming on other data"):
+        train(load_config(run / "config.yaml"), other, run, resume=True)
+    assert {path: path.stat().st_mtime_ns for path in run.rglob("*") if path.is_file()} == before
+    lone = tmp_path / "lone"  # a folder with a config.yaml only (e.g. a baseline's): not a training run
+    lone.mkdir()
+    shutil.copy(run / "config.yaml", lone / "config.yaml")
+    with pytest.raises(ArtifactError, match="not a training run folder"):
+        train(load_config(run / "config.yaml"), small, lone, resume=True)
+    assert sorted(p.name for p in lone.iterdir()) == ["config.yaml"]
+
+
 def test_resume_accepts_a_run_saved_before_a_field_was_added(tmp_path: Path) -> None:
     """A config.yaml without a field added since (here train.ema_decay) resolves it to its default: no change."""
     import yaml
@@ -566,6 +588,8 @@ def test_resume_accepts_a_run_saved_before_a_field_was_added(tmp_path: Path) -> 
     saved = config_to_dict(cfg)
     del saved["train"]["ema_decay"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    for name in ("data.json", "prior.json"):  # what a run writes before its first fit
+        (tmp_path / name).write_text("{}")
     check_run_folder(tmp_path, cfg, resume=True)
     with pytest.raises(ConfigError, match="changed: train.ema_decay"):
         check_run_folder(tmp_path, load_config(None, [*TINY_RUN, "train.ema_decay=0.5"]), resume=True)
@@ -642,7 +666,8 @@ def test_resume_without_data_uses_the_recorded_folder(tiny_run: tuple[Path, dict
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run[0], run)
-    assert json.loads((run / "data.json").read_text()) == {"data": str(small.resolve())}
+    record = json.loads((run / "data.json").read_text())
+    assert record["data"] == str(small.resolve()) and len(record["fingerprint"]) == 64
     caplog.set_level(logging.INFO, logger="spread")
     assert main(["train", "--resume", str(run)]) == 0
     assert any(f"on the data folder {small.resolve()}" in r.getMessage() for r in caplog.records)
