@@ -111,7 +111,7 @@ def plot_training(run_dir: str | Path, path: str | Path) -> Path:
         rows = metrics.filter(pl.col("fold").cast(pl.String) == fold).sort("epoch")
         epochs, score = _series(rows, "val_score")
         row[0].plot(epochs, score, marker="o", color="C0", label="validation score")
-        if score.size:
+        if np.isfinite(score).any():  # a fit whose every validation score is NaN (diverged) has no best epoch
             best = int(np.nanargmax(score))
             row[0].scatter([epochs[best]], [score[best]], s=90, facecolors="none", edgecolors="C3",
                            label=f"best: {score[best]:.3f} @ epoch {epochs[best]}", zorder=3)

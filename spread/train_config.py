@@ -128,7 +128,7 @@ class TrainConfig:
             check_choice("train", name, getattr(self, name), allowed)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device: expected auto|cpu|cuda|cuda:N, got {self.device!r}")
-        check_range("train", "lr", self.lr, low=0, low_open=True)
+        check_range("train", "lr", self.lr, low=0, low_open=True, high=1.0)  # AdamW: beyond 1 (or inf) diverges
         if len(self.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in self.betas):
             raise ConfigError(f"train.betas: expected two values in [0, 1), got {self.betas}")
         for name in ("epochs", "eval_every", "eval_batch_size", "finetune_epochs", "holdout_members"):

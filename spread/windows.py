@@ -353,6 +353,9 @@ def prepare_fold(
     train_dates = panel.date_ids[train_range]
     labels[train_range] = np.where(released(train_dates, comp.target_lags, cutoff), labels[train_range], np.nan)
     screen = screen_features(panel, train_range, training_rows(labels, train_range), screen_cfg)
+    if not screen.keep:
+        raise ConfigError(f"{fold.name}: the screen keeps no feature of {len(panel.names)} (screen.min_std "
+                          f"{screen_cfg.min_std:g}, screen.min_abs_ic {screen_cfg.min_abs_ic:g}): loosen them")
     scaler = Scaler.fit(training_rows(panel.values, train_range), screen.keep, scaling_cfg,
                         columns=panel.column_indices(screen.keep))
     source = scaled_source(panel, scaler, data_cfg)

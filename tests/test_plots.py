@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from matplotlib.image import imread
 
@@ -77,6 +78,11 @@ def test_missing_or_broken_inputs_skip_their_picture(run: Path, tmp_path: Path, 
     assert "summary.json not found" in caplog.text
     assert "folds.csv: missing column(s)" in caplog.text
     assert write_run_plots(tmp_path / "empty") == []
+    diverged = tmp_path / "diverged"  # a fit whose every validation score is NaN has no best epoch to mark
+    diverged.mkdir()
+    metrics = pl.read_csv(run / "metrics.csv").with_columns(pl.lit(float("nan")).alias("val_score"))
+    metrics.write_csv(diverged / "metrics.csv")
+    assert [path.name for path in write_run_plots(diverged)] == ["training.png"]
 
 
 def test_bench_scores_are_drawn_with_error_bars(tmp_path: Path) -> None:

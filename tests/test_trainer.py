@@ -694,6 +694,9 @@ def test_a_failed_train_writes_nothing(small: Path, tmp_path: Path, capsys: pyte
         assert "error:" in capsys.readouterr().err
     # and the fixed command then runs in that same folder
     assert main(["train", "--out", str(tmp_path / "bad_config"), "--data", str(small), *TINY_RUN]) == 0
+    # a screen that keeps nothing is a one-line error naming the fold and the keys, not a model's ValueError
+    assert main(["train", "--out", str(tmp_path / "empty"), "--data", str(small), *TINY_RUN, "screen.min_std=1e9"]) == 2
+    assert "fold0: the screen keeps no feature" in capsys.readouterr().err
 
 
 def test_pruned_features_file_and_summary_agree(tiny_run: tuple[Path, dict]) -> None:
