@@ -66,6 +66,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_gateway_args(args: argparse.Namespace) -> None:
+    """Usage errors of `gateway`, before anything is served: a --deadline <= 0, an --out that is a folder or in a
+    missing one, --members folders the run's manifest does not list (a typo would serve the prior to every call).
+    A run whose manifest cannot be read is left to the predictor, which answers every call all the same."""
+    from spread.checkpoint import read_manifest
+    from spread.errors import ArtifactError
+    from spread.members import member_candidates
+
+    if not args.deadline > 0:
+        raise ConfigError(f"--deadline: expected seconds > 0, got {args.deadline}")
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: expected a file in an existing folder")
+    try:
+        manifest = read_manifest(args.run_dir)
+    except ArtifactError:
+        return
+    names, _ = member_candidates(args.run_dir, manifest, args.members)
+    unknown = [name for name in names if name not in manifest["artifacts"]]
+    if unknown:
+        listed = sorted(n.split("/")[0] for n in manifest["artifacts"] if n.endswith("/best.pt"))
+        raise ConfigError(f"--members {args.members!r}: {', '.join(unknown)} not in {args.run_dir}'s manifest "
+                          f"(served, holdout, folds, final or folders of {', '.join(listed)})")
+
+
 def _gateway(args: argparse.Namespace) -> int:
     from spread.gateway import run_gateway
     from spread.infer import exit_status, make_predict
@@ -73,6 +98,7 @@ def _gateway(args: argparse.Namespace) -> int:
 
     if args.update is not None and args.update not in POLICIES:  # an error before anything is served
         raise ConfigError(f"--update: expected one of {'|'.join(POLICIES)}, got {args.update!r}")
+    _check_gateway_args(args)
     predict = make_predict(args.run_dir, args.data, members=args.members, update=args.update)
     result = run_gateway(args.data, predict, out_file=args.out, deadline_s=args.deadline)
     return exit_status(result["summary"])  # degraded serving is loud (exit 1) outside the competition's rerun

@@ -313,6 +313,26 @@ def test_gateway_command_exits_1_when_degraded_outside_the_rerun(
     assert main(["gateway", "--data", str(comp), "--run", str(run), "--out", str(tmp_path / "s.parquet")]) == 0
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["--members", "holdot"], "holdot/best.pt not in"),
+    (["--members", "fold0,fold9"], "fold9/best.pt not in"),
+    (["--deadline", "-1"], "--deadline: expected seconds > 0"),
+    (["--out", "."], "expected a file in an existing folder"),
+    (["--out", "nowhere/s.parquet"], "expected a file in an existing folder"),
+])
+def test_gateway_usage_errors_serve_nothing(roles_run, tmp_path: Path, capsys, monkeypatch, arguments: list,
+                                            message: str) -> None:
+    from spread.cli import main
+
+    comp, run = roles_run
+    monkeypatch.chdir(tmp_path)
+    command = ["gateway", "--data", str(comp), "--run", str(run), "--out", "s.parquet", *arguments]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing served, nothing written
+
+
 @pytest.mark.slow
 def test_gateway_command_prints_its_score_once_and_last(roles_run, tmp_path: Path) -> None:
     """stdout and stderr together, as a terminal shows them: nothing (no log line) after the score."""
