@@ -112,6 +112,10 @@ def _nearest(key: str, names: list[str], prefix: str) -> str:
 def _from_dict(cls: type, data: dict, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
+    odd = [key for key in data if not isinstance(key, str)]  # YAML reads `1:`, `on:`, `no:` as numbers and bools
+    if odd:
+        raise ConfigError(f"config key(s) {', '.join(repr(key) for key in odd)}{' in ' + where if where else ''}: "
+                          "keys must be names (a YAML `on:` or `no:` reads as true / false: quote it)")
     unknown = sorted(set(data) - names)
     if unknown:
         prefix = f"{where}." if where else ""
@@ -155,14 +159,42 @@ def apply_overrides(data: dict, overrides: typing.Sequence[str]) -> dict:
     return out
 
 
+def _unique_pairs(path: Path):
+    """json.loads' object_pairs_hook: a dict, ConfigError on a repeated key (json keeps the last one silently)."""
+    def build(pairs: list) -> dict:
+        keys = [key for key, _ in pairs]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ConfigError(f"{path}: key(s) {', '.join(map(repr, repeated))} given twice in one mapping")
+        return dict(pairs)
+    return build
+
+
+def _unique_key_loader(path: Path) -> type:
+    """A yaml SafeLoader whose mappings refuse a repeated key (PyYAML keeps the last one silently)."""
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            repeated = sorted({repr(key) for key in keys if keys.count(key) > 1})
+            if repeated:
+                raise ConfigError(f"{path}: key(s) {', '.join(repeated)} given twice in one mapping "
+                                  f"(line {node.start_mark.line + 1})")
+            return super().construct_mapping(node, deep=deep)
+    return UniqueKeyLoader
+
+
 def read_config_file(path: str | Path) -> dict:
     """The mapping stored in a YAML (.yaml/.yml) or JSON (.json) file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    text = path.read_text()
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read as UTF-8 text: {exc}") from exc
+    try:
+        data = (json.loads(text, object_pairs_hook=_unique_pairs(path)) if path.suffix == ".json"
+                else yaml.load(text, Loader=_unique_key_loader(path)))
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot parse: {exc}") from exc
     if data is not None and not isinstance(data, dict):

@@ -68,6 +68,27 @@ def test_bad_files_name_the_file(tmp_path: Path) -> None:
         load_config(listed)
 
 
+@pytest.mark.parametrize("name, text, message", [
+    ("twice.yaml", "model:\n  d_model: 32\nmodel:\n  n_heads: 2\n", "'model' given twice"),  # PyYAML kept the last
+    ("twice.json", '{"model": {"d_model": 32, "d_model": 64}}', "'d_model' given twice"),
+    ("number.yaml", "model:\n  1: 2\n", "config key.s. 1 in model: keys must be names"),
+    ("bool.yaml", "on: 1\n", "config key.s. True: keys must be names"),  # YAML 1.1 reads `on` as true
+])
+def test_repeated_or_non_name_keys_are_errors_naming_the_file(tmp_path: Path, name: str, text: str,
+                                                              message: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_a_config_file_that_is_not_utf8_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "latin.yaml"
+    path.write_bytes(b"\xff\xfe model")
+    with pytest.raises(ConfigError, match="latin.yaml: cannot read as UTF-8"):
+        load_config(path)
+
+
 def test_a_mistyped_override_is_blamed_on_the_command_line_with_the_nearest_key() -> None:
     smoke = Path(__file__).resolve().parents[1] / "configs/smoke.yaml"
     with pytest.raises(ConfigError) as info:
