@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spread.errors import ArtifactError
+from spread.errors import ArtifactError, ConfigError
 
 CONFIG_FILE = "config.yaml"
 DATA_FILE = "data.json"
@@ -83,6 +83,15 @@ def remove_temporaries(run_dir: Path) -> list[Path]:
     for path in removed:
         path.unlink()
     return removed
+
+
+def check_new_folder(path: Path, hint: str = "") -> None:
+    """ConfigError unless `path` is absent or an empty folder (a file there, or a folder holding anything, is the
+    user's and is never written over); `hint` ends the message (e.g. how to continue that folder instead)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise ConfigError(f"{path}: folder is not empty{hint}")
 
 
 def write_data_record(run_dir: Path, data_dir: Path, fingerprint: str) -> None:

@@ -52,8 +52,8 @@ from spread.metrics import validation_metrics
 from spread.prior import mean_rank_prior, write_prior
 from spread.pruning import gate_table, select_features, write_gate_analysis
 from spread.runfolder import (
-    BEST, CONFIG_FILE, DATA_FILE, FOLDS_FILE, PRIOR_FILE, PRUNED_SUFFIX, SUMMARY_FILE, checkpoint_name,
-    read_data_fingerprint, read_data_record, remove_temporaries, write_data_record, write_json,
+    BEST, CONFIG_FILE, DATA_FILE, FOLDS_FILE, PRIOR_FILE, PRUNED_SUFFIX, SUMMARY_FILE, check_new_folder,
+    checkpoint_name, read_data_fingerprint, read_data_record, remove_temporaries, write_data_record, write_json,
 )
 from spread.runlog import RunLog, add_honest_scores, mean_std, summarize
 from spread.runtime import Runtime, broadcast_from_rank0, deterministic_kernels, start_runtime
@@ -79,8 +79,7 @@ def check_run_folder(run_dir: Path, cfg: "Config", resume: bool) -> None:
 
     saved = run_dir / CONFIG_FILE
     if not resume:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"{run_dir}: run folder is not empty (use --resume {run_dir} to continue it)")
+        check_new_folder(run_dir, f" (use --resume {run_dir} to continue a run there)")
         return
     needed = [run_dir / name for name in (CONFIG_FILE, DATA_FILE, PRIOR_FILE)]  # what a run writes before any fit
     missing = [path for path in needed if not path.is_file()]

@@ -551,6 +551,8 @@ def test_run_folder_guards(tiny_run: tuple[Path, dict], small: Path) -> None:
     run, _ = tiny_run
     with pytest.raises(ConfigError, match="not empty"):
         train(load_config(None, TINY_RUN), small, run)
+    with pytest.raises(ConfigError, match="exists and is not a folder"):  # was a NotADirectoryError traceback
+        train(load_config(None, TINY_RUN), small, run / "config.yaml")
     with pytest.raises(ConfigError, match="changed: model.d_model"):
         train(load_config(None, [*TINY_RUN, "model.d_model=16"]), small, run, resume=True)
 

@@ -51,7 +51,7 @@ from spread.features import Panel, released, revealed_label_features
 from spread.competition_writer import ORACLE_FILE
 from spread.metrics import validation_metrics
 from spread.prior import UNSEEN, daily_ranks, mean_rank_prior
-from spread.runfolder import CONFIG_FILE, FOLDS_FILE, SUMMARY_FILE, write_json
+from spread.runfolder import CONFIG_FILE, FOLDS_FILE, SUMMARY_FILE, check_new_folder, write_json
 from spread.runlog import RunLog, add_honest_scores, summarize
 from spread.splits import Fold, fold_table, lag_mapping
 from spread.target_features import OWN_FEATURES, own_features
@@ -389,8 +389,7 @@ def run_baseline(name: str, cfg: Config, data_dir: str | Path, out_dir: str | Pa
         raise ConfigError(f"baseline: unknown name {name!r}; choose one of {sorted(predictors)}")
     started = time.perf_counter()
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out}: run folder exists and is not empty")
+    check_new_folder(out)
     comp = load_competition(data_dir, require_test=False)
     folds = competition_folds(comp, cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -195,6 +195,8 @@ def tune(
         raise DataError(f"{data_dir}: competition folder not found")
     space = space or SearchSpace()
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
     trials_dir = out / TRIALS_DIR
     trials_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
