@@ -38,7 +38,6 @@ import argparse
 import ast
 import heapq
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -363,6 +362,8 @@ def build(
     base = with_owner(json.loads((root / "kernel-metadata.json").read_text(encoding="utf-8")), owner)
     modules = package_modules(root / PACKAGE)
     configs = embedded_configs(root / "configs")
+    for kind, stem in KERNELS.items():  # nothing is written or removed before every folder is checked
+        check_bundle_folder(out / kind, stem)
     folders = {}
     for kind, stem in KERNELS.items():
         code_file = f"{stem}.ipynb" if notebook else f"{stem}.py"
@@ -374,9 +375,9 @@ def build(
         kernel_source = kernel.read_text(encoding="utf-8")
         script = render_script(kind, kernel_source, sources, packages, notebook)
         folder = out / kind
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in bundle_files(stem):  # an earlier build's files (a script where a notebook is written now)
+            (folder / name).unlink(missing_ok=True)
         text = render_notebook(script) if notebook else script
         (folder / code_file).write_text(text, encoding="utf-8")
         metadata_text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
@@ -384,6 +385,22 @@ def build(
         folders[kind] = folder
     write_bundle_dataset_metadata(folders["train"], base)
     return folders
+
+
+def bundle_files(stem: str) -> tuple[str, ...]:
+    """The files a build writes into one kernel's folder (the script or the notebook, and the metadata)."""
+    return f"{stem}.py", f"{stem}.ipynb", "kernel-metadata.json", "dataset-metadata.json"
+
+
+def check_bundle_folder(folder: Path, stem: str) -> None:
+    """SystemExit unless `folder` is absent or holds only files a build writes: anything else is the user's."""
+    if folder.exists() and not folder.is_dir():
+        raise SystemExit(f"error: {folder}: exists and is not a folder")
+    others = sorted(path.name for path in folder.iterdir() if path.name not in bundle_files(stem)) \
+        if folder.is_dir() else []
+    if others:
+        raise SystemExit(f"error: {folder}: holds files a build does not write ({', '.join(others[:5])}); "
+                         "refusing to remove them: choose another --out")
 
 
 def write_bundle_dataset_metadata(folder: Path, base: dict) -> Path:
@@ -412,8 +429,17 @@ def main(argv: list[str] | None = None) -> int:
                         "time (default: the kernel's built-in defaults)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides on top of --config")
     args = parser.parse_args(argv)
-    folders = build(args.out, notebook=args.notebook, weights=args.weights, owner=args.owner, config=args.config,
-                    overrides=args.overrides)
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: {args.out}: exists and is not a folder", file=sys.stderr)
+        return 2
+    try:
+        folders = build(args.out, notebook=args.notebook, weights=args.weights, owner=args.owner,
+                        config=args.config, overrides=args.overrides)
+    except SystemExit as exc:  # a bad file, key, value or folder: one line, the usage-error status
+        if not isinstance(exc.code, str):
+            raise
+        print(exc.code, file=sys.stderr)
+        return 2
     for kind, folder in folders.items():
         files = ", ".join(sorted(path.name for path in folder.iterdir()))
         print(f"{kind}: {folder} ({files})")

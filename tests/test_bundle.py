@@ -548,6 +548,21 @@ def test_placeholder_owner_warns_and_a_bad_owner_stops_the_build(tmp_path: Path,
     assert not (tmp_path / "bad").exists()
 
 
+def test_a_rebuild_replaces_its_own_files_and_never_removes_the_users(tmp_path: Path, capsys) -> None:
+    dist = tmp_path / "dist"
+    build_bundle.build(dist, notebook=True)
+    build_bundle.build(dist)  # over an earlier build: its notebook goes, the script comes
+    assert sorted(p.name for p in (dist / "infer").iterdir()) == ["kernel-metadata.json", "kernel_infer.py"]
+    notes = dist / "train" / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(SystemExit, match=r"train: holds files a build does not write \(notes.txt\)"):
+        build_bundle.build(dist)
+    assert notes.read_text() == "mine" and (dist / "infer" / "kernel_infer.py").is_file()  # nothing touched
+    assert build_bundle.main(["--out", str(dist)]) == 2  # a usage error, one line
+    assert build_bundle.main(["--out", str(tmp_path / "other"), "model.d_model=abc"]) == 2
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
 def test_build_config_is_validated_and_embedded(tmp_path: Path) -> None:
     overrides = ["train.epochs=3", "model.dropout=0.2"]
     folders = build_bundle.build(tmp_path / "dist", config=REPO / "configs/smoke.yaml", overrides=overrides)
