@@ -20,13 +20,14 @@ import argparse
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import yaml
 
 from spread.config import Config, compose_config, load_config
 from spread.discovery import find_competition_dir, working_dir
-from spread.errors import ConfigError
+from spread.errors import ConfigError, SpreadError
 from spread.publish import PLACEHOLDER_OWNER, write_dataset_metadata
 from spread.runlog import score_headline
 from spread.trainer import train
@@ -133,8 +134,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # %%
 def main(argv: list[str] | None = None) -> int:
+    """The kernel's run; a bad argument, config or data folder is one line on stderr and exit status 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parse_args(argv)
+    try:
+        return run_kernel(parse_args(argv))
+    except SpreadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_kernel(args: argparse.Namespace) -> int:
     configs, kernel_metadata, built, origin = embedded_resources()
     cfg = resolve_config(args.config, args.overrides, configs, built, origin)
     data_dir = competition_folder(args.data, args.preset, args.seed)

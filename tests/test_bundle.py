@@ -479,6 +479,23 @@ def test_infer_kernel_without_competition_exits_2(tmp_path: Path, monkeypatch: p
     assert kernel.main(["--data", str(tmp_path)]) == 2
 
 
+def test_infer_kernel_refuses_a_deadline_that_is_not_positive_outside_the_rerun(
+    tiny_competition: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel = _kernel_infer(monkeypatch)
+    monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
+    assert kernel.main(["--data", str(tiny_competition), "--deadline", "-1"]) == 2
+
+
+def test_train_kernel_usage_errors_are_one_line_and_exit_2(tiny_competition: Path, tmp_path: Path, capsys) -> None:
+    kernel = _kernel_train()
+    argv = ["--data", str(tiny_competition), "--artifacts", str(tmp_path / "a"), "--config", "smoke"]
+    assert kernel.main([*argv, "model.dmodel=3"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean model.d_model?" in err and "Traceback" not in err and not (tmp_path / "a").exists()
+    assert kernel.main(["--data", str(tmp_path / "missing"), "--artifacts", str(tmp_path / "b")]) == 2
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the train kernel's config and dataset metadata
 
