@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from spread.errors import ConfigError, SpreadError
+from spread.errors import ConfigError, DataError, SpreadError
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -34,16 +34,38 @@ def _check_labels(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _check_submission(solution, submission, scored: list | None, path: Path) -> None:
+    """What the official scorer requires of a whole submission: date_id + exactly the solution's targets, in its
+    order, and a row for every scored date (`score` refuses what it would reject, instead of scoring a part)."""
+    targets = [c for c in solution.columns if c != "date_id"]
+    answered = [c for c in submission.columns if c != "date_id"]
+    if answered != targets:
+        extra = [c for c in answered if c not in set(targets)]
+        first = next((t for t, a in zip(targets, answered) if t != a), None)
+        first = first if first is not None or len(answered) >= len(targets) else targets[len(answered)]
+        detail = f"unexpected {extra[:5]}" if extra else f"missing or out of order from {first!r}"
+        raise DataError(f"{path}: columns must be date_id + the solution's {len(targets)} targets in its order; "
+                        f"{detail}")
+    if scored is not None and "date_id" in submission.columns:
+        absent = sorted(set(scored) - set(submission["date_id"].to_list()))
+        if absent:
+            raise DataError(f"{path}: {len(absent)} scored date_id(s) without a row: {absent[:10]}")
+
+
 def _score(args: argparse.Namespace) -> int:
     import polars as pl
 
     from spread.metrics import read_table, score_frames
 
+    solution, submission = read_table(args.solution), read_table(args.submission)
     scored = None
     if args.test:
         test = read_table(args.test)
+        if "is_scored" not in test.columns or "date_id" not in test.columns:
+            raise DataError(f"{args.test}: needs the columns date_id and is_scored")
         scored = test.filter(pl.col("is_scored").cast(pl.Boolean))["date_id"].to_list()
-    score = score_frames(read_table(args.solution), read_table(args.submission), scored_dates=scored)
+    _check_submission(solution, submission, scored, args.submission)
+    score = score_frames(solution, submission, scored_dates=scored)
     print(f"{score:.6f}")
     return 0
 

@@ -40,6 +40,28 @@ def test_score_command_matches_the_metric(tmp_path: Path, tiny_competition: Path
     assert printed == pytest.approx(want, abs=1e-6)
 
 
+def test_score_refuses_what_the_official_scorer_would(tmp_path: Path, tiny_competition: Path, capsys) -> None:
+    labels = pl.read_csv(tiny_competition / "train_labels.csv")
+    solution, test = str(tiny_competition / "train_labels.csv"), str(tiny_competition / "test.csv")
+    cases = {
+        "few rows": (labels.filter(pl.col("date_id") < 23), "scored date_id(s) without a row: [23, 24, 25]"),
+        "reversed": (labels.select("date_id", *labels.columns[:0:-1]), "missing or out of order from 'target_0'"),
+        "extra": (labels.with_columns(extra=pl.lit(0.0)), "unexpected ['extra']"),
+        "short": (labels.drop(labels.columns[-1]), f"missing or out of order from {labels.columns[-1]!r}"),
+    }
+    for name, (frame, message) in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.parquet"
+        frame.write_parquet(path)
+        assert main(["score", "--solution", solution, "--submission", str(path), "--test", test]) == 2, name
+        assert message in capsys.readouterr().err, name
+    no_flags = tmp_path / "test.csv"
+    pl.read_csv(tiny_competition / "test.csv").drop("is_scored").write_csv(no_flags)
+    labels.write_parquet(tmp_path / "whole.parquet")
+    assert main(["score", "--solution", solution, "--submission", str(tmp_path / "whole.parquet"),
+                 "--test", str(no_flags)]) == 2
+    assert "needs the columns date_id and is_scored" in capsys.readouterr().err
+
+
 def test_module_entry_point_runs() -> None:
     result = subprocess.run([sys.executable, "-m", "spread", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "check-labels" in result.stdout
