@@ -212,10 +212,32 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed(text: str) -> int:
+    """argparse type of a --seed: an integer >= 0 (numpy's generators take no negative seed)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _at_least_zero(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text}")
+    return value
+
+
 def _add_competition_shape(p: argparse.ArgumentParser) -> None:
     """Options shared by the commands that write a competition folder from prices."""
     p.add_argument("--out", required=True, type=Path, help="competition folder to create")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the pair draw (default 0)")
     p.add_argument("--pairs", type=int, help="targets per lag (default: one per asset, like the real 106)")
     p.add_argument("--test-dates", type=int, default=134, help="last dates served as test.csv (default 134)")
     p.add_argument("--scored", type=int, default=90, help="first test dates with is_scored (default 90)")
@@ -240,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("synth", help="write a synthetic competition folder (the embedded default data)")
     p.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument("--preset", default="realistic", choices=["realistic", "realistic_strong", "realistic_fxvol",
                                                              "realistic_fxvol_rank1", "mitsui", "small"],
                    help="realistic (default: calibrated on the real competition), realistic_strong (a diagnostic: "
@@ -252,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("check-labels", help="recompute train_labels.csv from train.csv and compare")
     p.add_argument("dir", type=Path, help="competition folder")
-    p.add_argument("--tolerance", type=float, default=1e-9, help="absolute tolerance per cell (default 1e-9)")
-    p.add_argument("--min-share", type=float, default=0.999, help="share of cells that must match (default 0.999)")
+    p.add_argument("--tolerance", type=_at_least_zero, default=1e-9, help="absolute tolerance per cell (default 1e-9)")
+    p.add_argument("--min-share", type=_share, default=0.999, help="share of cells that must match (default 0.999)")
     p.set_defaults(handler=_check_labels)
 
     p = commands.add_parser("score", help="competition score of a submission against labels")
@@ -318,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default="spread", help="study name (default spread)")
     p.add_argument("--write-config", type=Path, default=Path("configs/tuned.yaml"),
                    help="where the best config goes (default configs/tuned.yaml)")
-    p.add_argument("--seed", type=int, help="sampler seed (leave unset with several workers)")
+    p.add_argument("--seed", type=_seed, help="sampler seed (leave unset with several workers)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     _add_config(p)
     p.set_defaults(handler=_tune)

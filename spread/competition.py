@@ -15,6 +15,7 @@ a repeated date the last line is kept; a row without an integer date_id is dropp
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -87,7 +88,12 @@ def read_text_csv(path: Path) -> pl.DataFrame:
     try:
         frame = pl.read_csv(path, infer_schema_length=0)
     except Exception as exc:  # polars raises several types for malformed csv
-        raise DataError(f"{path}: cannot be parsed as CSV: {exc}") from exc
+        raise DataError(f"{path}: cannot be parsed as CSV: {' '.join(str(exc).split())}") from exc
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:  # polars would rename the second one (name_duplicated_0) and read it as another column
+        raise DataError(f"{path}: line 1: column name(s) given twice: {repeated[:10]}")
     return drop_trailing_blank_rows(frame)
 
 

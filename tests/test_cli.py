@@ -67,6 +67,18 @@ def test_module_entry_point_runs() -> None:
     assert result.returncode == 0 and "check-labels" in result.stdout
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["synth", "--out", "x", "--seed", "-1"], "--seed: expected an integer >= 0"),
+    (["make-competition", "--prices", "p.csv", "--out", "x", "--seed", "-3"], "--seed: expected an integer >= 0"),
+    (["check-labels", "d", "--min-share", "2"], "--min-share: expected a share in [0, 1]"),
+    (["check-labels", "d", "--tolerance", "-1"], "--tolerance: expected a number >= 0"),
+])
+def test_out_of_range_arguments_are_usage_errors(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_gateway_run_option_reaches_the_handler() -> None:
     args = build_parser().parse_args(["gateway", "--data", "d", "--run", "r"])
     assert args.run_dir == Path("r") and callable(args.handler)

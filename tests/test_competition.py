@@ -174,6 +174,16 @@ def test_serving_names_the_file_line_of_a_text_cell_in_a_repaired_file(tiny_comp
     assert f"column 'A_Close', line {frame.height + 1}: 'abc' is not a number" in caplog.text  # the file's line
 
 
+def test_a_column_name_given_twice_is_an_error_naming_the_file(tiny_competition: Path) -> None:
+    path = tiny_competition / "train.csv"
+    lines = path.read_text().splitlines()
+    names = lines[0].split(",")
+    lines[0] = ",".join([*names[:-1], names[1]])  # the last column renamed to the first feature's name
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"train\.csv: line 1: column name\(s\) given twice: \[{names[1]!r}\]"):
+        load_competition(tiny_competition)
+
+
 def test_in_target_order_permutes_pairs_and_labels_together(tiny_competition: Path) -> None:
     comp = load_competition(tiny_competition)
     order = comp.target_names[::-1]
