@@ -165,6 +165,7 @@ def _tune(args: argparse.Namespace) -> int:
     result = tune(
         load_config(args.config, args.overrides), args.data, args.out, args.trials, storage=args.storage,
         study_name=args.study, write_config=args.write_config, seed=args.seed, timeout_s=args.timeout,
+        overwrite=args.overwrite,
     )
     print(f"best mean walk-forward score {result['best_value']:.6f} (trial {result['best_trial']}); "
           f"config written to {result['config_path']}")
@@ -342,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the best config goes (default configs/tuned.yaml)")
     p.add_argument("--seed", type=_seed, help="sampler seed (leave unset with several workers)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --write-config replace an existing file this study did not write")
     _add_config(p)
     p.set_defaults(handler=_tune)
 

@@ -91,6 +91,16 @@ def test_a_study_scored_on_other_folds_is_not_resumed(small: Path, tmp_path: Pat
     assert len(optuna.load_study(study_name="spread", storage=storage).trials) == 1  # nothing ran
 
 
+def test_the_best_config_never_overwrites_a_file_the_study_did_not_write(small: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("# my config\n")
+    with pytest.raises(ConfigError, match="exists and this study did not write it"):
+        tune(load_config(None, TINY), small, tmp_path / "tune", n_trials=1, space=TINY_SPACE, write_config=mine)
+    with pytest.raises(ConfigError, match="is a folder"):
+        tune(load_config(None, TINY), small, tmp_path / "tune", n_trials=1, space=TINY_SPACE, write_config=tmp_path)
+    assert mine.read_text() == "# my config\n" and not (tmp_path / "tune").exists()  # checked before any trial
+
+
 def test_a_study_needs_two_walk_forward_folds_for_an_honest_score(small: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="split.n_folds"):
         tune(load_config(None, [*TINY, "split.n_folds=1"]), small, tmp_path / "tune", n_trials=1, space=TINY_SPACE)

@@ -24,6 +24,7 @@ best trial's config (the base config plus the best parameters, holdout restored)
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -115,6 +116,23 @@ def _delete_checkpoints(run_dir: Path) -> None:
         path.unlink()
 
 
+def check_config_target(path: Path, out: Path, overwrite: bool) -> None:
+    """ConfigError before any trial unless the best config may be written to `path`: not a folder, and not an
+    existing file (someone's config) unless an earlier invocation of this study (out/tune_summary.json) wrote it
+    or `overwrite`."""
+    if path.is_dir():
+        raise ConfigError(f"--write-config {path}: is a folder")
+    if not path.exists() or overwrite:
+        return
+    try:
+        written = Path(json.loads((out / TUNE_SUMMARY).read_text())["config_path"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        written = None
+    if written != path.resolve():
+        raise ConfigError(f"--write-config {path}: exists and this study did not write it; refusing to overwrite "
+                          "it (pass --overwrite, or another --write-config)")
+
+
 def search_cutoff(cfg: Config, data_dir: Path) -> int | None:
     """The last date a trial may read: the holdout's training cutoff when `cfg` has a holdout (so the trials' walk-
     forward folds are the ones a run with the holdout trains), else the user's data.train_end."""
@@ -179,6 +197,7 @@ def tune(
     seed: int | None = None,
     timeout_s: float | None = None,
     keep_checkpoints: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Search `space` around `cfg` until the study has `n_trials` trials (or `timeout_s` passes); write the best.
 
@@ -197,6 +216,7 @@ def tune(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder")
+    check_config_target(Path(write_config), out, overwrite)
     trials_dir = out / TRIALS_DIR
     trials_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
