@@ -99,6 +99,10 @@ def test_the_best_config_never_overwrites_a_file_the_study_did_not_write(small: 
     with pytest.raises(ConfigError, match="is a folder"):
         tune(load_config(None, TINY), small, tmp_path / "tune", n_trials=1, space=TINY_SPACE, write_config=tmp_path)
     assert mine.read_text() == "# my config\n" and not (tmp_path / "tune").exists()  # checked before any trial
+    with pytest.raises(ConfigError, match="split"):  # folds the data cannot hold: an error before anything is written
+        tune(load_config(None, [*TINY, "split.n_folds=50"]), small, tmp_path / "tune", n_trials=1, space=TINY_SPACE,
+             write_config=tmp_path / "new.yaml")
+    assert not (tmp_path / "tune").exists()
 
 
 def test_a_study_needs_two_walk_forward_folds_for_an_honest_score(small: Path, tmp_path: Path) -> None:

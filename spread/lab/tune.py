@@ -140,9 +140,9 @@ def search_cutoff(cfg: Config, data_dir: Path) -> int | None:
     from spread.splits import HOLDOUT
     from spread.trainer import competition_folds
 
+    folds = competition_folds(load_competition(data_dir, require_test=False), cfg)  # bad data or folds: an error now
     if not cfg.split.holdout:
         return cfg.data.train_end
-    folds = competition_folds(load_competition(data_dir, require_test=False), cfg)
     return next(fold.train_cutoff for fold in folds if fold.name == HOLDOUT)
 
 
@@ -217,14 +217,17 @@ def tune(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder")
     check_config_target(Path(write_config), out, overwrite)
+    cutoff = search_cutoff(cfg, Path(data_dir))  # the data and the folds are checked before anything is written
     trials_dir = out / TRIALS_DIR
     trials_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
-    study = optuna.create_study(
-        storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-    )
-    cutoff = search_cutoff(cfg, Path(data_dir))
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, direction="maximize", load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=seed),
+        )
+    except Exception as exc:  # optuna and sqlalchemy raise several types for a bad URL or database
+        raise ConfigError(f"--storage {storage}: cannot open the study: {type(exc).__name__}: {exc}") from exc
     stored = study.user_attrs.get(CUTOFF_ATTR, "absent")
     if study.trials and stored != cutoff:
         raise ConfigError(f"tune: study {study_name!r} in {storage} holds {len(study.trials)} trial(s) scored on other "
