@@ -46,7 +46,7 @@ import torch.distributed as dist
 
 from spread.checkpoint import data_fingerprint, load_checkpoint, write_manifest
 from spread.competition import Competition, load_competition
-from spread.errors import ArtifactError, ConfigError
+from spread.errors import ArtifactError, ConfigError, DataError, SpreadError
 from spread.fit import FitJob, RunContext, ensemble_metrics, epoch_metrics, extend_fit, fit
 from spread.metrics import validation_metrics
 from spread.prior import mean_rank_prior, write_prior
@@ -142,8 +142,13 @@ def load_oracle(data_dir: Path, comp: Competition) -> np.ndarray | None:
     path = data_dir / ORACLE_FILE
     if not path.is_file():
         return None
-    frame = read_table(path)
-    return label_matrix(frame, comp.train["date_id"].to_numpy(), comp.target_names).astype(np.float64)
+    try:
+        frame = read_table(path)
+        return label_matrix(frame, comp.train["date_id"].to_numpy(), comp.target_names).astype(np.float64)
+    except SpreadError:
+        raise
+    except Exception as exc:  # polars' errors of a malformed file: one line naming it
+        raise DataError(f"{path}: not a readable oracle file: {' '.join(str(exc).split())}") from exc
 
 
 def oracle_score(ctx: RunContext, job: FitJob) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,14 @@ def test_bad_requests_are_clear_errors(small: Path, cfg: Config, tmp_path: Path,
     tiny_cfg = load_config(None, ["split.val_size=3", "split.step=3", "split.min_train=5", "split.n_folds=1"])
     with pytest.raises(DataError, match="oracle_predictions.csv"):
         run_baseline("oracle", tiny_cfg, tiny_competition, tmp_path / "b")
+    broken = tmp_path / "broken"  # a malformed oracle file: one line naming it, and no run folder written
+    shutil.copytree(small, broken)
+    lines = (broken / "oracle_predictions.csv").read_text().splitlines()
+    lines[3] = ",".join([lines[3].split(",")[0], "abc", *lines[3].split(",")[2:]])
+    (broken / "oracle_predictions.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="oracle_predictions.csv: not a readable oracle file"):
+        run_baseline("mean_rank", cfg, broken, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
 
 
 def test_reduced_rank_recovers_a_low_rank_map_and_full_rank_is_ridge() -> None:

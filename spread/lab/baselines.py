@@ -392,11 +392,11 @@ def run_baseline(name: str, cfg: Config, data_dir: str | Path, out_dir: str | Pa
     check_new_folder(out)
     comp = load_competition(data_dir, require_test=False)
     folds = competition_folds(comp, cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / CONFIG_FILE)
     panel = competition_panel(comp, cfg.features)
     labels = label_matrix(comp.labels, panel.date_ids, comp.target_names).astype(np.float64)
     oracle = load_oracle(Path(data_dir), comp)
+    out.mkdir(parents=True, exist_ok=True)  # everything is read and checked: only now is the run folder written
+    save_config(cfg, out / CONFIG_FILE)
     runlog = RunLog(out)
     results = {}
     for fold in folds:
