@@ -75,6 +75,8 @@ def _train(args: argparse.Namespace) -> int:
     from spread.runlog import score_headline
     from spread.trainer import train
 
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ConfigError(f"train: --resume {args.resume} continues that folder; --out {args.out} names another")
     out = args.resume or args.out
     if out is None:
         raise SpreadError("train: give --out RUN (a new run folder) or --resume RUN")

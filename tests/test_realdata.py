@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from spread.competition import check_labels, load_competition
-from spread.errors import DataError
+from spread.errors import ConfigError, DataError
 from spread.lab.realdata import asset_columns, make_competition, price_panel, realdata
 from spread.targets import parse_pair
 
@@ -163,3 +163,10 @@ def test_realdata_builds_a_competition_from_the_shipped_prices(tmp_path: Path) -
     assert comp.train["US_ETF_MTUM_adj_close"][0] is None  # the factor ETFs start in 2014
     assert comp.test.height == 134 and len(comp.scored_dates) == 90
     assert check_labels(comp).match_share == 1.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skfolio") is None, reason="needs skfolio (requirements-bench.txt)")
+def test_realdata_start_that_is_not_a_date_is_an_error_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--start 'notadate': expected a date YYYY-MM-DD"):
+        realdata(tmp_path / "real", start="notadate")
+    assert not (tmp_path / "real").exists()

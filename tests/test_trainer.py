@@ -675,6 +675,7 @@ def test_resume_without_data_uses_the_recorded_folder(tiny_run: tuple[Path, dict
     assert any(f"on the data folder {small.resolve()}" in r.getMessage() for r in caplog.records)
     (run / "data.json").unlink()
     assert main(["train", "--resume", str(run)]) == 2  # no record and no --data: a clear error
+    assert main(["train", "--resume", str(run), "--out", str(tmp_path / "elsewhere")]) == 2  # two folders named
 
 
 def test_a_failed_train_writes_nothing(small: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

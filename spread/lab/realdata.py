@@ -260,7 +260,9 @@ def load_real_prices(start: str = REAL_START) -> pl.DataFrame:
         frame = frame.rename({c: (DATE if c == "Date" else pattern.format(c)) for c in frame.columns})
         frame = frame.with_columns(pl.col(DATE).str.to_date())
         merged = frame if merged is None else merged.join(frame, on=DATE, how="full", coalesce=True)
-    start_date = pl.Series([start]).str.to_date()[0]
+    start_date = pl.Series([str(start)]).str.to_date("%Y-%m-%d", strict=False)[0]
+    if start_date is None:
+        raise ConfigError(f"--start {start!r}: expected a date YYYY-MM-DD")
     return merged.filter(pl.col(DATE) >= start_date).sort(DATE)
 
 
