@@ -164,6 +164,15 @@ def test_render_report_states_mode_provenance_honesty_and_levers(scores: pl.Data
     assert "## Levers" not in without and "![" not in without
 
 
+def test_bench_checks_its_report_path_before_running_anything(tmp_path: Path) -> None:
+    from spread.lab.bench import bench
+
+    for out in (tmp_path, tmp_path / "missing" / "RESULTS.md"):
+        with pytest.raises(ConfigError, match="expected a file in an existing folder"):
+            bench(out_md=out, workdir=tmp_path / "work")
+    assert not (tmp_path / "work").exists()
+
+
 def test_bench_modes_score_honest_folds_on_the_realistic_preset() -> None:
     assert SYNTHETIC_PRESETS[SYNTHETIC] == "realistic"
     assert QUICK.n_folds >= 2 and "train.final_fit=false" in QUICK.transformer_overrides

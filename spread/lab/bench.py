@@ -50,6 +50,7 @@ from pathlib import Path
 
 import polars as pl
 
+from spread.errors import ConfigError
 from spread.lab.grid import FULL, QUICK, REAL, SYNTHETIC, RunTally, bench_split, run_source, tuned_config_path
 from spread.lab.provenance import provenance
 from spread.lab.render import read_levers, render_report
@@ -74,6 +75,9 @@ def bench(
 
     bench_cfg = FULL if full else QUICK
     command = command or "python -m spread bench" + (" --full" if full else "")
+    report = Path(out_md)
+    if report.is_dir() or not report.parent.is_dir():  # checked now, not after the grid's minutes of runs
+        raise ConfigError(f"--out {report}: expected a file in an existing folder")
     work = Path(workdir) / bench_cfg.mode
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
