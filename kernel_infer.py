@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     if not rerun and not args.deadline > 0:  # the rerun serves whatever it is given; a local run says it
         log.error("--deadline: expected seconds > 0, got %s", args.deadline)
         return 2
+    if not rerun and args.artifacts is not None and not Path(args.artifacts).exists():
+        log.error("--artifacts %s: no such folder", args.artifacts)
+        return 2
     data_dir = find_competition_dir(args.data)
     if data_dir is None:
         log.error("no competition folder (a folder with target_pairs.csv) found; pass --data")

@@ -479,12 +479,13 @@ def test_infer_kernel_without_competition_exits_2(tmp_path: Path, monkeypatch: p
     assert kernel.main(["--data", str(tmp_path)]) == 2
 
 
-def test_infer_kernel_refuses_a_deadline_that_is_not_positive_outside_the_rerun(
+def test_infer_kernel_refuses_a_bad_deadline_or_artifacts_folder_outside_the_rerun(
     tiny_competition: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kernel = _kernel_infer(monkeypatch)
     monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
     assert kernel.main(["--data", str(tiny_competition), "--deadline", "-1"]) == 2
+    assert kernel.main(["--data", str(tiny_competition), "--artifacts", str(tiny_competition / "nosuch")]) == 2
 
 
 def test_train_kernel_usage_errors_are_one_line_and_exit_2(tiny_competition: Path, tmp_path: Path, capsys) -> None:
