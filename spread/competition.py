@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -112,6 +113,16 @@ def drop_trailing_blank_rows(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.head(kept)
 
 
+def as_date_id(value: object) -> int | None:
+    """A date_id cell as an integer (12, 12.0, "12" and " 12 " alike); None when it is not one ("x", blank, 12.5,
+    nan, inf)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number == round(number) else None
+
+
 def _check_date_ids(frame: pl.DataFrame, where: str, strict: bool = True) -> pl.DataFrame:
     """`frame` with an Int64 date_id column (12 and 12.0 alike; null where a cell is not an integer). Strict: a
     date_id that is not an integer, repeats or goes back raises DataError naming the line. Otherwise (serving) one
@@ -120,9 +131,7 @@ def _check_date_ids(frame: pl.DataFrame, where: str, strict: bool = True) -> pl.
     if "date_id" not in frame.columns:
         raise DataError(f"{where}: missing column 'date_id'")
     raw = frame["date_id"]
-    number = (raw.str.strip_chars() if raw.dtype == pl.String else raw).cast(pl.Float64, strict=False)
-    parsed = pl.Series("date_id", [None if v is None or v != round(v) else int(v) for v in number.to_list()],
-                       dtype=pl.Int64)
+    parsed = pl.Series("date_id", [as_date_id(value) for value in raw.to_list()], dtype=pl.Int64)
     bad = (parsed.is_null()).arg_true()
     problem = None
     if len(bad):

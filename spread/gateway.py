@@ -34,9 +34,8 @@ from typing import Any
 
 import polars as pl
 
-from spread.competition import drop_trailing_blank_rows
+from spread.competition import as_date_id, drop_trailing_blank_rows
 from spread.errors import DataError, SpreadError
-from spread.served import as_date_id
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from spread.competition import as_date_id
 from spread.errors import DataError
 from spread.features import column_kind
 from spread.problems import Problems
@@ -204,12 +205,6 @@ def float_frame(matrix: np.ndarray, names: list[str]) -> pl.DataFrame:
 def frame_from_matrix(matrix: np.ndarray, names: list[str], date_ids: np.ndarray) -> pl.DataFrame:
     """date_id + one Float64 column per name from a (T, len(names)) float64 matrix (NaN kept)."""
     return float_frame(matrix, names).insert_column(0, pl.Series("date_id", date_ids, dtype=pl.Int64))
-
-
-def as_date_id(value: object) -> int | None:
-    """A served date_id cell as an integer (12, 12.0 and "12" alike); None when it is not one ("x", blank, 12.5)."""
-    number, _ = _parse_cell(value)
-    return int(number) if np.isfinite(number) and number == round(number) else None
 
 
 def _date_ids(frame: pl.DataFrame, where: str) -> list[int]:

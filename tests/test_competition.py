@@ -174,6 +174,13 @@ def test_serving_names_the_file_line_of_a_text_cell_in_a_repaired_file(tiny_comp
     assert f"column 'A_Close', line {frame.height + 1}: 'abc' is not a number" in caplog.text  # the file's line
 
 
+@pytest.mark.parametrize("cell", ["inf", "nan", "12.5", "x"])
+def test_a_date_id_that_is_not_an_integer_is_an_error_naming_the_line(tiny_competition: Path, cell: str) -> None:
+    _set_cell(tiny_competition / "train.csv", 4, 0, cell)  # line 4 of the file
+    with pytest.raises(DataError, match=rf"train\.csv: column 'date_id', line 4: '{cell}' is not an integer date_id"):
+        load_competition(tiny_competition)
+
+
 def test_a_column_name_given_twice_is_an_error_naming_the_file(tiny_competition: Path) -> None:
     path = tiny_competition / "train.csv"
     lines = path.read_text().splitlines()
