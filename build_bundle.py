@@ -394,10 +394,11 @@ def bundle_files(stem: str) -> tuple[str, ...]:
 
 def check_bundle_folder(folder: Path, stem: str) -> None:
     """SystemExit unless `folder` is absent or holds only files a build writes: anything else is the user's."""
-    if folder.exists() and not folder.is_dir():
+    if not folder.exists():
+        return
+    if not folder.is_dir():
         raise SystemExit(f"error: {folder}: exists and is not a folder")
-    others = sorted(path.name for path in folder.iterdir() if path.name not in bundle_files(stem)) \
-        if folder.is_dir() else []
+    others = sorted(path.name for path in folder.iterdir() if path.name not in bundle_files(stem))
     if others:
         raise SystemExit(f"error: {folder}: holds files a build does not write ({', '.join(others[:5])}); "
                          "refusing to remove them: choose another --out")

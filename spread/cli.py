@@ -7,6 +7,7 @@ stay fast. A `SpreadError` (bad input, bad config, bad artefact) is printed as o
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 from pathlib import Path
@@ -41,8 +42,7 @@ def _check_submission(solution, submission, scored: list | None, path: Path) -> 
     answered = [c for c in submission.columns if c != "date_id"]
     if answered != targets:
         extra = [c for c in answered if c not in set(targets)]
-        first = next((t for t, a in zip(targets, answered) if t != a), None)
-        first = first if first is not None or len(answered) >= len(targets) else targets[len(answered)]
+        first = next(t for t, a in itertools.zip_longest(targets, answered) if t != a)  # None: only extras
         detail = f"unexpected {extra[:5]}" if extra else f"missing or out of order from {first!r}"
         raise DataError(f"{path}: columns must be date_id + the solution's {len(targets)} targets in its order; "
                         f"{detail}")
@@ -97,12 +97,11 @@ def _check_gateway_args(args: argparse.Namespace) -> None:
     from spread.checkpoint import read_manifest
     from spread.errors import ArtifactError
     from spread.members import member_candidates
+    from spread.runfolder import check_output_file
 
     if not args.deadline > 0:
         raise ConfigError(f"--deadline: expected seconds > 0, got {args.deadline}")
-    out = Path(args.out)
-    if out.is_dir() or not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: expected a file in an existing folder")
+    check_output_file(Path(args.out), "--out")
     try:
         manifest = read_manifest(args.run_dir)
     except ArtifactError:

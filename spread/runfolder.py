@@ -94,6 +94,13 @@ def check_new_folder(path: Path, hint: str = "") -> None:
         raise ConfigError(f"{path}: folder is not empty{hint}")
 
 
+def check_output_file(path: Path, option: str) -> None:
+    """ConfigError unless `path` can be written as a file: not a folder, and inside an existing one (checked before
+    the work whose result it holds, not after)."""
+    if path.is_dir() or not path.parent.is_dir():
+        raise ConfigError(f"{option} {path}: expected a file in an existing folder")
+
+
 def write_data_record(run_dir: Path, data_dir: Path, fingerprint: str) -> None:
     """Record the run's competition folder (absolute) and its training files' fingerprint in RUN/data.json."""
     write_json(run_dir / DATA_FILE, {"data": str(data_dir.resolve()), "fingerprint": fingerprint})

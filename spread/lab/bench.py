@@ -50,13 +50,13 @@ from pathlib import Path
 
 import polars as pl
 
-from spread.errors import ConfigError
 from spread.lab.grid import FULL, QUICK, REAL, SYNTHETIC, RunTally, bench_split, run_source, tuned_config_path
 from spread.lab.provenance import provenance
 from spread.lab.render import read_levers, render_report
 from spread.lab.speed import data_build_speed, predict_speed, train_step_speed, training_speed
 from spread.lab.stats import SCORE_SCHEMA, fold_scores, quality_table
 from spread.plots import plot_bench_scores
+from spread.runfolder import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,7 @@ def bench(
 
     bench_cfg = FULL if full else QUICK
     command = command or "python -m spread bench" + (" --full" if full else "")
-    report = Path(out_md)
-    if report.is_dir() or not report.parent.is_dir():  # checked now, not after the grid's minutes of runs
-        raise ConfigError(f"--out {report}: expected a file in an existing folder")
+    check_output_file(Path(out_md), "--out")  # now, not after the grid's minutes of runs
     work = Path(workdir) / bench_cfg.mode
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -4,10 +4,12 @@ Each trial trains the Transformer with `spread.trainer.train` on the walk-forwar
 with the holdout places them: `split.holdout` is switched off inside the search and `data.train_end` set to the
 holdout's training cutoff (`search_cutoff`), so no trial reads a row or a label of the holdout's dates, and the
 competition-like holdout stays untouched by every choice made here. (Switching the holdout off alone would move the
-walk-forward folds to the end of the data, onto the holdout's dates.) Each trial returns the mean of the folds' honest scores (each fold scored at the epoch count the other folds choose,
-`spread.trainer`), never a best epoch picked on the dates being scored; so a study needs `split.n_folds >= 2`. The space (`SearchSpace`) covers the window L in {128, 192, 256}
-(the roadmap's comparison), d_model, depth, heads, the learning rate, the regression and ranking loss weights and
-the feature-gate penalty lambda; d_model choices are multiples of 24 so every head count divides them. Sampling is
+walk-forward folds to the end of the data, onto the holdout's dates.) Each trial returns the mean of the folds'
+honest scores (each fold scored at the epoch count the other folds choose, `spread.trainer`), never a best epoch
+picked on the dates being scored; so a study needs `split.n_folds >= 2`. The space (`SearchSpace`) covers the window
+L in {128, 192, 256} (the roadmap's comparison), d_model, depth, heads, the learning rate, the regression and ranking
+loss weights and the feature-gate penalty lambda; d_model choices are multiples of 24 so every head count divides
+them. Sampling is
 TPE (Bergstra et al. 2011, "Algorithms for Hyper-Parameter Optimization"; Akiba et al. 2019, "Optuna").
 
 Storage: SQLite in the output folder by default (`sqlite:///OUT/optuna.db`); any Optuna RDB URL (e.g.
