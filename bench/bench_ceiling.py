@@ -294,7 +294,8 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET, f
                       for pair in pairs["pair"].to_list()]
                for name, regime in regimes.items()}
     # the structured variant's regime read from market__vol10: calm below its quantile at the share of calm dates
-    plug_in = model.with_sign(states, gauge < np.quantile(gauge, (calm > 0).mean()))
+    plug_in_calm = gauge < np.quantile(gauge, (calm > 0).mean())
+    plug_in = model.with_sign(states, plug_in_calm)
     prices = [c for c in competition.train.columns if c != "date_id" and column_kind(c) == "price"]
     levels = log_levels(raw_matrix(competition.train, prices), 0)  # not filled: a missing price makes its own
     returns = np.diff(levels, axis=0, prepend=np.nan)  # and the next return NaN
@@ -305,9 +306,9 @@ def cells(seed: int, work: Path, penalty: float = RIDGE, preset: str = PRESET, f
     # the filter's levels: the rows of the training dates of every fold
     head = int(np.searchsorted(competition.train["date_id"].to_numpy(), split[0].train_dates[1], side="right"))
     calm_prob = filtered_calm(returns, model.preset.calm_stay, model.preset.turbulent_stay, head)
-    filtered = model.with_sign(states, calm_prob > 0.5)
-    reads = dict(zip(REGIME_READS, (gauges[5] < 0, gauges[20] < 0, gauge < np.quantile(gauge, (calm > 0).mean()),
-                                    calm_prob > 0.5)))
+    filtered_calm_dates = calm_prob > 0.5
+    filtered = model.with_sign(states, filtered_calm_dates)
+    reads = dict(zip(REGIME_READS, (gauges[5] < 0, gauges[20] < 0, plug_in_calm, filtered_calm_dates)))
     for name, known in ((VARIANTS[4], states), (VARIANTS[13], plug_in), (VARIANTS[14], filtered)):
         designs[name] = structured_designs(universe, model, known, pairs["pair"].to_list(), lags)
     observed, exact = observed_designs(panel, universe, pairs["pair"].to_list(), gauge, preset)
